@@ -68,7 +68,9 @@ type Checkpoint struct {
 	// hashed_id, Blue Billywig mediaclip id, Skylark asset uid).
 	VendorID string `json:"vendor_id,omitempty"`
 	// Extra holds platform-specific resume handles (e.g. JW upload_id).
-	// Never store secrets here: checkpoints are shown by `show --json`.
+	// Never store account secrets here. A per-upload credential that must
+	// survive a restart (JW upload_token) goes under a key starting with
+	// "secret_": status output redacts those keys.
 	Extra map[string]string `json:"extra,omitempty"`
 }
 
