@@ -3,7 +3,7 @@
 package config
 
 import (
-	"errors"
+	"io/fs"
 	"time"
 )
 
@@ -21,7 +21,12 @@ type Config struct {
 	Folders      []Folder
 	Retry        Retry
 	Upload       Upload
+	Metrics      Metrics
+	Notify       []Notify
 	Destinations map[string]*Destination // by name
+
+	warnings []string    // found while parsing, see Warnings
+	mode     fs.FileMode // permissions of Path when loaded from a file; 0 from Parse
 }
 
 // Log settings.
@@ -59,6 +64,19 @@ type Upload struct {
 	MaxFiles           int
 	MultipartThreshold int64
 	MaxBandwidth       int64 // bytes per second; 0: no cap
+}
+
+// Metrics settings.
+type Metrics struct {
+	Listen string // host:port for the Prometheus endpoint; "" disables it
+}
+
+// Notify is one [[notify]] webhook, called when a job ends.
+type Notify struct {
+	URL     string   // http or https
+	Events  []string // subset of "done", "failed"
+	Secret  Secret   // HMAC key for signing the body; unset: unsigned
+	Timeout time.Duration
 }
 
 // Secret is a configured secret: a literal, "${ENV}" or "file:/path". Its
@@ -140,6 +158,12 @@ type Destination struct {
 	Description string
 }
 
-// Load reads and validates the file at path. All problems are reported at
-// once (errors.Join), each naming its key, e.g. `destination.archive.bucket: required`.
-func Load(path string) (*Config, error) { return nil, errors.New("not implemented") }
+// Folder returns the folder called name, or nil.
+func (c *Config) Folder(name string) *Folder {
+	for i := range c.Folders {
+		if c.Folders[i].Name == name {
+			return &c.Folders[i]
+		}
+	}
+	return nil
+}

@@ -66,8 +66,11 @@ type Job struct {
 
 	Destinations []Dest       `json:"destinations"`
 	History      []Transition `json:"history,omitempty"`
-	Created      time.Time    `json:"created"`
-	Updated      time.Time    `json:"updated"`
+	// HistoryDropped counts entries removed from History to keep it at
+	// MaxHistory (the first entry and the newest ones are kept).
+	HistoryDropped int       `json:"history_dropped,omitempty"`
+	Created        time.Time `json:"created"`
+	Updated        time.Time `json:"updated"`
 }
 
 // Dest is one destination's part of a job.

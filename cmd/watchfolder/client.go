@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/state"
+)
+
+// errNotRunning means no daemon answers on the control socket.
+var errNotRunning = errors.New("the daemon is not running")
+
+// apiError is an error answer from the control API.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+// controlGet calls the daemon's control API over its unix socket.
+func controlGet(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
+	sock := cfg.ControlSocket
+	if sock == "" {
+		return errNotRunning
+	}
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}, Timeout: 30 * time.Second}
+	u := "http://watchfolder" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return errNotRunning
+		}
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", sock, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &apiError{status: resp.StatusCode, msg: e.Error}
+	}
+	return json.Unmarshal(data, out)
+}
+
+// openOffline opens the database read-only when the daemon is not running.
+func (e *env) openOffline(cfg *config.Config) (*state.Store, error) {
+	path := filepath.Join(cfg.StateDir, "state.db")
+	st, err := state.Open(path, state.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if errors.Is(err, state.ErrLocked) {
+		return nil, fmt.Errorf("%s is locked by a running daemon, but its control socket %s does not answer", path, cfg.ControlSocket)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(e.stderr, "(daemon not running: reading %s directly)\n", path)
+	return st, nil
+}

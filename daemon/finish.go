@@ -1,0 +1,194 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/watchfolder/watchfolder/mover"
+	"github.com/watchfolder/watchfolder/state"
+)
+
+// moveRetry is how long a job waits in moving after a failed move (an
+// unwritable processed dir, a full disk). It is never uploaded again.
+const moveRetry = 30 * time.Second
+
+// finish moves the file (and its sidecar) into processed_dir or failed_dir,
+// writes the receipt or the reason file, and commits done or failed. The
+// target is committed before the move so a crash mid-way finishes the same
+// move instead of planning a second copy.
+func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
+	f := d.folders[j.Folder]
+	if f == nil {
+		return false
+	}
+	failed := j.MoveTo == state.MoveFailed
+	destDir := f.ProcessedDir
+	if failed {
+		destDir = f.FailedDir
+	}
+	if j.FinalPath == "" {
+		target, err := mover.Plan(destDir, j.RelPath)
+		if err != nil {
+			return d.moveLater(ctx, j, err)
+		}
+		if j, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
+			j.FinalPath = target
+			return nil
+		}); err != nil {
+			d.log.Error("commit move target", "job", j.ID, "err", err)
+			return false
+		}
+	}
+	note := ""
+	if err := mover.Move(j.Path, j.FinalPath); err != nil {
+		_, srcErr := os.Lstat(j.Path)
+		if !errors.Is(srcErr, os.ErrNotExist) {
+			return d.moveLater(ctx, j, err)
+		}
+		// Delivered, but someone removed the file before it was filed.
+		note = "file was removed from the folder before it could be moved"
+		d.log.Warn(note, "job", j.ID, "path", j.Path)
+	}
+	if j.Sidecar != "" {
+		target := strings.TrimSuffix(j.FinalPath, filepath.Ext(j.FinalPath)) + ".json"
+		if err := mover.Move(j.Sidecar, target); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return d.moveLater(ctx, j, fmt.Errorf("move sidecar: %w", err))
+		}
+	}
+	if note == "" {
+		var err error
+		if failed {
+			err = mover.WriteFileAtomic(j.FinalPath+".error.txt", []byte(reasonText(j, time.Now())), 0o644)
+		} else {
+			err = mover.WriteFileAtomic(j.FinalPath+".receipt.json", receipt(j, time.Now()), 0o644)
+		}
+		if err != nil {
+			return d.moveLater(ctx, j, err)
+		}
+	}
+	mover.PruneEmpty(f.Path, filepath.Dir(j.Path))
+	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+		if failed {
+			j.State = state.Failed
+		} else {
+			j.State = state.Done
+			j.Error = ""
+		}
+		j.NextAttempt = time.Time{}
+		if note != "" {
+			j.Note("", note)
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("commit final state", "job", j.ID, "err", err)
+		return false
+	}
+	if failed {
+		d.log.Error("file moved to failed", "job", j.ID, "path", j.FinalPath, "reason", j.Error)
+	} else {
+		d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
+	}
+	return false
+}
+
+func (d *Daemon) moveLater(ctx context.Context, j *state.Job, err error) bool {
+	d.log.Error("cannot move file; will try again (it is not uploaded again)", "job", j.ID,
+		"path", j.Path, "target", j.FinalPath, "err", err, "retry_in", moveRetry)
+	_, uerr := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+		j.Note("", "move failed: "+err.Error())
+		j.NextAttempt = time.Now().Add(moveRetry)
+		return nil
+	})
+	if uerr != nil && ctx.Err() == nil {
+		d.log.Error("record move failure", "job", j.ID, "err", uerr)
+	}
+	d.sched.pushAt(j.ID, time.Now().Add(moveRetry))
+	return false
+}
+
+// reasonText is the plain-words <name>.error.txt written beside a failed file.
+func reasonText(j *state.Job, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "watchfolder could not deliver this file.\n\n")
+	fmt.Fprintf(&b, "File:        %s (folder %q)\n", j.RelPath, j.Folder)
+	fmt.Fprintf(&b, "Size:        %d bytes\n", j.Size)
+	fmt.Fprintf(&b, "Found:       %s\n", j.Created.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "Failed:      %s\n", now.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "Attempts:    %d\n", j.Attempts)
+	fmt.Fprintf(&b, "Last error:  %s\n", j.Error)
+	fmt.Fprintf(&b, "Job id:      %d\n\n", j.ID)
+	if len(j.Destinations) > 0 {
+		fmt.Fprintf(&b, "Destinations:\n")
+		for _, ds := range j.Destinations {
+			line := fmt.Sprintf("  %s (%s): %s", ds.Name, ds.Type, ds.State)
+			if ds.VendorID != "" {
+				line += ", id " + ds.VendorID
+			}
+			if ds.Object != "" {
+				line += ", " + ds.Object
+			}
+			if ds.Error != "" {
+				line += " -- " + ds.Error
+			}
+			b.WriteString(line + "\n")
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "History:\n")
+	for _, h := range j.History {
+		line := fmt.Sprintf("  %s  %s -> %s", h.At.UTC().Format(time.RFC3339), orDash(string(h.From)), h.To)
+		if h.Dest != "" {
+			line += " [" + h.Dest + "]"
+		}
+		if h.Note != "" {
+			line += "  " + h.Note
+		}
+		if h.Error != "" {
+			line += "  error: " + h.Error
+		}
+		b.WriteString(line + "\n")
+	}
+	fmt.Fprintf(&b, "\nTo try again: fix the cause, then run `watchfolder retry %d`\n(or move the file back into the watched folder).\n", j.ID)
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+type receiptDest struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	VendorID string `json:"vendor_id,omitempty"`
+	Object   string `json:"object,omitempty"`
+}
+
+// receipt is the <name>.receipt.json written beside a processed file.
+func receipt(j *state.Job, now time.Time) []byte {
+	r := struct {
+		Job          uint64        `json:"job"`
+		Folder       string        `json:"folder"`
+		Path         string        `json:"path"`
+		Size         int64         `json:"size"`
+		SHA256       string        `json:"sha256,omitempty"`
+		Found        time.Time     `json:"found"`
+		Finished     time.Time     `json:"finished"`
+		Destinations []receiptDest `json:"destinations"`
+	}{Job: j.ID, Folder: j.Folder, Path: j.RelPath, Size: j.Size, SHA256: j.SHA256,
+		Found: j.Created.UTC(), Finished: now.UTC()}
+	for _, ds := range j.Destinations {
+		r.Destinations = append(r.Destinations, receiptDest{ds.Name, ds.Type, ds.VendorID, ds.Object})
+	}
+	out, _ := json.MarshalIndent(r, "", "  ")
+	return append(out, '\n')
+}

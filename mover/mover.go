@@ -1,0 +1,178 @@
+// Package mover moves finished files out of the watched tree into the
+// processed or failed directory, keeping their relative path, never
+// overwriting, and working across filesystems. Every step is safe to repeat
+// after a crash: Plan picks the target (which the caller commits first), and
+// Move to an already-planned target finishes what an earlier attempt began.
+package mover
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// partialSuffix marks a cross-filesystem copy in progress; the target name
+// appears only once the copy is complete and synced.
+const partialSuffix = ".watchfolder-partial"
+
+// Plan returns a free target path for relPath below destDir: the same
+// relative path, or "name (1).ext", "name (2).ext", ... if taken. taken
+// reports extra names to avoid (e.g. the sidecar's own target).
+func Plan(destDir, relPath string) (string, error) {
+	rel := filepath.FromSlash(relPath)
+	if filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("plan move of %q: path escapes %s", relPath, destDir)
+	}
+	base := filepath.Join(destDir, rel)
+	dir, name := filepath.Split(base)
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	for i := 0; i < 10000; i++ {
+		cand := base
+		if i > 0 {
+			cand = filepath.Join(dir, fmt.Sprintf("%s (%d)%s", stem, i, ext))
+		}
+		if _, err := os.Lstat(cand); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Lstat(cand + partialSuffix); errors.Is(err, os.ErrNotExist) {
+				return cand, nil
+			}
+		} else if err != nil {
+			return "", fmt.Errorf("plan move to %s: %w", cand, err)
+		}
+	}
+	return "", fmt.Errorf("plan move of %s: no free name in %s after 10000 tries", relPath, dir)
+}
+
+// Move moves src to target (planned by Plan and committed by the caller).
+// If src is already gone and target exists, the move happened before a
+// crash and Move returns nil. Across filesystems it copies to a partial
+// file, syncs, renames into place, syncs the directory, then removes src.
+func Move(src, target string) error {
+	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
+		if _, terr := os.Lstat(target); terr == nil {
+			return nil
+		}
+		return fmt.Errorf("move %s: %w", src, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+		return fmt.Errorf("move %s: create %s: %w", src, filepath.Dir(target), err)
+	}
+	// os.Rename would replace an existing target; the planned target must
+	// be free, so check again (another process may have taken the name).
+	if _, err := os.Lstat(target); err == nil {
+		return fmt.Errorf("move %s: target %s already exists", src, target)
+	}
+	err := os.Rename(src, target)
+	if err == nil {
+		return syncDir(filepath.Dir(target))
+	}
+	if !errors.Is(err, syscall.EXDEV) {
+		return fmt.Errorf("move %s to %s: %w", src, target, err)
+	}
+	if err := copyFile(src, target+partialSuffix); err != nil {
+		return fmt.Errorf("move %s to %s (copy across filesystems): %w", src, target, err)
+	}
+	if err := os.Rename(target+partialSuffix, target); err != nil {
+		return fmt.Errorf("move %s to %s: %w", src, target, err)
+	}
+	if err := syncDir(filepath.Dir(target)); err != nil {
+		return err
+	}
+	if err := os.Remove(src); err != nil {
+		return fmt.Errorf("move %s: remove original after copy: %w", src, err)
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(dst)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(dst)
+		return err
+	}
+	// Keep the editor's mtime: operators sort processed/ by it.
+	_ = os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// PruneEmpty removes dir and its parents while they are empty, stopping at
+// (never removing) root. Errors are ignored: a directory that is not empty
+// or is in use simply stays.
+func PruneEmpty(root, dir string) {
+	root = filepath.Clean(root)
+	for dir = filepath.Clean(dir); dir != root && strings.HasPrefix(dir, root+string(filepath.Separator)); dir = filepath.Dir(dir) {
+		if err := os.Remove(dir); err != nil {
+			return
+		}
+	}
+}
+
+// WriteFileAtomic writes data to path via a temp file, sync and rename, so a
+// reader never sees half a reason or receipt file.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := path + ".tmp-watchfolder"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}

@@ -1,0 +1,171 @@
+package watcher
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultInclude returns the globs used when Folder.Include is empty: the
+// common video and audio container extensions. Matching is case-insensitive.
+func DefaultInclude() []string {
+	exts := []string{
+		// video
+		"mp4", "m4v", "mov", "mxf", "mkv", "avi", "wmv", "flv", "webm", "mpg",
+		"mpeg", "m2ts", "mts", "ts", "vob", "3gp", "ogv", "dv", "r3d", "braw", "ari",
+		// audio
+		"mp3", "wav", "aif", "aiff", "m4a", "aac", "flac", "ogg", "opus", "wma",
+	}
+	globs := make([]string, len(exts))
+	for i, e := range exts {
+		globs[i] = "*." + e
+	}
+	return globs
+}
+
+// builtinExcluded reports whether a (lower-cased) base name is one that
+// editors, copy tools and desktops leave behind while a file is still being
+// produced, or as metadata next to it. These never become events, whatever
+// Include says, because a partial file must never be uploaded.
+func builtinExcluded(lower string) bool {
+	switch {
+	case strings.HasPrefix(lower, "."): // .name.tmp, ._name (AppleDouble), .DS_Store, .~lock.x#
+		return true
+	case strings.HasPrefix(lower, "~$"): // Office owner files
+		return true
+	case strings.HasSuffix(lower, "~"): // editor backups, some temp-then-rename tools
+		return true
+	case lower == "thumbs.db", lower == "desktop.ini":
+		return true
+	}
+	for _, ext := range []string{".tmp", ".part", ".partial", ".crdownload", ".download"} {
+		if strings.HasSuffix(lower, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// matcher is a Folder's name filter, compiled once.
+type matcher struct {
+	root    string   // cleaned folder root; "" when unknown (Match without Path)
+	skip    []string // cleaned absolute directories never watched
+	include []string // lower-cased globs
+	exclude []string // lower-cased globs
+}
+
+func newMatcher(f Folder) (matcher, error) {
+	m := matcher{}
+	if f.Path != "" {
+		m.root = filepath.Clean(f.Path)
+	}
+	for _, s := range f.Skip {
+		if s != "" {
+			m.skip = append(m.skip, filepath.Clean(s))
+		}
+	}
+	inc := f.Include
+	if len(inc) == 0 {
+		inc = DefaultInclude()
+	}
+	var err error
+	if m.include, err = compileGlobs(inc); err != nil {
+		return matcher{}, fmt.Errorf("include: %w", err)
+	}
+	if m.exclude, err = compileGlobs(f.Exclude); err != nil {
+		return matcher{}, fmt.Errorf("exclude: %w", err)
+	}
+	return m, nil
+}
+
+func compileGlobs(globs []string) ([]string, error) {
+	out := make([]string, 0, len(globs))
+	for _, g := range globs {
+		lg := strings.ToLower(g)
+		if _, err := path.Match(lg, ""); err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", g, err)
+		}
+		out = append(out, lg)
+	}
+	return out, nil
+}
+
+// globMatch matches a pattern against the base name, or against the whole
+// relative path when the pattern names directories ("raw/*.mov").
+func globMatch(pattern, lowerRel, lowerBase string) bool {
+	subject := lowerBase
+	if strings.Contains(pattern, "/") {
+		subject = lowerRel
+	}
+	ok, _ := path.Match(pattern, subject) // patterns were validated in newMatcher
+	return ok
+}
+
+// skipped reports whether abs is one of the Skip directories or inside one.
+func (m matcher) skipped(abs string) bool {
+	for _, s := range m.skip {
+		if under(abs, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether the regular file at rel (slash-separated, cleaned)
+// is a candidate. Files below hidden directories never are: the scan does
+// not descend into them.
+func (m matcher) match(rel string) bool {
+	if rel == "" || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") {
+		return false
+	}
+	dir, base := path.Split(rel)
+	for _, c := range strings.Split(strings.TrimSuffix(dir, "/"), "/") {
+		if strings.HasPrefix(c, ".") {
+			return false
+		}
+	}
+	if m.root != "" && len(m.skip) > 0 && m.skipped(filepath.Join(m.root, filepath.FromSlash(rel))) {
+		return false
+	}
+	lowerBase := strings.ToLower(base)
+	if builtinExcluded(lowerBase) {
+		return false
+	}
+	lowerRel := strings.ToLower(rel)
+	for _, p := range m.exclude {
+		if globMatch(p, lowerRel, lowerBase) {
+			return false
+		}
+	}
+	for _, p := range m.include {
+		if globMatch(p, lowerRel, lowerBase) {
+			return true
+		}
+	}
+	return false
+}
+
+// Match reports whether a regular file at relPath (slash-separated, below
+// f.Path) is one the watcher would report: not below a hidden or Skip
+// directory, not a built-in or Folder.Exclude temp/metadata name, and matched
+// by Folder.Include (DefaultInclude when empty). Invalid patterns match
+// nothing; New rejects them.
+func Match(f Folder, relPath string) bool {
+	m, err := newMatcher(f)
+	if err != nil {
+		return false
+	}
+	return m.match(path.Clean(filepath.ToSlash(relPath)))
+}
+
+// under reports whether p is dir or inside it (both cleaned, absolute).
+func under(p, dir string) bool {
+	if p == dir {
+		return true
+	}
+	if dir == string(filepath.Separator) {
+		return strings.HasPrefix(p, dir)
+	}
+	return strings.HasPrefix(p, dir) && len(p) > len(dir) && p[len(dir)] == filepath.Separator
+}
