@@ -19,7 +19,9 @@ import (
 func main() {
 	endpoint := flag.String("endpoint", "", "S3 endpoint URL")
 	bucket := flag.String("bucket", "", "bucket")
-	flag.Usage = func() { fmt.Fprintln(os.Stderr, "usage: s3tool -endpoint URL -bucket B mb|ls  (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)") }
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: s3tool -endpoint URL -bucket B mb|ls  (keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+	}
 	flag.Parse()
 	if *endpoint == "" || *bucket == "" || flag.NArg() != 1 {
 		flag.Usage()
