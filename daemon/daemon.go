@@ -115,15 +115,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	if err := d.recover(workCtx); err != nil {
-		return fmt.Errorf("resume unfinished jobs: %w", err)
-	}
-
+	// Serve the control socket first: the store is locked from Open on,
+	// so the CLI can only read through the socket.
 	ctl, err := d.startControl()
 	if err != nil {
 		return err
 	}
 	defer ctl.Close()
+
+	if err := d.recover(workCtx); err != nil {
+		return fmt.Errorf("resume unfinished jobs: %w", err)
+	}
 
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup

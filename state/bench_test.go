@@ -149,3 +149,30 @@ func fillDone(ctx context.Context, s *Store, n, batch int) error {
 	}
 	return nil
 }
+
+// BenchmarkCreate compares one transaction (one fsync) per job with batches,
+// reported per job; the file is synced as in production.
+func BenchmarkCreate(b *testing.B) {
+	for _, batch := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("batch%d", batch), func(b *testing.B) {
+			ctx := context.Background()
+			s, err := Open(filepath.Join(b.TempDir(), "state.db"), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			n := 0
+			for b.Loop() {
+				jobs := make([]*Job, batch)
+				for i := range jobs {
+					jobs[i] = newJob("f", fmt.Sprintf("clip-%d.mp4", n), Queued)
+					n++
+				}
+				if err := s.CreateMany(ctx, jobs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/job")
+		})
+	}
+}

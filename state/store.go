@@ -54,8 +54,9 @@ type Filter struct {
 // Stats is a summary for `watchfolder db stats`.
 type Stats struct {
 	Path     string
-	Jobs     int
-	FileSize int64
+	Jobs     int   // from the counts bucket
+	FileSize int64 // on disk; bbolt grows the file ahead of use
+	DataSize int64 // pages in use (bbolt's high-water mark)
 }
 
 // Store is the bbolt-backed job store. It is safe for concurrent use; bbolt
@@ -186,10 +187,16 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*Job) error {
 	}
 	now := s.now()
 	staged := make([]Job, len(jobs))
+	seen := make(map[*Job]bool, len(jobs))
 	for i, j := range jobs {
 		if j == nil {
 			return fmt.Errorf("create job: job %d of %d is nil", i+1, len(jobs))
 		}
+		if seen[j] {
+			// It would be stored twice, under two ids.
+			return fmt.Errorf("create job %s/%s: given twice", j.Folder, j.RelPath)
+		}
+		seen[j] = true
 		if j.ID != 0 {
 			return fmt.Errorf("create job %s/%s: already created as job %d", j.Folder, j.RelPath, j.ID)
 		}
@@ -569,7 +576,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		if err != nil {
 			return err
 		}
-		st.FileSize = tx.Size()
+		st.DataSize = tx.Size()
 		return b.counts.ForEach(func(_, v []byte) error {
 			if len(v) == 8 {
 				st.Jobs += int(binary.BigEndian.Uint64(v))
@@ -580,6 +587,11 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("database stats: %w", err)
 	}
+	info, err := os.Stat(s.path)
+	if err != nil {
+		return st, fmt.Errorf("database stats: %w", err)
+	}
+	st.FileSize = info.Size()
 	return st, nil
 }
 

@@ -88,6 +88,7 @@ func TestCreateRejects(t *testing.T) {
 	s := openTest(t, nil)
 	created := newJob("f", "done-before.mp4", Queued)
 	mustCreate(t, s, created)
+	twice := newJob("f", "twice.mp4", Queued) // passed twice in one batch
 
 	tests := []struct {
 		name string
@@ -101,11 +102,17 @@ func TestCreateRejects(t *testing.T) {
 		{"NUL in relpath", newJob("f", "a\x00b.mp4", Queued), "NUL"},
 		{"NUL in folder", newJob("f\x00g", "a.mp4", Queued), "NUL"},
 		{"bad state", newJob("f", "a.mp4", Done), "illegal"},
+		{"same job twice", twice, "given twice"},
 	}
+
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ok := newJob("f", "ok.mp4", Queued)
-			err := s.CreateMany(ctx, []*Job{ok, tt.job})
+			batch := []*Job{ok, tt.job}
+			if tt.job == twice {
+				batch = append(batch, twice)
+			}
+			err := s.CreateMany(ctx, batch)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -119,7 +126,7 @@ func TestCreateRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Jobs != 1 || st.FileSize <= 0 {
+	if st.Jobs != 1 || st.FileSize <= 0 || st.DataSize <= 0 || st.DataSize > st.FileSize {
 		t.Errorf("Stats = %+v, want 1 job", st)
 	}
 }

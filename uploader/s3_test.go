@@ -37,15 +37,17 @@ import (
 	"github.com/watchfolder/watchfolder/internal/testenv"
 )
 
-// The package's tests share one MinIO server; each test uses its own bucket.
+// The package's tests share one MinIO server, started by the first test that
+// needs it (so fuzzing and pure unit tests run without it); each test uses
+// its own bucket.
 var (
+	minioOnce    sync.Once
 	testMinIO    *testenv.MinIO
 	testMinIOErr error
 	bucketSeq    atomic.Int64
 )
 
 func TestMain(m *testing.M) {
-	testMinIO, testMinIOErr = testenv.StartMinIO()
 	code := m.Run()
 	if testMinIO != nil {
 		testMinIO.Stop()
@@ -55,6 +57,7 @@ func TestMain(m *testing.M) {
 
 func minioT(tb testing.TB) *testenv.MinIO {
 	tb.Helper()
+	minioOnce.Do(func() { testMinIO, testMinIOErr = testenv.StartMinIO() })
 	if testMinIOErr != nil {
 		tb.Fatalf("minio: %v", testMinIOErr)
 	}

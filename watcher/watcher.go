@@ -98,15 +98,18 @@ type Stats struct {
 }
 
 const (
-	// minProbeRetry/maxProbeRetry bound how soon a file held back by a
-	// writer is probed again (StableAfter, clamped). Closing a file changes
-	// neither size nor mtime and fsnotify gives us no close event, so this is
-	// the delay between the writer closing and Ready. A floor of 1 s keeps a
-	// file that a recorder holds open for hours at one cheap probe a second;
-	// the ceiling keeps a long StableAfter from adding minutes of latency
-	// after the file has already been quiet for StableAfter.
-	minProbeRetry = time.Second
-	maxProbeRetry = 10 * time.Second
+	// A file held back by a writer is probed again with a backoff: closing
+	// a file changes neither size nor mtime and fsnotify gives us no close
+	// event, so the retry delay is the delay between the writer closing and
+	// Ready. It starts at StableAfter (at least firstProbeRetry: copies and
+	// saves usually close within moments of their last write) and doubles
+	// up to StableAfter clamped to [minProbeRetry, maxProbeRetry]: a file a
+	// recorder holds open for hours costs at most one cheap probe a second,
+	// and a long StableAfter does not add minutes of latency after the file
+	// has already been quiet that long. Any change resets the backoff.
+	firstProbeRetry = 50 * time.Millisecond
+	minProbeRetry   = time.Second
+	maxProbeRetry   = 10 * time.Second
 	// rootRetry is how often a missing folder root is looked for when the
 	// folder has no RescanInterval (a share that mounts late).
 	rootRetry = time.Minute
@@ -317,6 +320,8 @@ type fileState struct {
 	changed time.Time // when info last changed, as observed by us
 	ready   bool      // info was emitted as Ready
 
+	busyDelay time.Duration // next writer-probe retry delay; 0 after a change
+
 	seq      uint64    // id of the live heap entry; older entries are stale
 	queued   bool      // a live heap entry exists
 	queuedAt time.Time // its deadline
@@ -467,8 +472,17 @@ func (l *loop) runDue(ctx context.Context) {
 	}
 }
 
-func probeRetry(stableAfter time.Duration) time.Duration {
-	return min(max(stableAfter, minProbeRetry), maxProbeRetry)
+// probeRetry returns the delay before probing st again and advances its
+// backoff.
+func probeRetry(st *fileState) time.Duration {
+	limit := min(max(st.f.StableAfter, minProbeRetry), maxProbeRetry)
+	d := st.busyDelay
+	if d == 0 {
+		d = max(st.f.StableAfter, firstProbeRetry)
+	}
+	d = min(d, limit)
+	st.busyDelay = min(2*d, limit)
+	return d
 }
 
 // check decides, at a deadline, whether st is finished.
@@ -498,7 +512,7 @@ func (l *loop) check(ctx context.Context, st *fileState) {
 	switch {
 	case err == nil && busy:
 		l.w.probeBusy.Add(1)
-		l.schedule(st, now.Add(probeRetry(f.StableAfter)))
+		l.schedule(st, now.Add(probeRetry(st)))
 		return
 	case err == nil:
 	case errors.Is(err, errProbeUnsupported):
@@ -514,7 +528,7 @@ func (l *loop) check(ctx context.Context, st *fileState) {
 			return
 		}
 		l.w.log.Warn("writer probe failed; will retry", "path", st.path, "err", err)
-		l.schedule(st, now.Add(probeRetry(f.StableAfter)))
+		l.schedule(st, now.Add(probeRetry(st)))
 		return
 	}
 	// The probe opened the file; make sure the version we judged is still
@@ -548,7 +562,7 @@ func (l *loop) observe(ctx context.Context, f *folder, path string, info FileInf
 	if st.info.same(info) {
 		return st
 	}
-	st.info, st.changed = info, now
+	st.info, st.changed, st.busyDelay = info, now, 0
 	if st.ready {
 		st.ready = false
 		l.emit(ctx, Seen, st)
@@ -563,7 +577,7 @@ func (l *loop) lost(ctx context.Context, st *fileState, err error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 		// EACCES, EIO...: we do not know that it is gone; look again later.
 		l.w.log.Warn("cannot stat file; will retry", "path", st.path, "err", err)
-		l.schedule(st, time.Now().Add(probeRetry(st.f.StableAfter)))
+		l.schedule(st, time.Now().Add(probeRetry(st)))
 		return
 	}
 	delete(l.files, st.path)

@@ -28,8 +28,30 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.msg }
 
-// controlGet calls the daemon's control API over its unix socket.
+// controlGet calls the daemon's control API over its unix socket. A
+// daemon that is starting holds the database before its socket listens:
+// when the socket is absent but the database is locked, try for a moment.
 func controlGet(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := controlGetOnce(ctx, cfg, path, q, out)
+		if !errors.Is(err, errNotRunning) || time.Now().After(deadline) || !dbLocked(cfg) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// dbLocked reports whether another process holds the state database.
+func dbLocked(cfg *config.Config) bool {
+	st, err := state.Open(filepath.Join(cfg.StateDir, "state.db"), state.Options{ReadOnly: true, Timeout: 50 * time.Millisecond})
+	if err == nil {
+		st.Close()
+	}
+	return errors.Is(err, state.ErrLocked)
+}
+
+func controlGetOnce(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
 	sock := cfg.ControlSocket
 	if sock == "" {
 		return errNotRunning
