@@ -56,6 +56,8 @@ func (e *Error) Unwrap() []error { return e.Problems }
 type problems struct {
 	errs  []error
 	warns []string
+	// skipSecrets leaves ${ENV} and file: secrets unresolved (LoadClient).
+	skipSecrets bool
 }
 
 func (p *problems) warn(msg string) { p.warns = append(p.warns, msg) }

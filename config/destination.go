@@ -276,7 +276,7 @@ func buildS3(t *table, typ string) S3 {
 
 	// The access key id is an identifier, not a secret, but operators keep
 	// it next to the secret key, so it may come from ${ENV} or file: too.
-	if v, ok := t.str("access_key_id"); ok && v != "" {
+	if v, ok := t.str("access_key_id"); ok && v != "" && !t.p.skipSecrets {
 		if sec, _, err := resolveSecret(v); err != nil {
 			t.errf("access_key_id", "%v", err)
 		} else {

@@ -32,7 +32,15 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 // Load reads and validates the file at path. All problems are reported at
 // once (an *Error wrapping one *KeyError per problem), each naming its key,
 // e.g. `destination.archive.bucket: required`.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return load(path, false) }
+
+// LoadClient loads the config for commands that only talk to the daemon or
+// read its state (list, show, status): secrets are validated for shape but
+// not resolved, so their environment variables and files need not be
+// available to the operator running the command.
+func LoadClient(path string) (*Config, error) { return load(path, true) }
+
+func load(path string, skipSecrets bool) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -49,7 +57,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	c, err := Parse(data, path)
+	c, err := parse(data, path, skipSecrets)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +67,9 @@ func Load(path string) (*Config, error) {
 
 // Parse validates a configuration held in memory; name is used in messages
 // and as Config.Path. Secrets are resolved (environment, files) as in Load.
-func Parse(data []byte, name string) (*Config, error) {
+func Parse(data []byte, name string) (*Config, error) { return parse(data, name, false) }
+
+func parse(data []byte, name string, skipSecrets bool) (*Config, error) {
 	var doc map[string]any
 	if _, err := toml.Decode(string(data), &doc); err != nil {
 		var pe toml.ParseError
@@ -68,7 +78,7 @@ func Parse(data []byte, name string) (*Config, error) {
 		}
 		return nil, &Error{File: name, Problems: []error{err}}
 	}
-	p := &problems{}
+	p := &problems{skipSecrets: skipSecrets}
 	c := build(newTable("", doc, p))
 	c.Path = name
 	if len(p.errs) > 0 {

@@ -28,6 +28,9 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
+# The CLI reads this config too: keep the secret in a private file rather
+# than an environment variable only this shell has.
+(umask 077 && printf '%s\n' "$AWS_SECRET_ACCESS_KEY" >"$DEMO/minio.secret")
 cat >"$DEMO/config.toml" <<TOML
 # Written by make demo. See config.example.toml for every key.
 state_dir = "$DEMO/state"
@@ -47,7 +50,7 @@ key = "{folder}/{yyyy}/{mm}/{dd}/{relpath}"
 endpoint = "http://127.0.0.1:$PORT"
 path_style = true
 access_key_id = "$AWS_ACCESS_KEY_ID"
-secret_access_key = "\${AWS_SECRET_ACCESS_KEY}"
+secret_access_key = "file:$DEMO/minio.secret"
 TOML
 
 cat <<MSG

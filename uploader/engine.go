@@ -383,6 +383,14 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 	if err != nil {
 		return wrap(classify(fmt.Errorf("put object: %w", err)))
 	}
+	// Written in place during the PUT (same size, so no checksum error
+	// with checksum "none")? The object is not the version of this job.
+	if err := sameVersion(f, src); err != nil {
+		if _, derr := c.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); derr != nil {
+			c.log.Warn("delete object of a file that changed during upload", "object", objectURL(bucket, key), "err", derr)
+		}
+		return wrap(err)
+	}
 	var wantCRC, wantETag string
 	switch c.opts.Checksum {
 	case ChecksumCRC32C:
@@ -586,6 +594,9 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		return wrap(classify(err))
 	}
 	if scanErr != nil {
+		if errors.Is(scanErr, ErrSourceChanged) {
+			c.abandon(ctx, src, cp, s)
+		}
 		return wrap(scanErr)
 	}
 

@@ -82,8 +82,8 @@ func (l *loop) onScan(ctx context.Context, m scanMsg) {
 	now := time.Now()
 	for _, o := range m.files {
 		if st := l.files[o.path]; st != nil && st.touched > m.start {
-			// An fsnotify event told us about it after the scan started;
-			// the scan's stat may be older, so keep the event's word.
+			// We looked at it ourselves after the scan started; the
+			// scan's stat may be older, so keep our own.
 			st.seenGen = m.gen
 			continue
 		}

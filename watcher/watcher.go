@@ -325,7 +325,7 @@ type fileState struct {
 	seq      uint64    // id of the live heap entry; older entries are stale
 	queued   bool      // a live heap entry exists
 	queuedAt time.Time // its deadline
-	touched  uint64    // loop tick of the last event-driven observation
+	touched  uint64    // loop tick of the last observation outside a scan
 	seenGen  uint64    // generation of the last scan that listed it
 }
 
@@ -341,7 +341,7 @@ type loop struct {
 	// tick of the removal: a scan that started earlier may report them as
 	// present, and its word is not taken for them.
 	goneAt map[string]uint64
-	tick   uint64 // counts event-driven observations
+	tick   uint64 // counts observations made outside scans (see stamp)
 	seq    uint64
 	gen    uint64
 
@@ -460,7 +460,9 @@ func (l *loop) runDue(ctx context.Context) {
 				continue // superseded
 			}
 			l.requestScan(f, scanReq{dir: f.Path, full: true})
-			l.scheduleRescan(f, now.Add(f.RescanInterval))
+			if f.RescanInterval > 0 {
+				l.scheduleRescan(f, now.Add(f.RescanInterval))
+			}
 			continue
 		}
 		st := l.files[e.path]
@@ -492,6 +494,7 @@ func (l *loop) check(ctx context.Context, st *fileState) {
 		l.lost(ctx, st, err)
 		return
 	}
+	l.stamp(st)
 	now := time.Now()
 	if cur := infoOf(fi); !cur.same(st.info) {
 		l.observe(ctx, st.f, st.path, cur, now)
@@ -583,6 +586,7 @@ func (l *loop) lost(ctx context.Context, st *fileState, err error) {
 	delete(l.files, st.path)
 	l.unschedule(st)
 	if l.anyScanning() {
+		l.tick++
 		l.goneAt[st.path] = l.tick
 	}
 	if !st.ready {
@@ -597,7 +601,14 @@ func (l *loop) recheck(ctx context.Context, st *fileState) {
 		l.lost(ctx, st, err)
 		return
 	}
-	l.observe(ctx, st.f, st.path, infoOf(fi), time.Now())
+	l.stamp(l.observe(ctx, st.f, st.path, infoOf(fi), time.Now()))
+}
+
+// stamp notes that st was just looked at outside a scan: a scan that
+// started earlier carries an older stat for it, which must not win.
+func (l *loop) stamp(st *fileState) {
+	l.tick++
+	st.touched = l.tick
 }
 
 func relOf(f *folder, path string) string {
@@ -665,8 +676,7 @@ func (l *loop) onNotify(ctx context.Context, ev fsnotify.Event) {
 		if !f.m.match(rel) {
 			return
 		}
-		st = l.observe(ctx, f, path, infoOf(fi), time.Now())
-		st.touched = l.tick
+		l.stamp(l.observe(ctx, f, path, infoOf(fi), time.Now()))
 	default:
 		if st != nil {
 			l.lost(ctx, st, nil)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -123,6 +124,12 @@ func TestListShowVersionAgainstRunningDaemon(t *testing.T) {
 	out, _, code = s.cli("status")
 	if code != 0 || !strings.Contains(out, "news:") || !strings.Contains(out, "done 1") {
 		t.Errorf("status: exit %d\n%s", code, out)
+	}
+	// Read-only commands need no secrets: run list without the variable.
+	noSecret := exec.Command(binPath, "list", "--json")
+	noSecret.Env = []string{"WATCHFOLDER_CONFIG=" + s.cfg, "PATH=" + os.Getenv("PATH")}
+	if out, err := noSecret.CombinedOutput(); err != nil || !strings.Contains(string(out), "one.mp4") {
+		t.Errorf("list without the secret's variable: %v\n%s", err, out)
 	}
 	out, _, code = s.cli("version")
 	if code != 0 || !strings.HasPrefix(out, "watchfolder ") {

@@ -26,7 +26,7 @@ func cmdList(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "watchfolder list: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
-	cfg := e.loadConfig(*cfgPath)
+	cfg := e.loadClientConfig(*cfgPath)
 	if cfg == nil {
 		return exitUsage
 	}

@@ -127,6 +127,17 @@ func (e *env) loadConfig(flagVal string) *config.Config {
 	return cfg
 }
 
+// loadClientConfig loads the config for commands that only read state:
+// secrets are not resolved, so an operator needs no credentials to run them.
+func (e *env) loadClientConfig(flagVal string) *config.Config {
+	cfg, err := config.LoadClient(e.configPath(flagVal))
+	if err != nil {
+		fmt.Fprintf(e.stderr, "watchfolder: %v\n", err)
+		return nil
+	}
+	return cfg
+}
+
 func cmdVersion(e *env, args []string) int {
 	fs, _ := e.flags("version", "")
 	if code, ok := parse(fs, args); !ok {

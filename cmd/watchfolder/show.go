@@ -23,7 +23,7 @@ func cmdShow(e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	cfg := e.loadConfig(*cfgPath)
+	cfg := e.loadClientConfig(*cfgPath)
 	if cfg == nil {
 		return exitUsage
 	}

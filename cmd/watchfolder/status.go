@@ -16,7 +16,7 @@ func cmdStatus(e *env, args []string) int {
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
-	cfg := e.loadConfig(*cfgPath)
+	cfg := e.loadClientConfig(*cfgPath)
 	if cfg == nil {
 		return exitUsage
 	}
