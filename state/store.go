@@ -147,6 +147,8 @@ func Open(path string, opts Options) (*Store, error) {
 	if clock == nil {
 		clock = time.Now
 	}
+	// A lone writer waits this long for company before committing alone.
+	db.MaxBatchDelay = 2 * time.Millisecond
 	s := &Store{db: db, path: path, now: func() time.Time { return storedTime(clock()) }}
 	if opts.ReadOnly {
 		err = s.view(func(tx *bolt.Tx) error { return checkSchema(tx) })
@@ -218,7 +220,11 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*Job) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("create %d job(s): %w", len(jobs), err)
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	write := s.update
+	if len(staged) == 1 {
+		write = s.batch
+	}
+	err := write(func(tx *bolt.Tx) error {
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
@@ -315,7 +321,7 @@ func (s *Store) Update(ctx context.Context, id uint64, fn func(*Job) error) (*Jo
 	}
 	var j *Job
 	var fnErr error
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
@@ -610,6 +616,15 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	return guard(s.path, func() error { return s.db.Update(fn) })
+}
+
+// batch is update for single-job writes: concurrent callers (workers
+// committing parts and transitions, the ingest loop) share one commit and
+// one fsync instead of queueing for one each. fn may run more than once
+// (bbolt re-runs a batch without a failed member), which is why every
+// writer decodes the job afresh inside the transaction.
+func (s *Store) batch(fn func(*bolt.Tx) error) error {
+	return guard(s.path, func() error { return s.db.Batch(fn) })
 }
 
 // userPanic marks a panic raised by the caller's own function, which guard

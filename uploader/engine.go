@@ -287,14 +287,18 @@ type partBody struct {
 }
 
 func (b *partBody) Read(p []byte) (int, error) {
-	if rem := b.sr.Size() - b.pos; int64(len(p)) > rem {
-		p = p[:max(rem, 0)]
+	rem := b.sr.Size() - b.pos
+	if rem <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > rem {
+		p = p[:rem]
 	}
 	if b.lim != nil && len(p) > limiterChunk {
 		p = p[:limiterChunk]
 	}
 	if len(p) == 0 {
-		return 0, io.EOF
+		return 0, nil
 	}
 	if err := b.lim.WaitN(b.ctx, len(p)); err != nil {
 		return 0, err

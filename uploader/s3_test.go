@@ -920,3 +920,47 @@ func TestPutRetriedPart(t *testing.T) {
 		t.Errorf("progress = %d, want %d (a retried part must not count twice)", s.prog, src.Size)
 	}
 }
+
+// TestPutObjectOptions: the per-destination object settings reach the store
+// on both paths (single PUT and multipart); a setting the store cannot honour
+// is a permanent error.
+func TestPutObjectOptions(t *testing.T) {
+	bucket := newBucket(t)
+	tests := []struct {
+		name      string
+		opts      func(*S3Options)
+		storage   string // expected StorageClass from HeadObject
+		permanent bool
+	}{
+		{"public-read", func(o *S3Options) { o.ACL = "public-read" }, "", false},
+		{"bucket-owner-full-control", func(o *S3Options) { o.ACL = "bucket-owner-full-control" }, "", false},
+		{"reduced redundancy", func(o *S3Options) { o.StorageClass = "REDUCED_REDUNDANCY" }, "REDUCED_REDUNDANCY", false},
+		{"sse without kms", func(o *S3Options) { o.SSE = "AES256" }, "", true}, // MinIO without KMS: NotImplemented
+	}
+	for _, tc := range tests {
+		for _, size := range []int64{mib, 6 * mib} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, size), func(t *testing.T) {
+				c := newEngine(t, bucket, engineCfg{opts: tc.opts, eng: EngineOptions{PartSize: 5 * mib}})
+				src, _ := writeFile(t, t.TempDir(), "o.mp4", size, 11)
+				key := nonBucket.ReplaceAllString(t.Name(), "-")
+				err := c.Put(ctxT(t), src, PutInput{Key: key}, &Checkpoint{}, newSession())
+				if tc.permanent {
+					if !IsPermanent(err) {
+						t.Fatalf("Put: %v, want permanent", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				h, err := c.Client().HeadObject(ctxT(t), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(h.StorageClass) != tc.storage {
+					t.Errorf("storage class %q, want %q", h.StorageClass, tc.storage)
+				}
+			})
+		}
+	}
+}

@@ -262,7 +262,11 @@ func (w *Watcher) logOnce(key string, level slog.Level, msg string, args ...any)
 }
 
 // Run watches until ctx is done, sending events to out. It closes nothing
-// it was given; it returns nil when ctx is cancelled.
+// it was given; it returns nil when ctx is cancelled (also while blocked on
+// a full out). Each folder is scanned at once; no file of a folder is Ready
+// before that first scan has completed. A missing folder root is logged and
+// looked for again at every rescan (a share that mounts late). Run may be
+// called only once.
 func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("watcher: Run called twice")
@@ -643,6 +647,9 @@ func (l *loop) onNotify(ctx context.Context, ev fsnotify.Event) {
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 			l.w.log.Error("folder root removed or renamed; looking for it again at each rescan", "folder", f.Name, "path", path)
 			l.pathGone(ctx, f, path)
+			// The scan notices when it is back (and, without a
+			// RescanInterval, schedules its own retries).
+			l.requestScan(f, scanReq{dir: f.Path, full: true})
 		}
 		return
 	}
