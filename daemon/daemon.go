@@ -5,11 +5,13 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +30,9 @@ type Options struct {
 	// Ready is called once every folder is watched and the first scan is
 	// queued (sd_notify READY=1 under systemd). May be nil.
 	Ready func()
+	// OrphanGuard overrides how old an unknown multipart upload must be
+	// before it is aborted at start (default 24h).
+	OrphanGuard time.Duration
 }
 
 // Daemon is a running watchfolder.
@@ -42,6 +47,7 @@ type Daemon struct {
 	watcher *watcher.Watcher
 	sched   *scheduler
 	onReady func()
+	guard   time.Duration
 
 	// progress holds live bytes-sent counters per job and destination for
 	// status output; the durable figure is in the checkpoint.
@@ -75,6 +81,10 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	d := &Daemon{
 		cfg: cfg, log: log, version: o.Version, store: store, dests: dests,
 		folders: map[string]*config.Folder{}, sched: newScheduler(), onReady: o.Ready,
+		guard: o.OrphanGuard,
+	}
+	if d.guard <= 0 {
+		d.guard = orphanGuard
 	}
 	var wf []watcher.Folder
 	for i := range cfg.Folders {
@@ -123,9 +133,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	defer ctl.Close()
 
-	if err := d.recover(workCtx); err != nil {
+	known, err := d.recover(workCtx)
+	if err != nil {
 		return fmt.Errorf("resume unfinished jobs: %w", err)
 	}
+	go d.cleanOrphans(workCtx, known)
 
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup
@@ -172,14 +184,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return runErr
 }
 
-// recover puts every unfinished job back on its way after a restart.
-func (d *Daemon) recover(ctx context.Context) error {
+// recover puts every unfinished job back on its way after a restart. It
+// returns the multipart upload ids the unfinished jobs hold.
+func (d *Daemon) recover(ctx context.Context) (map[string]bool, error) {
 	jobs, err := d.store.Unfinished(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	known := map[string]bool{}
 	n := 0
 	for _, j := range jobs {
+		for _, ds := range j.Destinations {
+			var cp uploader.Checkpoint
+			if len(ds.Checkpoint) > 0 && json.Unmarshal(ds.Checkpoint, &cp) == nil && cp.UploadID != "" {
+				known[cp.UploadID] = true
+			}
+		}
 		if _, ok := d.folders[j.Folder]; !ok {
 			d.log.Warn("job's folder is no longer configured; leaving it", "job", j.ID, "folder", j.Folder, "path", j.Path)
 			continue
@@ -201,7 +221,40 @@ func (d *Daemon) recover(ctx context.Context) error {
 	if n > 0 {
 		d.log.Info("resuming unfinished jobs", "count", n)
 	}
-	return nil
+	return known, nil
+}
+
+// orphanGuard is how old an unknown multipart upload must be before it is
+// aborted: younger ones may belong to another daemon writing to the same
+// bucket prefix, whose uploads this one cannot know.
+const orphanGuard = 24 * time.Hour
+
+// orphanCleaner is implemented by destinations that can find multipart
+// uploads left by a crash between creating them and committing their id.
+type orphanCleaner interface {
+	CleanOrphans(ctx context.Context, folders []string, olderThan time.Duration, known func(uploadID string) bool) (int, error)
+}
+
+func (d *Daemon) cleanOrphans(ctx context.Context, known map[string]bool) {
+	for name, dest := range d.dests {
+		oc, ok := dest.(orphanCleaner)
+		if !ok {
+			continue
+		}
+		var folders []string
+		for _, f := range d.cfg.Folders {
+			if slices.Contains(f.Destinations, name) {
+				folders = append(folders, f.Name)
+			}
+		}
+		n, err := oc.CleanOrphans(ctx, folders, d.guard, func(id string) bool { return known[id] })
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("could not look for abandoned multipart uploads", "destination", name, "err", err)
+		case n > 0:
+			d.log.Info("aborted abandoned multipart uploads", "destination", name, "count", n)
+		}
+	}
 }
 
 // transition commits a plain state change with a reason.

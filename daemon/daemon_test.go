@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/watchfolder/watchfolder/state"
 )
 
@@ -308,5 +311,45 @@ func TestRestartResumesQueuedJobs(t *testing.T) {
 	if n := len(h.jobs()); n != 1 {
 		t.Errorf("%d jobs after restart, want 1", n)
 	}
-	_ = context.Background
+}
+
+// A multipart upload created but never committed (a crash in between) is
+// aborted at the next start once older than the guard; one a job still
+// holds is kept.
+func TestStartAbortsOrphanedMultipartUploads(t *testing.T) {
+	h := newHarness(t, hopts{})
+	h.stop()
+	c := minio.Client()
+	ctx := context.Background()
+	orphan, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &h.bucket, Key: aws.String("news/crashed.mp4")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: &h.bucket, Key: aws.String("elsewhere/keep.mp4")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.orphanGuard = time.Nanosecond
+	h.start()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &h.bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, u := range out.Uploads {
+			ids = append(ids, aws.ToString(u.UploadId))
+		}
+		if !slices.Contains(ids, aws.ToString(orphan.UploadId)) {
+			if !slices.Contains(ids, aws.ToString(other.UploadId)) {
+				t.Fatal("an upload outside the destination's prefix was aborted")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("orphaned upload still open: %v", ids)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

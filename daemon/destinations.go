@@ -23,7 +23,9 @@ func buildDestinations(ctx context.Context, cfg *config.Config, lim *uploader.Li
 		PartSize:           cfg.Upload.PartSize,
 		Concurrency:        cfg.Upload.Concurrency,
 		MultipartThreshold: cfg.Upload.MultipartThreshold,
+		MaxFiles:           cfg.Upload.MaxFiles,
 		Limiter:            lim,
+		Logger:             log,
 	}
 	// Platform API calls are small JSON requests: bound them so a
 	// half-open connection cannot hang a worker.

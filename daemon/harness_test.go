@@ -46,6 +46,8 @@ type harness struct {
 	logs      *syncBuffer
 	cancel    context.CancelFunc
 	done      chan error
+
+	orphanGuard time.Duration
 }
 
 type syncBuffer struct {
@@ -145,7 +147,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := New(ctx, Options{Config: h.cfg, Logger: log, Version: "test"})
+	d, err := New(ctx, Options{Config: h.cfg, Logger: log, Version: "test", OrphanGuard: h.orphanGuard})
 	if err != nil {
 		cancel()
 		h.t.Fatalf("daemon: %v", err)

@@ -8,18 +8,32 @@ import (
 	"github.com/watchfolder/watchfolder/watcher"
 )
 
+// maxIngestBatch bounds how many events share one commit.
+const maxIngestBatch = 512
+
 // ingest turns watcher events into job state. It is the only writer of
-// waiting/queued transitions driven by the filesystem.
+// waiting/queued transitions driven by the filesystem. Events that are
+// already waiting are taken together, so a burst of new files costs one
+// commit (one fsync) per batch instead of one per file.
 func (d *Daemon) ingest(ctx context.Context, events <-chan watcher.Event) {
+	batch := make([]watcher.Event, 0, maxIngestBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-events:
-			if err := d.handleEvent(ctx, ev); err != nil && ctx.Err() == nil {
-				d.log.Error("record file event", "path", ev.Path, "err", err)
+			batch = append(batch[:0], ev)
+		}
+	drain:
+		for len(batch) < maxIngestBatch {
+			select {
+			case ev := <-events:
+				batch = append(batch, ev)
+			default:
+				break drain
 			}
 		}
+		d.handleEvents(ctx, batch)
 	}
 }
 
@@ -27,47 +41,109 @@ func sameVersion(j *state.Job, fi watcher.FileInfo) bool {
 	return j.Size == fi.Size && j.ModTime.Equal(fi.ModTime) && j.Inode == fi.Inode && j.Device == fi.Device
 }
 
-func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) error {
+func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
+	// Jobs this batch will create, by folder+path, so that a Seen and a
+	// Ready for the same file in one batch make one job, not two.
+	pending := map[string]*state.Job{}
+	var creates []*state.Job
+	for _, ev := range batch {
+		key := ev.Folder + "\x00" + ev.RelPath
+		if pj, ok := pending[key]; ok {
+			switch ev.Kind {
+			case watcher.Ready:
+				setVersion(pj, ev.Info)
+				pj.State = state.Queued
+			case watcher.Vanished:
+				if pj.State == state.Waiting {
+					pj.State = "" // never committed: drop it
+				}
+			}
+			continue
+		}
+		j, err := d.handleEvent(ctx, ev)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("record file event", "path", ev.Path, "err", err)
+			}
+			continue
+		}
+		if j != nil {
+			pending[key] = j
+			creates = append(creates, j)
+		}
+	}
+	creates = dropEmptyState(creates)
+	if len(creates) == 0 {
+		return
+	}
+	if err := d.store.CreateMany(ctx, creates); err != nil {
+		// One bad record must not lose the others: fall back to one by one.
+		d.log.Warn("batch create failed; creating jobs one by one", "jobs", len(creates), "err", err)
+		var ok []*state.Job
+		for _, j := range creates {
+			if err := d.store.Create(ctx, j); err != nil {
+				d.log.Error("record new file", "path", j.Path, "err", err)
+				continue
+			}
+			ok = append(ok, j)
+		}
+		creates = ok
+	}
+	for _, j := range creates {
+		if j.State == state.Queued {
+			d.sched.push(j.ID)
+		}
+	}
+}
+
+func dropEmptyState(jobs []*state.Job) []*state.Job {
+	out := jobs[:0]
+	for _, j := range jobs {
+		if j.State != "" {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+// handleEvent applies ev to an existing job, or returns a new job for the
+// caller to create.
+func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job, error) {
 	f, ok := d.folders[ev.Folder]
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	latest, err := d.store.Latest(ctx, ev.Folder, ev.RelPath)
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
-		return err
+		return nil, err
 	}
 	if latest != nil && latest.State.Terminal() {
 		if latest.State == state.Done && ev.Kind == watcher.Ready && sameVersion(latest, ev.Info) {
-			// Exactly the bytes already delivered (moved back by hand, or
-			// a processed dir on the same inode): never upload twice.
+			// Exactly the bytes already delivered (moved back by hand):
+			// never upload twice.
 			d.log.Warn("file was already delivered as an earlier job; not uploading it again",
 				"path", ev.Path, "job", latest.ID)
-			return nil
+			return nil, nil
 		}
 		latest = nil
 	}
 	switch ev.Kind {
 	case watcher.Seen:
 		if latest != nil {
-			return nil // in the pipeline already; workers notice changes
+			return nil, nil // in the pipeline already; workers notice changes
 		}
-		return d.store.Create(ctx, d.newJob(f.Name, ev, state.Waiting))
+		return d.newJob(f.Name, ev, state.Waiting), nil
 	case watcher.Vanished:
 		if latest != nil && latest.State == state.Waiting {
 			d.transition(ctx, latest.ID, state.Gone, "file vanished before it was finished")
 		}
-		return nil
+		return nil, nil
 	case watcher.Ready:
 		if latest == nil {
-			j := d.newJob(f.Name, ev, state.Queued)
-			if err := d.store.Create(ctx, j); err != nil {
-				return err
-			}
-			d.sched.push(j.ID)
-			return nil
+			return d.newJob(f.Name, ev, state.Queued), nil
 		}
 		if latest.State != state.Waiting {
-			return nil // queued or further: the worker checks the version
+			return nil, nil // queued or further: the worker checks the version
 		}
 		_, err := d.store.Update(ctx, latest.ID, func(j *state.Job) error {
 			if j.State != state.Waiting {
@@ -79,11 +155,11 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) error {
 			return nil
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		d.sched.push(latest.ID)
 	}
-	return nil
+	return nil, nil
 }
 
 func setVersion(j *state.Job, fi watcher.FileInfo) {

@@ -795,13 +795,15 @@ func TestS3Destination(t *testing.T) {
 
 func TestS3DestinationPrefix(t *testing.T) {
 	tests := []struct{ tmpl, want string }{
-		{"{folder}/{name}", ""},
-		{"archive/{folder}/{name}", "archive/"},
+		{"{folder}/{name}", "news/"},
+		{"archive/{folder}/{name}", "archive/news/"},
+		{"{folder}-{folder}/{yyyy}", "news-news/"},
+		{"{yyyy}/{folder}/{name}", ""},
 		{"in/x{id}", "in/x"},
 		{"fixed/key.mp4", "fixed/key.mp4"},
 	}
 	for _, tc := range tests {
-		if got := NewS3Destination("d", tc.tmpl, nil).Prefix(); got != tc.want {
+		if got := NewS3Destination("d", tc.tmpl, nil).Prefix("news"); got != tc.want {
 			t.Errorf("Prefix(%q) = %q, want %q", tc.tmpl, got, tc.want)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 )
@@ -68,17 +69,49 @@ func (d *S3Destination) Abort(ctx context.Context, cp *Checkpoint) error {
 	return d.s3.Abort(ctx, cp)
 }
 
-// Prefix is the template's literal text before its first placeholder: every
-// key this destination writes starts with it, so orphan cleanup can list
-// only its own uploads. "" when the template starts with a placeholder.
-func (d *S3Destination) Prefix() string {
-	if i := strings.IndexByte(d.tmpl, '{'); i >= 0 {
-		return d.tmpl[:i]
+// Prefix is the literal start of every key this destination writes for
+// files of folder: the template with {folder} expanded, up to the next
+// placeholder. Orphan cleanup lists only uploads under it.
+func (d *S3Destination) Prefix(folder string) string {
+	t := d.tmpl
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(t, '{')
+		if i < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		b.WriteString(t[:i])
+		if !strings.HasPrefix(t[i:], "{folder}") {
+			return b.String()
+		}
+		b.WriteString(folder)
+		t = t[i+len("{folder}"):]
 	}
-	return d.tmpl
 }
 
 // S3 returns the engine the destination writes with.
 func (d *S3Destination) S3() *S3 { return d.s3 }
 
 var _ Destination = (*S3Destination)(nil)
+
+// CleanOrphans aborts multipart uploads under this destination's key
+// prefixes for folders that no job knows of and that began more than
+// olderThan ago: left by a crash between creating the upload and committing
+// its id. A folder whose prefix is empty is skipped: cleaning the whole
+// bucket could abort uploads that are not ours.
+func (d *S3Destination) CleanOrphans(ctx context.Context, folders []string, olderThan time.Duration, known func(uploadID string) bool) (int, error) {
+	total := 0
+	for _, f := range folders {
+		p := d.Prefix(f)
+		if p == "" {
+			continue
+		}
+		n, err := d.s3.CleanOrphans(ctx, p, olderThan, known)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
