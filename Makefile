@@ -8,7 +8,10 @@ MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test test-deps vet demo clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: all build test test-deps vet demo clean install bench torture
 
 all: build
 
@@ -33,6 +36,24 @@ test: test-deps vet
 
 demo: test-deps build
 	@./scripts/demo.sh
+
+# Benchmarks against mc and rclone (see bench/README.md, docs/benchmarks.md).
+bench: test-deps build
+	./bench/run.sh
+
+# The long reliability suite: crash torture, injected faults, fuzzing.
+torture: test-deps
+	./torture/run.sh
+
+install: build
+	install -Dm0755 watchfolder $(DESTDIR)$(PREFIX)/bin/watchfolder
+	install -Dm0644 systemd/watchfolder.service $(DESTDIR)$(PREFIX)/lib/systemd/system/watchfolder.service
+	install -Dm0644 systemd/watchfolder.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/watchfolder.conf
+	install -Dm0644 systemd/watchfolder.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/watchfolder.conf
+	install -Dm0644 config.example.toml $(DESTDIR)$(PREFIX)/share/doc/watchfolder/config.example.toml
+	install -Dm0644 README.md $(DESTDIR)$(PREFIX)/share/doc/watchfolder/README.md
+	@if [ ! -e $(DESTDIR)/etc/watchfolder/config.toml ]; then \
+		install -Dm0640 config.example.toml $(DESTDIR)/etc/watchfolder/config.toml; fi
 
 clean:
 	rm -rf watchfolder .demo
