@@ -97,8 +97,24 @@ func (s *site) env() []string {
 	return append(os.Environ(), "WF_TEST_SECRET="+minio.SecretKey, "WATCHFOLDER_CONFIG="+s.cfg)
 }
 
+// proc is a running daemon; exited is closed once it has been reaped.
+type proc struct {
+	*exec.Cmd
+	exited chan struct{}
+}
+
+// wait waits for the daemon to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) (int, bool) {
+	select {
+	case <-p.exited:
+		return p.ProcessState.ExitCode(), true
+	case <-time.After(timeout):
+		return -1, false
+	}
+}
+
 // start runs the daemon; its output goes to a log file in the site dir.
-func (s *site) start() *exec.Cmd {
+func (s *site) start() *proc {
 	s.t.Helper()
 	logf, err := os.OpenFile(filepath.Join(s.dir, "daemon.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -110,9 +126,10 @@ func (s *site) start() *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
-	go func() { cmd.Wait(); logf.Close() }()
-	s.t.Cleanup(func() { cmd.Process.Kill() })
-	return cmd
+	p := &proc{Cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(p.exited) }()
+	s.t.Cleanup(func() { cmd.Process.Kill(); <-p.exited })
+	return p
 }
 
 // cli runs a watchfolder command and returns stdout, stderr and exit code.
@@ -241,7 +258,9 @@ func TestSIGKILLAndRestartDeliversEverythingOnce(t *testing.T) {
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		cmd.Process.Wait()
+		if _, ok := cmd.wait(10 * time.Second); !ok {
+			t.Fatal("killed daemon did not exit")
+		}
 		kills++
 		cmd = s.start()
 	}
@@ -287,9 +306,9 @@ func TestSIGKILLAndRestartDeliversEverythingOnce(t *testing.T) {
 	// Graceful stop: SIGTERM exits 0 within shutdown_timeout.
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
-	st, _ := cmd.Process.Wait()
-	if st == nil || st.ExitCode() != 0 || time.Since(start) > 6*time.Second {
-		t.Errorf("SIGTERM: exit %v after %s", st, time.Since(start))
+	code, ok := cmd.wait(10 * time.Second)
+	if !ok || code != 0 || time.Since(start) > 6*time.Second {
+		t.Errorf("SIGTERM: exit code %d (exited %v) after %s, want 0 within shutdown_timeout", code, ok, time.Since(start))
 	}
 	// Daemon stopped: list reads the database directly.
 	_, errOut, code := s.cli("list", "--json")
