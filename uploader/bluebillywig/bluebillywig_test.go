@@ -26,9 +26,6 @@ import (
 var minio *testenv.MinIO
 
 func TestMain(m *testing.M) {
-	// MinIO runs on plain http; a CA bundle from the host environment only
-	// makes the AWS config loader reject the engine's *http.Client.
-	os.Unsetenv("AWS_CA_BUNDLE")
 	var err error
 	minio, err = testenv.StartMinIO()
 	if err != nil {

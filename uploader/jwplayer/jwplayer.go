@@ -241,7 +241,7 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 		}
 		wait = min(wait, rem)
 		d.log.Debug("media processing", "file", src.Path, "media", cp.VendorID, "status", m.Status, "poll", polls)
-		if err := sleep(ctx, wait); err != nil {
+		if err := uploader.Sleep(ctx, wait); err != nil {
 			return fmt.Errorf("jwplayer: register %s: wait for media %s: %w", src.Path, cp.VendorID, err)
 		}
 	}
@@ -327,24 +327,13 @@ func (d *Destination) withRetry(ctx context.Context, f func() error) error {
 			return err
 		}
 		if try < d.retries {
-			if e := sleep(ctx, backoff); e != nil {
+			if e := uploader.Sleep(ctx, backoff); e != nil {
 				return err
 			}
 			backoff *= 2
 		}
 	}
 	return err
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // countingReader reports bytes read to a shared counter.

@@ -361,7 +361,7 @@ func (d *Destination) waitProcessed(ctx context.Context, src *uploader.Source, c
 				return k, nil
 			}
 		}
-		if err := sleep(ctx, d.o.PollInterval); err != nil {
+		if err := uploader.Sleep(ctx, d.o.PollInterval); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return "", fmt.Errorf("%s: not ingested after %s", op, d.o.RegisterTimeout)
 			}
@@ -440,22 +440,11 @@ func (d *Destination) lookup(ctx context.Context, src *uploader.Source, stem str
 				d.log.Warn("asset lookup failed, polling on", "file", src.RelPath, "err", err)
 			}
 		}
-		if err := sleep(ctx, d.o.PollInterval); err != nil {
+		if err := uploader.Sleep(ctx, d.o.PollInterval); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return "", fmt.Errorf("%s: no asset after %s", op, d.o.RegisterTimeout)
 			}
 			return "", fmt.Errorf("%s: %w", op, err)
 		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -335,7 +335,7 @@ func (d *Destination) copyIn(ctx context.Context, src *uploader.Source, cp *uplo
 				if try == d.copyTries {
 					break
 				}
-				if err := sleep(ctx, wait); err != nil {
+				if err := uploader.Sleep(ctx, wait); err != nil {
 					return fmt.Errorf("%s: %w", op, err)
 				}
 				continue
@@ -428,7 +428,7 @@ func (d *Destination) waitReady(ctx context.Context, src *uploader.Source, cp *u
 			}
 			return uploader.Permanent(fmt.Errorf("%s: failed: %s", op, msg))
 		}
-		if err := sleep(ctx, d.o.PollInterval); err != nil {
+		if err := uploader.Sleep(ctx, d.o.PollInterval); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				return fmt.Errorf("%s: not ready after %s (last status %q)", op, d.o.RegisterTimeout, m.Status)
 			}
@@ -475,15 +475,4 @@ func (d *Destination) auth(h http.Header) http.Header {
 	}
 	h.Set("Authorization", "Bearer "+d.o.Token)
 	return h
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

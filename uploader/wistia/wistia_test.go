@@ -27,9 +27,6 @@ import (
 var minio *testenv.MinIO
 
 func TestMain(m *testing.M) {
-	// MinIO is plain http on loopback: a host CA bundle is irrelevant, and
-	// the SDK refuses one when the engine supplies its own *http.Client.
-	os.Unsetenv("AWS_CA_BUNDLE")
 	var err error
 	minio, err = testenv.StartMinIO()
 	if err != nil {
