@@ -217,7 +217,7 @@ func TestUploadV2(t *testing.T) {
 					t.Errorf("uploaded a part beyond the file")
 				}
 			} else {
-				if m.method != "direct" || first.Extra["upload_link"] == "" || f.proxy.directPut != 1 {
+				if m.method != "direct" || first.Extra["secret_upload_link"] == "" || f.proxy.directPut != 1 {
 					t.Errorf("direct not used: %+v, %d PUTs", m, f.proxy.directPut)
 				}
 				if ct := f.proxy.contentTy[0]; ct != "" {

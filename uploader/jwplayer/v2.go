@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 	"net/url"
 	"os"
 	"sort"
@@ -101,7 +102,7 @@ func (d *Destination) uploadV2(ctx context.Context, src *uploader.Source, cp *up
 		if cp.Uploaded {
 			return nil
 		}
-	} else if cp.Extra["method"] == "" || (cp.Extra["upload_link"] == "" && cp.Extra["upload_id"] == "") {
+	} else if cp.Extra["method"] == "" || (uploadLink(cp) == "" && cp.Extra["upload_id"] == "") {
 		if err := d.refreshHandles(ctx, src, cp, s, method); err != nil {
 			return err
 		}
@@ -144,41 +145,70 @@ func (d *Destination) markUploaded(ctx context.Context, src *uploader.Source, cp
 // creates one only when there is none; the handles are saved before return.
 func (d *Destination) createOrFind(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, method string) error {
 	ext := externalID(src)
-	found, err := d.findByExternalID(ctx, src, ext)
-	if err != nil {
-		return err
-	}
-	var h uploadHandles
-	if found != nil {
-		d.log.Warn("media with this external_id exists already: reusing it", "file", src.Path, "media", found.ID, "status", found.Status)
-		cp.VendorID = found.ID
-		setExtra(cp, "external_id", ext)
-		if hasBytes(found.Status) {
-			return d.markUploaded(ctx, src, cp, s)
+	backoff := time.Second
+	// The create call is never retried blindly: an answer lost to a 5xx or
+	// a dropped connection may still have created the media, so every new
+	// try first looks it up by external_id.
+	for try := 1; ; try++ {
+		found, err := d.findByExternalID(ctx, src, ext)
+		if err != nil {
+			return err
 		}
-		return d.refreshHandles(ctx, src, cp, s, method)
+		if found != nil {
+			d.log.Warn("media with this external_id exists already: reusing it", "file", src.Path, "media", found.ID, "status", found.Status)
+			cp.VendorID = found.ID
+			setExtra(cp, "external_id", ext)
+			if hasBytes(found.Status) {
+				return d.markUploaded(ctx, src, cp, s)
+			}
+			return d.refreshHandles(ctx, src, cp, s, method)
+		}
+		h, err := d.create(ctx, src, ext, method)
+		if err == nil {
+			cp.VendorID = h.ID
+			setExtra(cp, "external_id", ext)
+			return d.saveHandles(ctx, src, cp, s, method, h)
+		}
+		if uploader.IsPermanent(err) || try >= createTries {
+			return err
+		}
+		wait := backoff
+		if ra, ok := uploader.RetryAfter(err); ok {
+			wait = ra
+		}
+		backoff *= 2
+		if err := uploader.Sleep(ctx, min(wait, 30*time.Second)); err != nil {
+			return err
+		}
 	}
+}
+
+// createTries bounds create attempts (each preceded by a lookup) within one
+// Upload call; the job-level retry takes over after that.
+const createTries = 5
+
+// create sends one media create request.
+func (d *Destination) create(ctx context.Context, src *uploader.Source, ext, method string) (uploadHandles, error) {
+	var h uploadHandles
 	body := map[string]any{
 		"upload":   map[string]any{"method": method, "mime_type": uploader.ContentTypeFor(src.Path)},
 		"metadata": d.metadata(src, ext),
 	}
 	data, err := json.Marshal(body)
 	if err != nil {
-		return uploader.Permanent(fmt.Errorf("jwplayer: create media for %s: encode: %w", src.Path, err))
+		return h, uploader.Permanent(fmt.Errorf("jwplayer: create media for %s: encode: %w", src.Path, err))
 	}
 	_, err = uploader.DoAPI(ctx, d.api, uploader.Call{
 		Op: "jwplayer: create media for " + src.Path, Method: http.MethodPost, URL: d.createURL(),
-		Header: d.bearer(d.o.APISecret), Body: data, Out: &h,
+		Header: d.bearer(d.o.APISecret), Body: data, Out: &h, MaxTries: 1,
 	})
 	if err != nil {
-		return err
+		return h, err
 	}
 	if h.ID == "" {
-		return fmt.Errorf("jwplayer: create media for %s: answer has no id", src.Path)
+		return h, fmt.Errorf("jwplayer: create media for %s: answer has no id", src.Path)
 	}
-	cp.VendorID = h.ID
-	setExtra(cp, "external_id", ext)
-	return d.saveHandles(ctx, src, cp, s, method, h)
+	return h, nil
 }
 
 // refreshHandles asks JW for new upload handles for the recorded media.
@@ -196,7 +226,7 @@ func (d *Destination) refreshHandles(ctx context.Context, src *uploader.Source, 
 }
 
 func (d *Destination) saveHandles(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, method string, h uploadHandles) error {
-	for _, k := range []string{"upload_link", "upload_id", "secret_upload_token"} {
+	for _, k := range []string{"upload_link", "secret_upload_link", "upload_id", "secret_upload_token"} {
 		delete(cp.Extra, k)
 	}
 	cp.Parts, cp.PartSize = nil, 0
@@ -206,7 +236,7 @@ func (d *Destination) saveHandles(ctx context.Context, src *uploader.Source, cp 
 		if h.UploadLink == "" {
 			return fmt.Errorf("jwplayer: upload %s: media %s: answer has no upload_link", src.Path, cp.VendorID)
 		}
-		setExtra(cp, "upload_link", h.UploadLink)
+		setExtra(cp, "secret_upload_link", h.UploadLink)
 	case "multipart":
 		if h.UploadID == "" || h.UploadToken == "" {
 			return fmt.Errorf("jwplayer: upload %s: media %s: answer lacks upload_id or upload_token", src.Path, cp.VendorID)
@@ -220,6 +250,17 @@ func (d *Destination) saveHandles(ctx context.Context, src *uploader.Source, cp 
 	}
 	d.log.Info("media created", "file", src.Path, "media", cp.VendorID, "method", method)
 	return nil
+}
+
+// uploadLink is the saved presigned direct-upload link. It lets anyone
+// write the media's source until it expires, so it is kept under a
+// "secret_" key (redacted in status output); "upload_link" is read for
+// checkpoints written before that.
+func uploadLink(cp *uploader.Checkpoint) string {
+	if v := cp.Extra["secret_upload_link"]; v != "" {
+		return v
+	}
+	return cp.Extra["upload_link"]
 }
 
 func (d *Destination) metadata(src *uploader.Source, ext string) map[string]any {
@@ -284,7 +325,7 @@ func (d *Destination) direct(ctx context.Context, src *uploader.Source, f *os.Fi
 		err := d.withRetry(ctx, func() error {
 			sent.Store(0)
 			h := md5.New()
-			etag, err := d.putBytes(ctx, op, cp.Extra["upload_link"], func() io.Reader {
+			etag, err := d.putBytes(ctx, op, uploadLink(cp), func() io.Reader {
 				return &countingReader{r: io.TeeReader(io.NewSectionReader(f, 0, src.Size), h), n: &sent, tick: s.Progress}
 			}, src.Size)
 			if err != nil {
