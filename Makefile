@@ -47,7 +47,14 @@ torture: test-deps
 
 install: build
 	install -Dm0755 watchfolder $(DESTDIR)$(PREFIX)/bin/watchfolder
-	install -Dm0644 systemd/watchfolder.service $(DESTDIR)$(PREFIX)/lib/systemd/system/watchfolder.service
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's#^ExecStart=/usr/bin/watchfolder #ExecStart=$(PREFIX)/bin/watchfolder #' systemd/watchfolder.service \
+		> $(DESTDIR)$(PREFIX)/lib/systemd/system/watchfolder.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/watchfolder.service
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	./watchfolder completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/watchfolder
+	./watchfolder completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_watchfolder
+	./watchfolder completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/watchfolder.fish
 	install -Dm0644 systemd/watchfolder.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/watchfolder.conf
 	install -Dm0644 systemd/watchfolder.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/watchfolder.conf
 	install -Dm0644 config.example.toml $(DESTDIR)$(PREFIX)/share/doc/watchfolder/config.example.toml

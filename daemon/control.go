@@ -12,7 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/watchfolder/watchfolder/state"
@@ -20,23 +20,34 @@ import (
 
 // Status is the answer of GET /v1/status.
 type Status struct {
-	Version    string                         `json:"version"`
-	Started    time.Time                      `json:"started"`
-	Uptime     string                         `json:"uptime"`
-	Counts     map[string]map[state.State]int `json:"counts"`
-	QueueDepth int                            `json:"queue_depth"`
-	InFlight   []InFlight                     `json:"in_flight"`
-	Failures   []JobView                      `json:"recent_failures"`
+	Version       string                         `json:"version"`
+	Started       time.Time                      `json:"started"`
+	Uptime        string                         `json:"uptime"`
+	UptimeSeconds float64                        `json:"uptime_seconds"`
+	Folders       []string                       `json:"folders"`
+	Paused        []string                       `json:"paused"` // "*": all folders
+	Counts        map[string]map[state.State]int `json:"counts"`
+	QueueDepth    int                            `json:"queue_depth"`
+	InFlight      []InFlight                     `json:"in_flight"`
+	Failures      []JobView                      `json:"recent_failures"`
 }
 
 // InFlight is one destination transfer under way.
 type InFlight struct {
-	ID          uint64 `json:"id"`
-	Path        string `json:"path"`
-	Destination string `json:"destination"`
-	Size        int64  `json:"size"`
-	BytesDone   int64  `json:"bytes_done"`
+	ID          uint64  `json:"id"`
+	Folder      string  `json:"folder"`
+	Path        string  `json:"path"`
+	RelPath     string  `json:"relpath"`
+	Destination string  `json:"destination"`
+	State       string  `json:"state"`
+	Size        int64   `json:"size"`
+	BytesDone   int64   `json:"bytes_done"`
+	Rate        float64 `json:"rate_bytes_per_second"` // over the last few seconds
+	ETASeconds  float64 `json:"eta_seconds"`           // 0: unknown
 }
+
+// recentFailures is how many failed jobs status shows.
+const recentFailures = 5
 
 type controlServer struct {
 	srv *http.Server
@@ -57,7 +68,7 @@ func (c *controlServer) Close() error {
 // startControl serves the control API on the unix socket. A stale socket
 // file from a killed daemon is replaced; a live one means another daemon.
 func (d *Daemon) startControl() (*controlServer, error) {
-	path := d.cfg.ControlSocket
+	path := d.Config().ControlSocket
 	if path == "" {
 		return nil, nil
 	}
@@ -77,12 +88,32 @@ func (d *Daemon) startControl() (*controlServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	gate := &peerGate{selfUID: uint32(os.Getuid()), sockGID: fi.Sys().(*syscall.Stat_t).Gid,
+		log: d.log.Warn, warned: map[uint32]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("GET /v1/jobs", d.handleList)
 	mux.HandleFunc("GET /v1/jobs/{id}", d.handleShow)
 	mux.HandleFunc("GET /v1/job", d.handleShow) // ?ref=ID|PATH
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.HandleFunc("POST /v1/jobs/{id}/retry", d.handleRetry)
+	mux.HandleFunc("POST /v1/retry-failed", d.handleRetryFailed)
+	mux.HandleFunc("DELETE /v1/jobs/{id}", d.handleForget)
+	mux.HandleFunc("POST /v1/pause", d.handlePause(true))
+	mux.HandleFunc("POST /v1/resume", d.handlePause(false))
+	mux.HandleFunc("POST /v1/reload", d.handleReload)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := gate.check(r.Context()); err != nil {
+			writeErr(w, http.StatusForbidden, err)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnContext: gate.connContext}
 	go srv.Serve(ln)
 	return &controlServer{srv: srv, ln: ln}, nil
 }
@@ -113,9 +144,18 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	up := time.Since(d.started)
 	st := &Status{Version: d.version, Started: d.started,
-		Uptime: time.Since(d.started).Round(time.Second).String(), Counts: counts,
+		Uptime: up.Round(time.Second).String(), UptimeSeconds: up.Seconds(), Counts: counts,
+		Folders: []string{}, Paused: d.pause.list(),
 		QueueDepth: d.sched.depth(), InFlight: []InFlight{}, Failures: []JobView{}}
+	for _, f := range d.Config().Folders {
+		st.Folders = append(st.Folders, f.Name)
+		if counts[f.Name] == nil {
+			counts[f.Name] = map[state.State]int{}
+		}
+	}
+	now := time.Now()
 	active, err := d.store.List(ctx, state.Filter{States: []state.State{state.Uploading, state.Registering}})
 	if err != nil {
 		return nil, err
@@ -125,15 +165,19 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 			if ds.State != state.DestUploading && ds.State != state.DestRegistering {
 				continue
 			}
-			done := ds.BytesDone
+			done, rate := ds.BytesDone, 0.0
 			if v, ok := d.progress.Load(progressKey{j.ID, ds.Name}); ok {
-				done = max(done, v.(*atomic.Int64).Load())
+				p := v.(*progress)
+				done = max(done, p.bytes.Load())
+				rate = p.rate(now)
 			}
-			st.InFlight = append(st.InFlight, InFlight{ID: j.ID, Path: j.Path, Destination: ds.Name, Size: j.Size, BytesDone: done})
+			st.InFlight = append(st.InFlight, InFlight{ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
+				Destination: ds.Name, State: string(ds.State), Size: j.Size, BytesDone: done,
+				Rate: rate, ETASeconds: eta(j.Size, done, rate).Seconds()})
 		}
 	}
 	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].ID < st.InFlight[b].ID })
-	failed, err := d.store.List(ctx, state.Filter{States: []state.State{state.Failed}, Limit: 5})
+	failed, err := d.store.List(ctx, state.Filter{States: []state.State{state.Failed}, Limit: recentFailures})
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +264,7 @@ func (d *Daemon) handleShow(w http.ResponseWriter, r *http.Request) {
 	if ref == "" {
 		ref = r.URL.Query().Get("ref")
 	}
-	j, err := FindJob(r.Context(), d.store, d.cfg.Folders, ref)
+	j, err := FindJob(r.Context(), d.store, d.Config().Folders, ref)
 	if errors.Is(err, state.ErrNotFound) {
 		writeErr(w, http.StatusNotFound, err)
 		return
@@ -230,4 +274,89 @@ func (d *Daemon) handleShow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, NewJobView(j, true))
+}
+
+// errStatus maps an operation's error to an HTTP status.
+func errStatus(err error) int {
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+var errBadRequest = errors.New("bad request")
+
+func pathID(r *http.Request) (uint64, error) {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("job id %q is not a number: %w", r.PathValue("id"), errBadRequest)
+	}
+	return id, nil
+}
+
+func (d *Daemon) handleRetry(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var j *state.Job
+		if j, err = d.Retry(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, NewJobView(j, false))
+			return
+		}
+	}
+	writeErr(w, errStatus(err), err)
+}
+
+func (d *Daemon) handleRetryFailed(w http.ResponseWriter, r *http.Request) {
+	res, err := d.RetryFailed(r.Context())
+	if err != nil {
+		writeErr(w, errStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (d *Daemon) handleForget(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		if err = d.Forget(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, map[string]uint64{"forgotten": id})
+			return
+		}
+	}
+	writeErr(w, errStatus(err), err)
+}
+
+// PauseState is the answer of POST /v1/pause and /v1/resume.
+type PauseState struct {
+	Paused []string `json:"paused"` // "*": all folders
+}
+
+func (d *Daemon) handlePause(on bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := d.SetPaused(r.URL.Query().Get("folder"), on); err != nil {
+			writeErr(w, errStatus(err), err)
+			return
+		}
+		writeJSON(w, http.StatusOK, PauseState{Paused: d.pause.list()})
+	}
+}
+
+func (d *Daemon) handleReload(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), reloadTimeout)
+	defer cancel()
+	if err := d.Reload(ctx); err != nil {
+		// A refused config is the caller's problem to fix: 400 says so.
+		code := http.StatusBadRequest
+		if errors.Is(err, errNoReload) {
+			code = http.StatusNotImplemented
+		}
+		writeErr(w, code, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"reloaded": d.Config().Path})
 }

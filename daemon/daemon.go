@@ -1,6 +1,7 @@
 // Package daemon wires the pipeline: watcher events become jobs in the state
 // store, workers deliver them to the destinations and the mover files them
-// into processed/ or failed/. It also serves the control socket.
+// into processed/ or failed/. It also serves the control socket, the
+// Prometheus endpoint and the webhooks, and reloads its configuration.
 package daemon
 
 import (
@@ -27,31 +28,60 @@ type Options struct {
 	Config  *config.Config
 	Logger  *slog.Logger
 	Version string
-	// Ready is called once every folder is watched and the first scan is
-	// queued (sd_notify READY=1 under systemd). May be nil.
+	// Ready is called once every folder is watched and its first scan has
+	// been handed to the ingest loop (sd_notify READY=1 under systemd), and
+	// again after each reload. May be nil.
 	Ready func()
+	// Reloading is called when a reload starts (sd_notify RELOADING=1).
+	Reloading func()
+	// Stopping is called when shutdown starts (sd_notify STOPPING=1).
+	Stopping func()
+	// Watchdog is called every WatchdogInterval while the ingest loop
+	// answers (sd_notify WATCHDOG=1). Nil or a zero interval: off.
+	Watchdog         func()
+	WatchdogInterval time.Duration
+	// LoadConfig reads the configuration again for a reload (SIGHUP or
+	// POST /v1/reload). Nil: reloading is refused.
+	LoadConfig func() (*config.Config, error)
 	// OrphanGuard overrides how old an unknown multipart upload must be
 	// before it is aborted at start (default 24h).
 	OrphanGuard time.Duration
+	// NotifyBackoff is the first delay between webhook tries (default 1s;
+	// tests shorten it).
+	NotifyBackoff time.Duration
 }
 
 // Daemon is a running watchfolder.
 type Daemon struct {
-	cfg     *config.Config
+	opts    Options
 	log     *slog.Logger
 	version string
 	started time.Time
 	store   *state.Store
-	dests   map[string]uploader.Destination
-	folders map[string]*config.Folder
-	watcher *watcher.Watcher
+	lim     *uploader.Limiter
 	sched   *scheduler
-	onReady func()
 	guard   time.Duration
+	pause   *pauseState
+	metrics *metrics
+
+	// rt is the reloadable part (config, folders, destinations): workers
+	// load it once per step, a reload swaps it whole.
+	rt       atomic.Pointer[runtime]
+	watcher  atomic.Pointer[watcher.Watcher]
+	notifier atomic.Pointer[notifier]
+	reloadMu sync.Mutex
+	// restart hands a new watcher to the supervisor in Run.
+	restart chan *watcher.Watcher
+	// heartbeat is answered by the ingest loop; the watchdog pings only
+	// when it is answered, so a wedged loop stops the pings.
+	heartbeat chan chan struct{}
+	// claims holds folder+relpath of files a retry is moving back, so the
+	// ingest loop does not take them for new files meanwhile.
+	claims sync.Map
 
 	// progress holds live bytes-sent counters per job and destination for
 	// status output; the durable figure is in the checkpoint.
-	progress sync.Map // key progressKey -> *atomic.Int64
+	progress sync.Map // key progressKey -> *progress
 	inflight atomic.Int64
 }
 
@@ -64,48 +94,51 @@ type progressKey struct {
 // does not start anything; Run does.
 func New(ctx context.Context, o Options) (*Daemon, error) {
 	cfg := o.Config
-	log := o.Logger
-	if log == nil {
-		log = slog.Default()
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"), state.Options{})
+	log := o.Logger
+	// A CLI reading the stopped daemon's database holds a shared lock for
+	// a moment: wait for it rather than refuse to start. Another daemon
+	// holding it for good still fails, after this wait.
+	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"), state.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	lim := uploader.NewLimiter(cfg.Upload.MaxBandwidth)
-	dests, err := buildDestinations(ctx, cfg, lim, log)
+	pause, err := loadPauseState(cfg.StateDir)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
 	d := &Daemon{
-		cfg: cfg, log: log, version: o.Version, store: store, dests: dests,
-		folders: map[string]*config.Folder{}, sched: newScheduler(), onReady: o.Ready,
-		guard: o.OrphanGuard,
+		opts: o, log: log, version: o.Version, store: store, sched: newScheduler(),
+		guard: o.OrphanGuard, lim: uploader.NewLimiter(cfg.Upload.MaxBandwidth), pause: pause,
+		restart: make(chan *watcher.Watcher), heartbeat: make(chan chan struct{}),
 	}
 	if d.guard <= 0 {
 		d.guard = orphanGuard
 	}
-	var wf []watcher.Folder
-	for i := range cfg.Folders {
-		f := &cfg.Folders[i]
-		d.folders[f.Name] = f
-		wf = append(wf, watcher.Folder{
-			Name: f.Name, Path: f.Path, Skip: []string{f.ProcessedDir, f.FailedDir},
-			Include: f.Include, Exclude: f.Exclude,
-			StableAfter: f.StableAfter, RescanInterval: f.RescanInterval,
-		})
-	}
-	d.watcher, err = watcher.New(watcher.Options{Folders: wf, Logger: log})
+	rt, err := d.buildRuntime(ctx, cfg)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
+	w, err := d.newWatcher(cfg)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	d.rt.Store(rt)
+	d.watcher.Store(w)
+	d.metrics = newMetrics(d)
 	return d, nil
 }
 
 // Store exposes the job store (for tests and the control API).
 func (d *Daemon) Store() *state.Store { return d.store }
+
+// Config returns the configuration in force (it changes on reload).
+func (d *Daemon) Config() *config.Config { return d.rt.Load().cfg }
 
 // Run runs until ctx is cancelled, then stops taking work, gives in-flight
 // jobs until half of shutdown_timeout to reach a committed point, cancels
@@ -113,13 +146,8 @@ func (d *Daemon) Store() *state.Store { return d.store }
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started = time.Now()
 	defer d.store.Close()
-	for _, f := range d.cfg.Folders {
-		for _, dir := range []string{f.ProcessedDir, f.FailedDir} {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
-			}
-		}
-	}
+	cfg := d.Config()
+	d.makeDirs(cfg)
 
 	// workCtx outlives ctx by a grace period so uploads can commit.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -132,6 +160,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer ctl.Close()
+	msrv, err := d.metrics.serve(cfg.Metrics.Listen)
+	if err != nil {
+		return err
+	}
+	defer msrv.Close()
+	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version))
+	defer func() { d.notifier.Load().close() }()
 
 	known, err := d.recover(workCtx)
 	if err != nil {
@@ -142,18 +177,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup
 	watchErr := make(chan error, 1)
-	wg.Go(func() { watchErr <- d.watcher.Run(ctx, events) })
+	wg.Go(func() { watchErr <- d.superviseWatcher(ctx, events) })
 	wg.Go(func() { d.ingest(ctx, events) })
+	if d.opts.Watchdog != nil && d.opts.WatchdogInterval > 0 {
+		wg.Go(func() { d.watchdog(ctx) })
+	}
 
 	var workers sync.WaitGroup
-	for range max(1, d.cfg.Upload.MaxFiles) {
+	for range max(1, cfg.Upload.MaxFiles) {
 		workers.Go(func() { d.worker(ctx, workCtx) })
 	}
-	if d.onReady != nil {
-		d.onReady()
-	}
-	d.log.Info("watchfolder running", "version", d.version, "folders", len(d.cfg.Folders),
-		"destinations", len(d.dests), "state", d.cfg.StateDir, "control", d.cfg.ControlSocket)
+	nFolders := len(cfg.Folders)
+	go func() {
+		d.waitWatching(ctx, d.watcher.Load(), nFolders)
+		if ctx.Err() == nil && d.opts.Ready != nil {
+			d.opts.Ready()
+		}
+	}()
+	d.log.Info("watchfolder running", "version", d.version, "folders", len(cfg.Folders),
+		"destinations", len(cfg.Destinations), "state", cfg.StateDir, "control", cfg.ControlSocket,
+		"metrics", cfg.Metrics.Listen, "paused", d.pause.list())
 
 	var runErr error
 	select {
@@ -163,11 +206,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 			runErr = fmt.Errorf("watcher: %w", runErr)
 		}
 	}
-	d.log.Info("shutting down: no new work; waiting for in-flight jobs", "timeout", d.cfg.ShutdownTimeout)
+	if d.opts.Stopping != nil {
+		d.opts.Stopping()
+	}
+	cfg = d.Config()
+	d.log.Info("shutting down: no new work; waiting for in-flight jobs", "timeout", cfg.ShutdownTimeout)
 	d.sched.close()
 	done := make(chan struct{})
 	go func() { workers.Wait(); close(done) }()
-	grace := d.cfg.ShutdownTimeout / 2
+	grace := cfg.ShutdownTimeout / 2
 	select {
 	case <-done:
 	case <-time.After(grace):
@@ -175,13 +222,108 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancelWork()
 		select {
 		case <-done:
-		case <-time.After(d.cfg.ShutdownTimeout - grace):
+		case <-time.After(cfg.ShutdownTimeout - grace):
 			d.log.Warn("workers did not stop within shutdown_timeout")
 		}
 	}
 	wg.Wait()
 	d.sched.stopTimers()
 	return runErr
+}
+
+func (d *Daemon) makeDirs(cfg *config.Config) {
+	for _, f := range cfg.Folders {
+		for _, dir := range []string{f.ProcessedDir, f.FailedDir} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
+			}
+		}
+	}
+}
+
+// superviseWatcher runs the current watcher and, on reload, replaces it:
+// a watcher runs only once, so a new folder list means a new watcher. Its
+// start-up scan re-reports existing files; the ingest loop ignores files
+// that already have a job.
+func (d *Daemon) superviseWatcher(ctx context.Context, events chan<- watcher.Event) error {
+	w := d.watcher.Load()
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- w.Run(wctx, events) }()
+		select {
+		case <-ctx.Done():
+			cancel()
+			return <-errc
+		case err := <-errc:
+			cancel()
+			return err
+		case nw := <-d.restart:
+			cancel()
+			if err := <-errc; err != nil {
+				d.log.Warn("old watcher stopped with an error", "err", err)
+			}
+			d.metrics.retireWatcher(w.Stats())
+			w = nw
+		}
+	}
+}
+
+// firstScanWait caps how long readiness waits for the first full scans: a
+// huge tree must not make systemd give up on the start.
+const firstScanWait = 20 * time.Second
+
+// waitWatching returns once w has completed a full scan of every folder
+// (every directory is watched and every file it found is on the event
+// channel), or after firstScanWait. The watcher has no readiness hook; its
+// scan counter is the closest observable point.
+//
+// w must be fresh (its counter starts at zero with this Run).
+func (d *Daemon) waitWatching(ctx context.Context, w *watcher.Watcher, folders int) {
+	deadline := time.NewTimer(firstScanWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for w.Stats().Scans < int64(folders) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			d.log.Warn("first scan still running; reporting ready anyway", "waited", firstScanWait)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// watchdog pings systemd at WatchdogInterval, but only after the ingest
+// loop answered a heartbeat: a free-running ticker would keep a wedged
+// daemon alive.
+func (d *Daemon) watchdog(ctx context.Context) {
+	t := time.NewTicker(d.opts.WatchdogInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ack := make(chan struct{})
+		select {
+		case d.heartbeat <- ack:
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.log.Warn("ingest loop did not answer the watchdog heartbeat in time")
+			continue
+		}
+		select {
+		case <-ack:
+			d.opts.Watchdog()
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // recover puts every unfinished job back on its way after a restart. It
@@ -191,6 +333,7 @@ func (d *Daemon) recover(ctx context.Context) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	rt := d.rt.Load()
 	known := map[string]bool{}
 	n := 0
 	for _, j := range jobs {
@@ -200,7 +343,7 @@ func (d *Daemon) recover(ctx context.Context) (map[string]bool, error) {
 				known[cp.UploadID] = true
 			}
 		}
-		if _, ok := d.folders[j.Folder]; !ok {
+		if _, ok := rt.folders[j.Folder]; !ok {
 			d.log.Warn("job's folder is no longer configured; leaving it", "job", j.ID, "folder", j.Folder, "path", j.Path)
 			continue
 		}
@@ -236,13 +379,14 @@ type orphanCleaner interface {
 }
 
 func (d *Daemon) cleanOrphans(ctx context.Context, known map[string]bool) {
-	for name, dest := range d.dests {
+	rt := d.rt.Load()
+	for name, dest := range rt.dests {
 		oc, ok := dest.(orphanCleaner)
 		if !ok {
 			continue
 		}
 		var folders []string
-		for _, f := range d.cfg.Folders {
+		for _, f := range rt.cfg.Folders {
 			if slices.Contains(f.Destinations, name) {
 				folders = append(folders, f.Name)
 			}

@@ -134,7 +134,7 @@ func TestTempAndSystemFilesNeverUploaded(t *testing.T) {
 	}
 	h.waitState(state.Done, 1, 20*time.Second)
 	// One more rescan cycle (2s) must not pick the junk up either.
-	h.d.watcher.Rescan()
+	h.d.watcher.Load().Rescan()
 	time.Sleep(500 * time.Millisecond)
 	keys := minio.ListKeys(t, h.bucket)
 	if !slices.Equal(keys, []string{"news/final.mp4"}) {

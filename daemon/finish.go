@@ -23,9 +23,9 @@ const moveRetry = 30 * time.Second
 // target is committed before the move so a crash mid-way finishes the same
 // move instead of planning a second copy.
 func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
-	f := d.folders[j.Folder]
+	f := d.rt.Load().folders[j.Folder]
 	if f == nil {
-		return false
+		return false // folder removed by a reload: the job stays as it is
 	}
 	failed := j.MoveTo == state.MoveFailed
 	destDir := f.ProcessedDir
@@ -73,7 +73,7 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 		}
 	}
 	mover.PruneEmpty(f.Path, filepath.Dir(j.Path))
-	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+	final, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		if failed {
 			j.State = state.Failed
 		} else {
@@ -95,6 +95,7 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 	} else {
 		d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
 	}
+	d.jobFinished(final)
 	return false
 }
 

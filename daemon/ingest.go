@@ -21,6 +21,9 @@ func (d *Daemon) ingest(ctx context.Context, events <-chan watcher.Event) {
 		select {
 		case <-ctx.Done():
 			return
+		case ack := <-d.heartbeat:
+			close(ack)
+			continue
 		case ev := <-events:
 			batch = append(batch[:0], ev)
 		}
@@ -109,9 +112,13 @@ func dropEmptyState(jobs []*state.Job) []*state.Job {
 // handleEvent applies ev to an existing job, or returns a new job for the
 // caller to create.
 func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job, error) {
-	f, ok := d.folders[ev.Folder]
+	rt := d.rt.Load()
+	f, ok := rt.folders[ev.Folder]
 	if !ok {
-		return nil, nil
+		return nil, nil // a folder removed by a reload; its old watcher is stopping
+	}
+	if _, claimed := d.claims.Load(claimKey(ev.Folder, ev.RelPath)); claimed {
+		return nil, nil // a retry is moving this file back for its old job
 	}
 	latest, err := d.store.Latest(ctx, ev.Folder, ev.RelPath)
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
@@ -132,7 +139,7 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job,
 		if latest != nil {
 			return nil, nil // in the pipeline already; workers notice changes
 		}
-		return d.newJob(f.Name, ev, state.Waiting), nil
+		return d.newJob(rt, f.Name, ev, state.Waiting), nil
 	case watcher.Vanished:
 		if latest != nil && latest.State == state.Waiting {
 			d.transition(ctx, latest.ID, state.Gone, "file vanished before it was finished")
@@ -140,7 +147,7 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job,
 		return nil, nil
 	case watcher.Ready:
 		if latest == nil {
-			return d.newJob(f.Name, ev, state.Queued), nil
+			return d.newJob(rt, f.Name, ev, state.Queued), nil
 		}
 		if latest.State != state.Waiting {
 			return nil, nil // queued or further: the worker checks the version
@@ -166,15 +173,17 @@ func setVersion(j *state.Job, fi watcher.FileInfo) {
 	j.Size, j.ModTime, j.Inode, j.Device = fi.Size, fi.ModTime, fi.Inode, fi.Device
 }
 
-func (d *Daemon) newJob(folder string, ev watcher.Event, st state.State) *state.Job {
+func (d *Daemon) newJob(rt *runtime, folder string, ev watcher.Event, st state.State) *state.Job {
 	j := &state.Job{Folder: folder, Path: ev.Path, RelPath: ev.RelPath, State: st}
 	setVersion(j, ev.Info)
-	for _, name := range d.folders[folder].Destinations {
+	for _, name := range rt.folders[folder].Destinations {
 		typ := ""
-		if dc, ok := d.cfg.Destinations[name]; ok {
+		if dc, ok := rt.cfg.Destinations[name]; ok {
 			typ = dc.Type
 		}
 		j.Destinations = append(j.Destinations, state.Dest{Name: name, Type: typ, State: state.DestPending})
 	}
 	return j
 }
+
+func claimKey(folder, relpath string) string { return folder + "\x00" + relpath }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
@@ -45,6 +46,8 @@ func (d *Daemon) findSidecar(j *state.Job, f *config.Folder) (string, error) {
 		return p, nil
 	case err == nil:
 		return "", uploader.Permanent(fmt.Errorf("sidecar %s is not a regular file", filepath.Base(p)))
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		// The media name is so long that no sidecar name can exist.
 	case !errors.Is(err, os.ErrNotExist):
 		return "", fmt.Errorf("sidecar %s: %w", filepath.Base(p), err)
 	}

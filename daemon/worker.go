@@ -7,7 +7,8 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sync/atomic"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -62,19 +63,22 @@ func (d *Daemon) process(ctx context.Context, id uint64) {
 // start checks the file is still the version that was found, loads the
 // sidecar and moves the job into uploading.
 func (d *Daemon) start(ctx context.Context, j *state.Job) bool {
-	f := d.folders[j.Folder]
+	f := d.rt.Load().folders[j.Folder]
 	if f == nil {
+		return false // folder removed by a reload: the job stays as it is
+	}
+	if d.park(j) {
 		return false
 	}
 	if changed, gone, err := d.sourceChanged(j); gone {
 		return d.markGone(ctx, j, "file vanished before it was uploaded")
 	} else if err != nil {
-		return d.fail(ctx, j, "", fmt.Errorf("cannot read %s: %w", j.Path, err), true)
+		return d.fail(ctx, j, []destErr{{err: fmt.Errorf("cannot read %s: %w", j.Path, err)}}, true)
 	} else if changed {
 		return d.backToWaiting(ctx, j)
 	}
 	if j.Size == 0 {
-		return d.fail(ctx, j, "", errors.New("empty file (0 bytes): nothing to deliver"), true)
+		return d.fail(ctx, j, []destErr{{err: errors.New("empty file (0 bytes): nothing to deliver")}}, true)
 	}
 	sidecar, err := d.findSidecar(j, f)
 	if errors.Is(err, errSidecarPending) {
@@ -87,10 +91,10 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) bool {
 		if sidecar != "" {
 			// Record it so the malformed sidecar travels to failed/ too.
 			if j, err2 := d.store.Update(ctx, j.ID, func(j *state.Job) error { j.Sidecar = sidecar; return nil }); err2 == nil {
-				return d.fail(ctx, j, "", err, uploader.IsPermanent(err))
+				return d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err))
 			}
 		}
-		return d.fail(ctx, j, "", err, uploader.IsPermanent(err))
+		return d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err))
 	}
 	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		j.State = state.Uploading
@@ -111,46 +115,50 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) bool {
 }
 
 // deliver uploads to and registers with every destination not yet done.
-// Destinations are independent: a finished one is never repeated.
+// Destinations are independent: they run side by side (a platform's
+// processing wait does not hold up another's upload), a finished one is
+// never repeated, and one destination's failure does not stop the others.
 func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
 	meta, err := d.loadMetadata(j)
 	if err != nil {
-		return d.fail(ctx, j, "", err, true)
+		return d.fail(ctx, j, []destErr{{err: err}}, true)
 	}
 	src := &uploader.Source{
 		JobID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath, Size: j.Size,
 		ModTime: j.ModTime, Inode: j.Inode, Device: j.Device, Found: j.Created, Meta: meta,
 	}
+	rt := d.rt.Load()
+	// A changed source makes every sibling's work moot: cancel them.
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []destErr
+	)
 	for _, ds := range j.Destinations {
 		if ds.State == state.DestDone {
 			continue
 		}
-		dest, ok := d.dests[ds.Name]
-		if !ok {
-			return d.fail(ctx, j, ds.Name, fmt.Errorf("destination %q is no longer configured", ds.Name), true)
-		}
-		cp := &uploader.Checkpoint{}
-		if len(ds.Checkpoint) > 0 {
-			if err := json.Unmarshal(ds.Checkpoint, cp); err != nil {
-				d.log.Warn("unreadable checkpoint; starting this destination over", "job", j.ID, "destination", ds.Name, "err", err)
-				cp = &uploader.Checkpoint{}
+		wg.Go(func() {
+			err := d.deliverOne(dctx, j, src, rt, ds)
+			if err == nil {
+				return
 			}
-		}
-		sess := d.newSession(j.ID, ds.Name)
-		if ds.State == state.DestUploading || ds.State == state.DestPending {
-			if err := dest.Upload(ctx, src, cp, sess); err != nil {
-				return d.handleError(ctx, j, ds.Name, err)
+			if errors.Is(err, uploader.ErrSourceChanged) {
+				cancel()
 			}
-			if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestRegistering); err != nil {
-				return false
-			}
-		}
-		if err := dest.Register(ctx, src, cp, sess); err != nil {
-			return d.handleError(ctx, j, ds.Name, err)
-		}
-		if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestDone); err != nil {
-			return false
-		}
+			mu.Lock()
+			errs = append(errs, destErr{dest: ds.Name, err: err})
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return false // shutting down: the committed state resumes later
+	}
+	if len(errs) > 0 {
+		return d.handleErrors(ctx, j, errs)
 	}
 	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		for _, ds := range j.Destinations {
@@ -168,6 +176,49 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
 		return false
 	}
 	return true
+}
+
+// destErr is one destination's failure in an attempt ("" dest: the job's
+// own, e.g. an unreadable sidecar).
+type destErr struct {
+	dest string
+	err  error
+}
+
+// deliverOne runs one destination from its committed sub-state to done.
+func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Source, rt *runtime, ds state.Dest) error {
+	dest, ok := rt.dests[ds.Name]
+	if !ok {
+		return uploader.Permanent(fmt.Errorf("destination %q is no longer configured", ds.Name))
+	}
+	cp := &uploader.Checkpoint{}
+	if len(ds.Checkpoint) > 0 {
+		if err := json.Unmarshal(ds.Checkpoint, cp); err != nil {
+			d.log.Warn("unreadable checkpoint; starting this destination over", "job", j.ID, "destination", ds.Name, "err", err)
+			cp = &uploader.Checkpoint{}
+		}
+	}
+	sess := d.newSession(j.ID, ds.Name)
+	began := time.Now()
+	if ds.State == state.DestUploading || ds.State == state.DestPending || ds.State == state.DestFailed {
+		if err := dest.Upload(ctx, src, cp, sess); err != nil {
+			return err
+		}
+		// Bytes this process sent: a resumed upload had some already.
+		d.metrics.uploaded(ds.Name, j.Size-ds.BytesDone)
+		if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestRegistering); err != nil {
+			return err
+		}
+	}
+	if err := dest.Register(ctx, src, cp, sess); err != nil {
+		return err
+	}
+	if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestDone); err != nil {
+		return err
+	}
+	d.metrics.destDone(ds.Name, time.Since(began))
+	d.progress.Delete(progressKey{j.ID, ds.Name})
+	return nil
 }
 
 // commitDest records a destination's checkpoint and new sub-state, and
@@ -225,12 +276,12 @@ type session struct {
 	d     *Daemon
 	id    uint64
 	dest  string
-	bytes *atomic.Int64
+	bytes *progress
 }
 
 func (d *Daemon) newSession(id uint64, dest string) *session {
-	v, _ := d.progress.LoadOrStore(progressKey{id, dest}, new(atomic.Int64))
-	return &session{d: d, id: id, dest: dest, bytes: v.(*atomic.Int64)}
+	v, _ := d.progress.LoadOrStore(progressKey{id, dest}, newProgress())
+	return &session{d: d, id: id, dest: dest, bytes: v.(*progress)}
 }
 
 func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
@@ -249,56 +300,80 @@ func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 	return err
 }
 
-func (s *session) Progress(n int64) { s.bytes.Store(n) }
+func (s *session) Progress(n int64) { s.bytes.set(n, time.Now()) }
 
-// handleError decides between retry, back-to-waiting, gone and failed.
-func (d *Daemon) handleError(ctx context.Context, j *state.Job, dest string, err error) bool {
-	if ctx.Err() != nil {
-		return false // shutting down: the committed state resumes later
-	}
-	if errors.Is(err, uploader.ErrSourceChanged) {
-		d.abortAll(ctx, j)
-		return d.backToWaiting(ctx, j)
-	}
-	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := os.Lstat(j.Path); errors.Is(serr, os.ErrNotExist) {
-			d.abortAll(ctx, j)
-			return d.markGone(ctx, j, "file vanished during upload")
+// handleErrors decides, after every destination has had its go, between
+// back-to-waiting (the file changed), gone (it vanished), retry, and failed.
+func (d *Daemon) handleErrors(ctx context.Context, j *state.Job, errs []destErr) bool {
+	for _, e := range errs {
+		if errors.Is(e.err, uploader.ErrSourceChanged) {
+			d.metrics.failure(e.dest, "source_changed")
+			d.abortAll(ctx, j.ID)
+			return d.backToWaiting(ctx, j)
 		}
 	}
-	return d.fail(ctx, j, dest, err, uploader.IsPermanent(err))
+	for _, e := range errs {
+		if errors.Is(e.err, os.ErrNotExist) {
+			if _, serr := os.Lstat(j.Path); errors.Is(serr, os.ErrNotExist) {
+				d.metrics.failure(e.dest, "gone")
+				d.abortAll(ctx, j.ID)
+				return d.markGone(ctx, j, "file vanished during upload")
+			}
+		}
+	}
+	permanent := false
+	for _, e := range errs {
+		kind := "transient"
+		if uploader.IsPermanent(e.err) {
+			kind = "permanent"
+			permanent = true
+		}
+		d.metrics.failure(e.dest, kind)
+	}
+	return d.fail(ctx, j, errs, permanent)
 }
 
-// fail records an attempt's failure: the job retries with backoff, or, when
-// the error is permanent or attempts are used up, heads to failed_dir.
-func (d *Daemon) fail(ctx context.Context, j *state.Job, dest string, cause error, permanent bool) bool {
-	msg := cause.Error()
-	if dest != "" {
-		msg = "destination " + dest + ": " + msg
+// fail records an attempt's failures: the job retries with backoff, or, when
+// an error is permanent or attempts are used up, heads to failed_dir.
+// Destinations that finished stay done either way.
+func (d *Daemon) fail(ctx context.Context, j *state.Job, errs []destErr, permanent bool) bool {
+	var parts []string
+	for _, e := range errs {
+		if e.dest == "" {
+			parts = append(parts, e.err.Error())
+		} else {
+			parts = append(parts, "destination "+e.dest+": "+e.err.Error())
+		}
 	}
+	msg := strings.Join(parts, "; ")
+	retry := d.Config().Retry
 	var next time.Time
 	final := false
 	updated, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		j.Attempts++
 		j.Error = msg
-		if ds := j.Dest(dest); ds != nil {
-			ds.Attempts++
-			ds.Error = cause.Error()
+		final = permanent || j.Attempts >= retry.MaxAttempts
+		var delay time.Duration
+		if !final {
+			delay = backoff(retry.InitialBackoff, retry.MaxBackoff, j.Attempts)
 		}
-		if permanent || j.Attempts >= d.cfg.Retry.MaxAttempts {
-			final = true
-			if ds := j.Dest(dest); ds != nil {
-				ds.State = state.DestFailed
+		for _, e := range errs {
+			if ds := j.Dest(e.dest); ds != nil {
+				ds.Attempts++
+				ds.Error = e.err.Error()
+				if final {
+					ds.State = state.DestFailed
+				}
 			}
+			if ra, ok := uploader.RetryAfter(e.err); ok && ra > delay {
+				delay = ra
+			}
+		}
+		if final {
 			j.State = state.Moving
 			j.MoveTo = state.MoveFailed
 			j.NextAttempt = time.Time{}
 			return nil
-		}
-		final = false
-		delay := backoff(d.cfg.Retry.InitialBackoff, d.cfg.Retry.MaxBackoff, j.Attempts)
-		if ra, ok := uploader.RetryAfter(cause); ok && ra > delay {
-			delay = ra
 		}
 		next = time.Now().Add(delay)
 		j.NextAttempt = next
@@ -311,11 +386,11 @@ func (d *Daemon) fail(ctx context.Context, j *state.Job, dest string, cause erro
 	}
 	if final {
 		d.log.Error("job failed", "job", j.ID, "path", j.Path, "attempts", updated.Attempts, "err", msg)
-		d.abortAll(ctx, updated)
+		d.abortAll(ctx, j.ID)
 		return true // go on to move it into failed_dir
 	}
 	d.log.Warn("attempt failed; will retry", "job", j.ID, "path", j.Path, "attempt", updated.Attempts,
-		"max_attempts", d.cfg.Retry.MaxAttempts, "retry_at", next.Format(time.RFC3339), "err", msg)
+		"max_attempts", retry.MaxAttempts, "retry_at", next.Format(time.RFC3339), "err", msg)
 	d.sched.pushAt(j.ID, next)
 	return false
 }
@@ -333,12 +408,19 @@ func backoff(initial, maxD time.Duration, attempt int) time.Duration {
 }
 
 // abortAll releases open multipart uploads of destinations not yet done.
-func (d *Daemon) abortAll(ctx context.Context, j *state.Job) {
+// It reads the job afresh: upload ids are committed by the destinations
+// while the caller's copy of the job ages.
+func (d *Daemon) abortAll(ctx context.Context, id uint64) {
+	j, err := d.store.Get(ctx, id)
+	if err != nil {
+		d.log.Warn("abort unfinished uploads: load job", "job", id, "err", err)
+		return
+	}
 	for _, ds := range j.Destinations {
 		if ds.State == state.DestDone || len(ds.Checkpoint) == 0 {
 			continue
 		}
-		dest, ok := d.dests[ds.Name]
+		dest, ok := d.rt.Load().dests[ds.Name]
 		if !ok {
 			continue
 		}
@@ -372,7 +454,7 @@ func (d *Daemon) backToWaiting(ctx context.Context, j *state.Job) bool {
 		return false
 	}
 	d.log.Warn("file changed after it was found; waiting for it to settle again", "job", j.ID, "path", j.Path)
-	d.watcher.Forget(j.Path)
+	d.watcher.Load().Forget(j.Path)
 	return false
 }
 

@@ -17,7 +17,9 @@ func CanTransition(from, to State) bool {
 	case Waiting:
 		return to == Queued || to == Gone || to == Moving
 	case Queued:
-		return to == Uploading || to == Waiting || to == Gone || to == Moving
+		// Retry: an attempt can fail before any upload starts (the file or
+		// its sidecar cannot be read yet).
+		return to == Uploading || to == Waiting || to == Gone || to == Moving || to == Retry
 	case Uploading:
 		return to == Registering || to == Moving || to == Retry || to == Waiting || to == Gone
 	case Registering:

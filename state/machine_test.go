@@ -14,7 +14,7 @@ import (
 func specTransitions() map[State][]State {
 	return map[State][]State{
 		Waiting:     {Queued, Gone, Moving},
-		Queued:      {Uploading, Waiting, Gone, Moving},
+		Queued:      {Uploading, Waiting, Gone, Moving, Retry},
 		Uploading:   {Registering, Moving, Retry, Waiting, Gone},
 		Registering: {Moving, Retry},
 		Retry:       {Queued, Uploading, Moving, Gone, Waiting},

@@ -28,13 +28,18 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.msg }
 
-// controlGet calls the daemon's control API over its unix socket. A
+// controlGet calls GET path on the daemon's control API.
+func controlGet(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
+	return controlDo(ctx, cfg, http.MethodGet, path, q, out)
+}
+
+// controlDo calls the daemon's control API over its unix socket. A
 // daemon that is starting holds the database before its socket listens:
 // when the socket is absent but the database is locked, try for a moment.
-func controlGet(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
+func controlDo(ctx context.Context, cfg *config.Config, method, path string, q url.Values, out any) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := controlGetOnce(ctx, cfg, path, q, out)
+		err := controlOnce(ctx, cfg, method, path, q, out)
 		if !errors.Is(err, errNotRunning) || time.Now().After(deadline) || !dbLocked(cfg) {
 			return err
 		}
@@ -51,7 +56,7 @@ func dbLocked(cfg *config.Config) bool {
 	return errors.Is(err, state.ErrLocked)
 }
 
-func controlGetOnce(ctx context.Context, cfg *config.Config, path string, q url.Values, out any) error {
+func controlOnce(ctx context.Context, cfg *config.Config, method, path string, q url.Values, out any) error {
 	sock := cfg.ControlSocket
 	if sock == "" {
 		return errNotRunning
@@ -61,12 +66,12 @@ func controlGetOnce(ctx context.Context, cfg *config.Config, path string, q url.
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
-	}, Timeout: 30 * time.Second}
+	}, Timeout: 2 * time.Minute}
 	u := "http://watchfolder" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
 	}
@@ -74,6 +79,9 @@ func controlGetOnce(ctx context.Context, cfg *config.Config, path string, q url.
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return errNotRunning
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("control socket %s: permission denied (run as root or as a member of the socket's group)", sock)
 		}
 		return fmt.Errorf("control socket %s: %w", sock, err)
 	}
@@ -105,4 +113,32 @@ func (e *env) openOffline(cfg *config.Config) (*state.Store, error) {
 	}
 	fmt.Fprintf(e.stderr, "(daemon not running: reading %s directly)\n", path)
 	return st, nil
+}
+
+// failure prints err for command name and returns its exit code: 3 when
+// the daemon is not running, 4 for an unknown job, 1 otherwise.
+func (e *env) failure(name string, cfg *config.Config, err error) int {
+	var ae *apiError
+	switch {
+	case errors.Is(err, errNotRunning):
+		fmt.Fprintf(e.stderr, "watchfolder %s: the daemon is not running (no answer on %s); this command needs it\n", name, cfg.ControlSocket)
+		return exitNotRunning
+	case errors.Is(err, state.ErrNotFound) || (errors.As(err, &ae) && ae.status == http.StatusNotFound):
+		fmt.Fprintf(e.stderr, "watchfolder %s: %v\n", name, err)
+		return exitNotFound
+	default:
+		fmt.Fprintf(e.stderr, "watchfolder %s: %v\n", name, err)
+		return exitError
+	}
+}
+
+// writeJSON prints v indented.
+func (e *env) writeJSON(v any) int {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		fmt.Fprintf(e.stderr, "watchfolder: %v\n", err)
+		return exitError
+	}
+	return exitOK
 }

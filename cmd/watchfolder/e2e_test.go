@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,7 @@ type site struct {
 	inbox  string
 	cfg    string
 	bucket string
+	env2   []string // extra environment for the daemon and the CLI
 }
 
 func newSite(t *testing.T, bucket, folderExtra string) *site {
@@ -94,7 +96,7 @@ secret_access_key = "${WF_TEST_SECRET}"
 }
 
 func (s *site) env() []string {
-	return append(os.Environ(), "WF_TEST_SECRET="+minio.SecretKey, "WATCHFOLDER_CONFIG="+s.cfg)
+	return append(append(os.Environ(), "WF_TEST_SECRET="+minio.SecretKey, "WATCHFOLDER_CONFIG="+s.cfg), s.env2...)
 }
 
 // proc is a running daemon; exited is closed once it has been reaped.
@@ -129,7 +131,25 @@ func (s *site) start() *proc {
 	p := &proc{Cmd: cmd, exited: make(chan struct{})}
 	go func() { cmd.Wait(); logf.Close(); close(p.exited) }()
 	s.t.Cleanup(func() { cmd.Process.Kill(); <-p.exited })
-	return p
+	// The control socket listens before recovery starts: once it is there
+	// the CLI talks to this daemon rather than finding no database yet.
+	sock := filepath.Join(s.dir, "ctl.sock")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if conn, err := net.Dial("unix", sock); err == nil {
+			conn.Close()
+			return p
+		}
+		select {
+		case <-p.exited:
+			s.t.Fatalf("daemon exited at start:\n%s", s.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("control socket %s did not answer:\n%s", sock, s.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // cli runs a watchfolder command and returns stdout, stderr and exit code.

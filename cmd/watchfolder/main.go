@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/watchfolder/watchfolder/config"
@@ -39,12 +40,19 @@ type env struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"run":     {"run the daemon in the foreground", cmdRun},
-		"check":   {"validate the config and print it with defaults (secrets redacted)", cmdCheck},
-		"list":    {"list jobs", cmdList},
-		"show":    {"show one job in full: history, destinations, ids", cmdShow},
-		"status":  {"daemon overview: counts, uploads in flight, recent failures", cmdStatus},
-		"version": {"print the version", cmdVersion},
+		"run":        {"run the daemon in the foreground", cmdRun},
+		"check":      {"validate the config and print it with defaults (secrets redacted)", cmdCheck},
+		"list":       {"list jobs", cmdList},
+		"show":       {"show one job in full: history, destinations, ids", cmdShow},
+		"status":     {"daemon overview: counts, uploads in flight, recent failures", cmdStatus},
+		"version":    {"print the version", cmdVersion},
+		"retry":      {"put failed jobs back into the pipeline (ID... or --failed)", cmdRetry},
+		"forget":     {"delete finished jobs from the database (ID...)", cmdForget},
+		"pause":      {"stop starting new jobs (one folder or all); survives restarts", cmdPause},
+		"resume":     {"start new jobs again (one folder or all)", cmdResume},
+		"reload":     {"reload the config without a restart (like systemctl reload)", cmdReload},
+		"db":         {"db check: verify the state database (daemon stopped)", cmdDB},
+		"completion": {"print a shell completion script: completion bash|zsh|fish", cmdCompletion},
 	}
 }
 
@@ -79,7 +87,7 @@ func (e *env) usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-11s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintf(w, "\nEvery command takes --config FILE (default $WATCHFOLDER_CONFIG, then %s) and --help.\n", config.DefaultPath)
 }
@@ -145,6 +153,20 @@ func cmdVersion(e *env, args []string) int {
 	}
 	fmt.Fprintf(e.stdout, "watchfolder %s\n", version)
 	return exitOK
+}
+
+// jobIDs parses job id arguments; ok false means a usage error was printed.
+func jobIDs(e *env, name string, args []string) ([]uint64, bool) {
+	ids := make([]uint64, 0, len(args))
+	for _, a := range args {
+		id, err := strconv.ParseUint(a, 10, 64)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "watchfolder %s: %q is not a job id\n", name, a)
+			return nil, false
+		}
+		ids = append(ids, id)
+	}
+	return ids, true
 }
 
 func humanBytes(n int64) string {

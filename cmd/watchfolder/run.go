@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/daemon"
@@ -31,16 +32,45 @@ func cmdRun(e *env, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	notify := func(s string) {
+		if _, err := sddaemon.SdNotify(false, s); err != nil {
+			log.Warn("sd_notify failed", "state", s, "err", err)
+		}
+	}
+	// WATCHDOG_USEC: ping at half the period, as sd_watchdog_enabled(3) advises.
+	wd, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		log.Warn("ignoring the systemd watchdog settings", "err", err)
+	}
+	path := e.configPath(*cfgPath)
 	d, err := daemon.New(ctx, daemon.Options{
 		Config: cfg, Logger: log, Version: version,
-		Ready: func() { sddaemon.SdNotify(false, sddaemon.SdNotifyReady) },
+		Ready:     func() { notify(sddaemon.SdNotifyReady) },
+		Reloading: func() { notify(reloadingState()) },
+		Stopping:  func() { notify(sddaemon.SdNotifyStopping) },
+		Watchdog:  func() { notify(sddaemon.SdNotifyWatchdog) }, WatchdogInterval: wd / 2,
+		LoadConfig: func() (*config.Config, error) { return config.Load(path) },
 	})
 	if err != nil {
 		fmt.Fprintf(e.stderr, "watchfolder: %v\n", err)
 		return exitError
 	}
+	// SIGHUP (systemctl reload) re-reads the config; a bad one is refused
+	// and logged by Reload, the old one stays.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				d.Reload(ctx)
+			}
+		}
+	}()
 	err = d.Run(ctx)
-	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 	if err != nil {
 		log.Error("stopped with an error", "err", err)
 		return exitError
@@ -76,4 +106,14 @@ func newLogger(c config.Log, w io.Writer, journal bool) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// reloadingState is RELOADING=1 with the MONOTONIC_USEC systemd wants with
+// it (sd_notify(3)), so Type=notify-reload units work too.
+func reloadingState() string {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return "RELOADING=1"
+	}
+	return fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000)
 }

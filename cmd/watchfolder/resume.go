@@ -1,0 +1,3 @@
+package main
+
+func cmdResume(e *env, args []string) int { return pauseResume(e, "resume", args) }

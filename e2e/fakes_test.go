@@ -1,0 +1,702 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// hook is a crash point inside a fake. Armed, it fires once: it signals hit
+// and, if it blocks, holds the request until the client goes away (the
+// daemon was killed) or release is closed.
+type hook struct {
+	mu      sync.Mutex
+	armed   bool
+	block   bool
+	hit     chan struct{}
+	release chan struct{}
+}
+
+func newHook(block bool) *hook {
+	return &hook{armed: true, block: block, hit: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+func (h *hook) fire(ctx context.Context) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	armed := h.armed
+	h.armed = false
+	h.mu.Unlock()
+	if !armed {
+		return
+	}
+	h.hit <- struct{}{}
+	if h.block {
+		select {
+		case <-ctx.Done():
+		case <-h.release:
+		}
+	}
+}
+
+// fault is a scripted answer: status (with Retry-After when set) instead of
+// the real one; afterWork does the work first (the platform created the
+// media, then the answer was lost as a 5xx).
+type fault struct {
+	status     int
+	retryAfter string
+	afterWork  bool
+}
+
+// faults holds scripted answers per operation name.
+type faults struct {
+	mu sync.Mutex
+	m  map[string][]fault
+}
+
+func (f *faults) script(op string, fs ...fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string][]fault{}
+	}
+	f.m[op] = append(f.m[op], fs...)
+}
+
+func (f *faults) take(op string) (fault, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.m[op]) == 0 {
+		return fault{}, false
+	}
+	x := f.m[op][0]
+	f.m[op] = f.m[op][1:]
+	return x, true
+}
+
+func writeFault(w http.ResponseWriter, x fault) {
+	if x.retryAfter != "" {
+		w.Header().Set("Retry-After", x.retryAfter)
+	}
+	writeJSON(w, x.status, map[string]any{"error": "scripted " + strconv.Itoa(x.status)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+	if fl, ok := w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+// problems collects contract violations; reported when the test ends.
+type problems struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (p *problems) add(format string, a ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.list = append(p.list, fmt.Sprintf(format, a...))
+}
+
+func (p *problems) report(t *testing.T, who string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.list {
+		t.Errorf("fake %s: contract violation: %s", who, s)
+	}
+}
+
+func randID(n int) string {
+	const abc = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = abc[int(b[i])%len(abc)]
+	}
+	return string(b)
+}
+
+// uniqueBucket makes prefix unique in the shared MinIO (-count=N reuses it).
+func uniqueBucket(prefix string) string { return prefix + "-" + randID(6) }
+
+// objectExists asks MinIO directly (not through any counting proxy).
+func objectExists(ctx context.Context, bucket, key string) bool {
+	_, err := minio.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	return err == nil
+}
+
+// ---------------------------------------------------------------- JW v2 --
+
+type jwMedia struct {
+	ID     string
+	Key    string // object in the fake's bucket that holds the bytes
+	Meta   map[string]any
+	polls  int // status reads once the bytes are in
+	reuses int // reupload calls
+}
+
+// fakeJW is JW Player's Management API v2 (direct uploads only): Bearer
+// auth, create with upload+metadata, search by external_id, media status,
+// reupload. upload_link is a MinIO presigned PUT through proxyURL.
+type fakeJW struct {
+	t       *testing.T
+	srv     *httptest.Server
+	site    string
+	bucket  string
+	presign *s3.PresignClient
+	faults
+	problems
+
+	deny        atomic.Bool // answer 401 to everything
+	afterCreate *hook       // fires after the create answer was sent
+	statusGate  *hook       // fires on a status read once the bytes are in
+
+	mu      sync.Mutex
+	media   map[string]*jwMedia
+	creates int
+	links   []string // upload links handed out (credentials)
+}
+
+var (
+	jwItemRE     = regexp.MustCompile(`^/v2/sites/([^/]+)/media/([^/]+)/$`)
+	jwReuploadRE = regexp.MustCompile(`^/v2/sites/([^/]+)/media/([^/]+)/reupload/$`)
+	jwExtRE      = regexp.MustCompile(`^external_id:"((?:[^"\\]|\\.)*)"$`)
+)
+
+func newFakeJW(t *testing.T, bucket, proxyURL string) *fakeJW {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	cl := s3.New(s3.Options{
+		Region: minio.Region, BaseEndpoint: aws.String(proxyURL), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(minio.AccessKey, minio.SecretKey, ""),
+	})
+	f := &fakeJW{t: t, site: "Site1234", bucket: bucket, presign: s3.NewPresignClient(cl), media: map[string]*jwMedia{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(func() { f.srv.Close(); f.report(t, "jwplayer") })
+	return f
+}
+
+func (f *fakeJW) table(name, waitFor string) dest {
+	return dest{name, fmt.Sprintf("type = \"jwplayer\"\nsite_id = %q\napi_secret = \"${WF_E2E_JW}\"\napi_url = %q\nwait_for = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n",
+		f.site, f.srv.URL, waitFor)}
+}
+
+func jwErr(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]any{"errors": []map[string]string{{"code": code, "description": desc}}})
+}
+
+func (f *fakeJW) serve(w http.ResponseWriter, r *http.Request) {
+	if f.deny.Load() || r.Header.Get("Authorization") != "Bearer "+jwSecret {
+		jwErr(w, http.StatusUnauthorized, "unauthorized", "Invalid API credentials")
+		return
+	}
+	siteMedia := "/v2/sites/" + f.site + "/media/"
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodPost && p == siteMedia:
+		f.create(w, r)
+	case r.Method == http.MethodGet && p == siteMedia:
+		f.search(w, r)
+	case r.Method == http.MethodPut && jwReuploadRE.MatchString(p) && jwReuploadRE.FindStringSubmatch(p)[1] == f.site:
+		f.mu.Lock()
+		m := f.media[jwReuploadRE.FindStringSubmatch(p)[2]]
+		if m != nil {
+			m.reuses++
+		}
+		f.mu.Unlock()
+		if m == nil {
+			jwErr(w, 404, "not_found", "no such media")
+			return
+		}
+		var body struct {
+			Upload struct{ Method string } `json:"upload"`
+		}
+		if json.NewDecoder(r.Body).Decode(&body) != nil || body.Upload.Method != "direct" {
+			jwErr(w, 400, "invalid_body", "upload.method must be direct")
+			return
+		}
+		writeJSON(w, 200, map[string]any{"id": m.ID, "upload_link": f.link(r.Context(), m)})
+	case r.Method == http.MethodGet && jwItemRE.MatchString(p) && jwItemRE.FindStringSubmatch(p)[1] == f.site:
+		f.status(w, r, jwItemRE.FindStringSubmatch(p)[2])
+	default:
+		f.add("unexpected %s %s", r.Method, p)
+		jwErr(w, 404, "not_found", "no route")
+	}
+}
+
+func (f *fakeJW) link(ctx context.Context, m *jwMedia) string {
+	req, err := f.presign.PresignPutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(m.Key)},
+		s3.WithPresignExpires(time.Hour))
+	if err != nil {
+		f.add("presign: %v", err)
+		return ""
+	}
+	f.mu.Lock()
+	f.links = append(f.links, req.URL)
+	f.mu.Unlock()
+	return req.URL
+}
+
+func (f *fakeJW) create(w http.ResponseWriter, r *http.Request) {
+	x, faulted := f.take("create")
+	if faulted && !x.afterWork {
+		writeFault(w, x)
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		f.add("create: Content-Type %q", r.Header.Get("Content-Type"))
+	}
+	var body struct {
+		Upload   map[string]any `json:"upload"`
+		Metadata map[string]any `json:"metadata"`
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		jwErr(w, 400, "invalid_body", err.Error())
+		return
+	}
+	if body.Upload["method"] != "direct" || body.Upload["mime_type"] == "" || body.Upload["mime_type"] == nil {
+		jwErr(w, 400, "invalid_body", "upload needs method direct and mime_type")
+		return
+	}
+	for k := range body.Metadata {
+		switch k {
+		case "title", "description", "tags", "custom_params", "external_id":
+		default:
+			jwErr(w, 400, "invalid_body", "unknown metadata field "+k)
+			return
+		}
+	}
+	if s, _ := body.Metadata["title"].(string); s == "" {
+		jwErr(w, 400, "invalid_body", "metadata.title is required")
+		return
+	}
+	if s, _ := body.Metadata["external_id"].(string); s == "" {
+		f.add("create without metadata.external_id: no idempotency handle")
+	}
+	m := &jwMedia{ID: randID(8), Meta: body.Metadata}
+	m.Key = "media/" + m.ID
+	f.mu.Lock()
+	f.media[m.ID] = m
+	f.creates++
+	f.mu.Unlock()
+	if faulted {
+		writeFault(w, x)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"id": m.ID, "status": "created", "upload_link": f.link(r.Context(), m), "metadata": m.Meta})
+	f.afterCreate.fire(r.Context())
+}
+
+func (f *fakeJW) search(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	mm := jwExtRE.FindStringSubmatch(q.Get("q"))
+	if mm == nil {
+		f.add("search with q=%q", q.Get("q"))
+		jwErr(w, 400, "invalid_query", "bad q")
+		return
+	}
+	want := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(mm[1])
+	list := []map[string]any{}
+	f.mu.Lock()
+	for _, m := range f.media {
+		if m.Meta["external_id"] == want {
+			list = append(list, map[string]any{"id": m.ID, "status": f.statusOf(r.Context(), m, false), "metadata": m.Meta})
+		}
+	}
+	f.mu.Unlock()
+	writeJSON(w, 200, map[string]any{"media": list, "page": 1, "page_length": 10, "total": len(list)})
+}
+
+// statusOf: created until the bytes are in MinIO, then processing once, then ready.
+func (f *fakeJW) statusOf(ctx context.Context, m *jwMedia, poll bool) string {
+	if !objectExists(ctx, f.bucket, m.Key) {
+		return "created"
+	}
+	if poll {
+		m.polls++
+		if m.polls == 1 {
+			return "processing"
+		}
+	}
+	return "ready"
+}
+
+func (f *fakeJW) status(w http.ResponseWriter, r *http.Request, id string) {
+	f.mu.Lock()
+	m := f.media[id]
+	var st string
+	if m != nil {
+		st = f.statusOf(r.Context(), m, true)
+	}
+	f.mu.Unlock()
+	if m == nil {
+		jwErr(w, 404, "not_found", "no such media")
+		return
+	}
+	if st != "created" {
+		f.statusGate.fire(r.Context())
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+	writeJSON(w, 200, map[string]any{"id": id, "status": st, "metadata": m.Meta})
+}
+
+// all returns a snapshot of the media.
+func (f *fakeJW) all() []jwMedia {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []jwMedia
+	for _, m := range f.media {
+		out = append(out, *m)
+	}
+	return out
+}
+
+func (f *fakeJW) signatures() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, l := range f.links {
+		if u, err := url.Parse(l); err == nil && u.Query().Get("X-Amz-Signature") != "" {
+			out = append(out, u.Query().Get("X-Amz-Signature"))
+		}
+	}
+	return out
+}
+
+// --------------------------------------------------------------- Wistia --
+
+type wMedia struct {
+	ID       int    `json:"id"`
+	HashedID string `json:"hashed_id"`
+	Name     string `json:"name"`
+	Status   string `json:"status"`
+	Bucket   string `json:"-"`
+	Key      string `json:"-"`
+}
+
+// fakeWistia serves s3_copy (upload API) and the medias data API on one
+// server: Bearer auth, form bodies, the copied object must exist.
+type fakeWistia struct {
+	t      *testing.T
+	srv    *httptest.Server
+	bucket string
+	faults
+	problems
+
+	deny      atomic.Bool
+	afterCopy *hook
+
+	mu     sync.Mutex
+	media  []*wMedia
+	copies int // s3_copy calls that created a media
+	seq    int
+}
+
+var wItemRE = regexp.MustCompile(`^/v1/medias/([a-z0-9]+)\.json$`)
+
+func newFakeWistia(t *testing.T, bucket string) *fakeWistia {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := &fakeWistia{t: t, bucket: bucket}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(func() { f.srv.Close(); f.report(t, "wistia") })
+	return f
+}
+
+func (f *fakeWistia) table(name, s3Endpoint string) dest {
+	return dest{name, fmt.Sprintf("type = \"wistia\"\ntoken = \"${WF_E2E_WISTIA}\"\nupload_url = %q\napi_url = %q\n%s",
+		f.srv.URL, f.srv.URL, s3Table(f.bucket, s3Endpoint))}
+}
+
+func (f *fakeWistia) serve(w http.ResponseWriter, r *http.Request) {
+	if f.deny.Load() || r.Header.Get("Authorization") != "Bearer "+wistiaToken {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "Invalid credentials"})
+		return
+	}
+	p := r.URL.Path
+	switch {
+	case r.Method == http.MethodPost && p == "/s3_copy":
+		f.copy(w, r)
+	case r.Method == http.MethodGet && p == "/v1/medias.json":
+		name := r.URL.Query().Get("name")
+		if name == "" {
+			f.add("list medias without name filter")
+		}
+		list := []wMedia{}
+		f.mu.Lock()
+		for _, m := range f.media {
+			if m.Name == name {
+				list = append(list, *m)
+			}
+		}
+		f.mu.Unlock()
+		writeJSON(w, 200, list)
+	case wItemRE.MatchString(p) && (r.Method == http.MethodGet || r.Method == http.MethodPut):
+		f.mu.Lock()
+		m := f.find(wItemRE.FindStringSubmatch(p)[1])
+		f.mu.Unlock()
+		if m == nil {
+			writeJSON(w, 404, map[string]any{"error": "Media not found"})
+			return
+		}
+		if r.Method == http.MethodPut {
+			if err := r.ParseForm(); err != nil || r.PostForm.Get("name") == "" {
+				writeJSON(w, 400, map[string]any{"error": "name required"})
+				return
+			}
+			f.mu.Lock()
+			m.Name = r.PostForm.Get("name")
+			f.mu.Unlock()
+		}
+		f.mu.Lock()
+		m.Status = "ready"
+		v := *m
+		f.mu.Unlock()
+		writeJSON(w, 200, v)
+	default:
+		f.add("unexpected %s %s", r.Method, p)
+		writeJSON(w, 404, map[string]any{"error": "no route"})
+	}
+}
+
+func (f *fakeWistia) find(h string) *wMedia {
+	for _, m := range f.media {
+		if m.HashedID == h {
+			return m
+		}
+	}
+	return nil
+}
+
+func (f *fakeWistia) copy(w http.ResponseWriter, r *http.Request) {
+	x, faulted := f.take("s3_copy")
+	if faulted && !x.afterWork {
+		writeFault(w, x)
+		return
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
+		f.add("s3_copy Content-Type %q", r.Header.Get("Content-Type"))
+	}
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, 400, map[string]any{"error": err.Error()})
+		return
+	}
+	bucket, key, name := r.PostForm.Get("bucket"), r.PostForm.Get("source_file"), r.PostForm.Get("name")
+	switch {
+	case bucket != f.bucket:
+		f.add("s3_copy bucket %q, want %q", bucket, f.bucket)
+		writeJSON(w, 400, map[string]any{"error": "bucket not accessible"})
+		return
+	case key == "" || strings.HasPrefix(key, "/"):
+		f.add("s3_copy source_file %q", key)
+		writeJSON(w, 400, map[string]any{"error": "bad source_file"})
+		return
+	case name == "":
+		f.add("s3_copy without name")
+	case !objectExists(r.Context(), bucket, key):
+		f.add("s3_copy of s3://%s/%s before it exists", bucket, key)
+		writeJSON(w, 400, map[string]any{"error": "source file not found"})
+		return
+	}
+	f.mu.Lock()
+	f.seq++
+	m := &wMedia{ID: 1000 + f.seq, HashedID: randID(10), Name: name, Status: "queued", Bucket: bucket, Key: key}
+	f.media = append(f.media, m)
+	f.copies++
+	v := *m
+	f.mu.Unlock()
+	if faulted {
+		writeFault(w, x)
+		return
+	}
+	writeJSON(w, 200, v)
+	f.afterCopy.fire(r.Context())
+}
+
+func (f *fakeWistia) all() []wMedia {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []wMedia
+	for _, m := range f.media {
+		out = append(out, *m)
+	}
+	return out
+}
+
+// -------------------------------------------------------- Blue Billywig --
+
+type bbClip struct {
+	ID       int
+	SourceID string
+	Updates  []map[string]any
+}
+
+// fakeBB is the SAPI: rpctoken HOTP auth, search by sourceid with the
+// indexed fq[0] filter, mediaclip update. A clip appears once its object is
+// in the ingest bucket under upload/<account>/.
+type fakeBB struct {
+	t       *testing.T
+	srv     *httptest.Server
+	bucket  string
+	account string
+	faults
+	problems
+
+	searchGate *hook // fires on a search once the clip exists
+
+	mu     sync.Mutex
+	clips  map[string]*bbClip // by sourceid
+	seq    int
+	tokens map[string]bool
+}
+
+var bbFilterRE = regexp.MustCompile(`^\(sourceid_string:"([^"]*)"\)$`)
+
+func newFakeBB(t *testing.T, bucket string) *fakeBB {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := &fakeBB{t: t, bucket: bucket, account: "4242", clips: map[string]*bbClip{}, tokens: map[string]bool{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(func() { f.srv.Close(); f.report(t, "bluebillywig") })
+	return f
+}
+
+func (f *fakeBB) table(name, s3Endpoint string) dest {
+	return dest{name, fmt.Sprintf("type = \"bluebillywig\"\npublication = \"e2epub\"\naccount = %q\napi_key_id = %q\napi_secret = \"${WF_E2E_BB}\"\napi_url = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n%s",
+		f.account, bbKeyID, f.srv.URL, s3Table(f.bucket, s3Endpoint))}
+}
+
+func bbToken(now time.Time) string {
+	var ctr [8]byte
+	binary.BigEndian.PutUint64(ctr[:], uint64(now.Unix()/120))
+	m := hmac.New(sha1.New, []byte(bbSecret))
+	m.Write(ctr[:])
+	return bbKeyID + "-" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (f *fakeBB) serve(w http.ResponseWriter, r *http.Request) {
+	tok := r.Header.Get("rpctoken")
+	now := time.Now()
+	if tok != bbToken(now) && tok != bbToken(now.Add(-120*time.Second)) {
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "invalid rpctoken"})
+		return
+	}
+	f.mu.Lock()
+	f.tokens[tok] = true
+	f.mu.Unlock()
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/sapi/mediaclip":
+		f.search(w, r)
+	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/sapi/mediaclip/"):
+		id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/sapi/mediaclip/"))
+		var body map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeJSON(w, 400, map[string]any{"error": "bad json"})
+			return
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, c := range f.clips {
+			if c.ID == id {
+				c.Updates = append(c.Updates, body)
+				writeJSON(w, 200, map[string]any{"id": id})
+				return
+			}
+		}
+		writeJSON(w, 404, map[string]any{"error": "no such mediaclip"})
+	default:
+		f.add("unexpected %s %s", r.Method, r.URL.Path)
+		writeJSON(w, 404, map[string]any{"error": "no route"})
+	}
+}
+
+func (f *fakeBB) search(w http.ResponseWriter, r *http.Request) {
+	if x, ok := f.take("search"); ok {
+		writeFault(w, x)
+		return
+	}
+	q := r.URL.Query()
+	mm := bbFilterRE.FindStringSubmatch(q.Get("fq[0]"))
+	if q.Get("q") != "*" || q.Get("limit") == "" || mm == nil {
+		f.add("search query %s", r.URL.RawQuery)
+		writeJSON(w, 200, map[string]any{}) // what SAPI does with an ignored filter
+		return
+	}
+	sid := mm[1]
+	prefix := "upload/" + f.account + "/" + sid
+	out, err := minio.Client().ListObjectsV2(r.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(f.bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		writeJSON(w, 500, map[string]any{"error": err.Error()})
+		return
+	}
+	f.mu.Lock()
+	for _, o := range out.Contents {
+		base := path.Base(aws.ToString(o.Key))
+		if strings.TrimSuffix(base, path.Ext(base)) == sid && f.clips[sid] == nil {
+			f.seq++
+			f.clips[sid] = &bbClip{ID: 5000 + f.seq, SourceID: sid}
+		}
+	}
+	c := f.clips[sid]
+	f.mu.Unlock()
+	items := []map[string]any{}
+	if c != nil {
+		f.searchGate.fire(r.Context())
+		if r.Context().Err() != nil {
+			return
+		}
+		items = append(items, map[string]any{"id": strconv.Itoa(c.ID), "sourceid": sid, "status": "published"})
+	}
+	writeJSON(w, 200, map[string]any{"numfound": len(items), "items": items})
+}
+
+func (f *fakeBB) all() []bbClip {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []bbClip
+	for _, c := range f.clips {
+		out = append(out, *c)
+	}
+	return out
+}
+
+func (f *fakeBB) seenTokens() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for k := range f.tokens {
+		out = append(out, k)
+	}
+	return out
+}
