@@ -278,7 +278,8 @@ func (s *Store) Get(ctx context.Context, id uint64) (*Job, error) {
 	return j, nil
 }
 
-// Latest returns the newest job for folder+relpath, or ErrNotFound.
+// Latest returns the job that owns folder+relpath: the newest unfinished
+// one if any, else the newest; ErrNotFound when the path has no job.
 func (s *Store) Latest(ctx context.Context, folder, relpath string) (*Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("latest job for %s/%s: %w", folder, relpath, err)
@@ -293,14 +294,28 @@ func (s *Store) Latest(ctx context.Context, folder, relpath string) (*Job, error
 		// The prefix ends in 0x00 and neither part may contain 0x00, so no
 		// other path shares it.
 		dc := newDescCursor(b.idxPath.Cursor(), pathPrefix(folder, relpath))
-		if !dc.start(0) {
+		for ok := dc.start(0); ok; ok = dc.next() {
+			c, err := b.get(dc.id)
+			if errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("idx_path points to missing job %d: %w", dc.id, ErrCorrupt)
+			}
+			if err != nil {
+				return err
+			}
+			if j == nil {
+				j = c
+			}
+			// An unfinished job owns the path even when a newer one has
+			// finished (an operator retried an old failed job).
+			if !c.State.Terminal() {
+				j = c
+				break
+			}
+		}
+		if j == nil {
 			return ErrNotFound
 		}
-		j, err = b.get(dc.id)
-		if errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("idx_path points to missing job %d: %w", dc.id, ErrCorrupt)
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("latest job for %s/%s: %w", folder, relpath, err)

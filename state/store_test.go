@@ -976,3 +976,35 @@ func TestConcurrent(t *testing.T) {
 	}
 	mustHealthy(t, s)
 }
+
+// A retried old job owns its path even though a newer job for the same
+// path has finished: events for the file must reach the old job.
+func TestLatestPrefersUnfinishedJob(t *testing.T) {
+	s := openTest(t, nil)
+	ctx := context.Background()
+	old := &Job{Folder: "f", RelPath: "a.mp4", State: Queued}
+	newer := &Job{Folder: "f", RelPath: "a.mp4", State: Queued}
+	if err := s.CreateMany(ctx, []*Job{old, newer}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uint64{old.ID, newer.ID} {
+		if _, err := s.Update(ctx, id, func(j *Job) error { j.State = Moving; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Update(ctx, old.ID, func(j *Job) error { j.State = Failed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, newer.ID, func(j *Job) error { j.State = Done; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Latest(ctx, "f", "a.mp4"); got == nil || got.ID != newer.ID {
+		t.Fatalf("Latest with both finished = %+v, want the newer job %d", got, newer.ID)
+	}
+	if _, err := s.Update(ctx, old.ID, func(j *Job) error { j.State = Queued; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Latest(ctx, "f", "a.mp4"); got == nil || got.ID != old.ID {
+		t.Fatalf("Latest after retrying the old job = %+v, want job %d", got, old.ID)
+	}
+}
