@@ -209,12 +209,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.opts.Stopping != nil {
 		d.opts.Stopping()
 	}
-	cfg = d.Config()
-	d.log.Info("shutting down: no new work; waiting for in-flight jobs", "timeout", cfg.ShutdownTimeout)
+	// The config may have been reloaded meanwhile: use the current one.
+	stopCfg := d.Config()
+	d.log.Info("shutting down: no new work; waiting for in-flight jobs", "timeout", stopCfg.ShutdownTimeout)
 	d.sched.close()
 	done := make(chan struct{})
 	go func() { workers.Wait(); close(done) }()
-	grace := cfg.ShutdownTimeout / 2
+	grace := stopCfg.ShutdownTimeout / 2
 	select {
 	case <-done:
 	case <-time.After(grace):
@@ -222,7 +223,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		cancelWork()
 		select {
 		case <-done:
-		case <-time.After(cfg.ShutdownTimeout - grace):
+		case <-time.After(stopCfg.ShutdownTimeout - grace):
 			d.log.Warn("workers did not stop within shutdown_timeout")
 		}
 	}

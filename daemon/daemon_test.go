@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -351,5 +352,34 @@ func TestStartAbortsOrphanedMultipartUploads(t *testing.T) {
 			t.Fatalf("orphaned upload still open: %v", ids)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestCompanionPathFitsNameMax(t *testing.T) {
+	tests := []struct {
+		name, media, suffix string
+	}{
+		{"short", "/p/clip.mp4", ReceiptSuffix},
+		{"exact fit", "/p/" + strings.Repeat("a", 255-len(ReasonSuffix)), ReasonSuffix},
+		{"too long", "/p/" + strings.Repeat("b", 251) + ".mp4", ReceiptSuffix},
+		{"multibyte cut", "/p/" + strings.Repeat("é", 120) + ".mp4", ReceiptSuffix},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := CompanionPath(tt.media, tt.suffix)
+			base := filepath.Base(got)
+			if len(base) > 255 || !strings.HasSuffix(got, tt.suffix) || filepath.Dir(got) != filepath.Dir(tt.media) {
+				t.Fatalf("CompanionPath = %q (%d bytes)", got, len(base))
+			}
+			if !utf8.ValidString(base) {
+				t.Fatalf("cut inside a character: %q", base)
+			}
+			if len(filepath.Base(tt.media))+len(tt.suffix) <= 255 && got != tt.media+tt.suffix {
+				t.Fatalf("shortened a name that fits: %q", got)
+			}
+			if CompanionPath(tt.media+"x", tt.suffix) == got {
+				t.Fatal("two media names share a companion name")
+			}
+		})
 	}
 }

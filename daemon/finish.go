@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
@@ -33,6 +36,13 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 		destDir = f.FailedDir
 	}
 	if j.FinalPath == "" {
+		// The file at the path must still be the version that was
+		// delivered. If it was replaced (a re-export renamed over it), the
+		// job is finished for the bytes it read; the new file is a new job
+		// and must not be filed as delivered.
+		if changed, _, err := d.sourceChanged(j); err == nil && changed {
+			return d.finishReplaced(ctx, j, failed)
+		}
 		target, err := mover.Plan(destDir, j.RelPath)
 		if err != nil {
 			return d.moveLater(ctx, j, err)
@@ -64,9 +74,9 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 	if note == "" {
 		var err error
 		if failed {
-			err = mover.WriteFileAtomic(j.FinalPath+".error.txt", []byte(reasonText(j, time.Now())), 0o644)
+			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReasonSuffix), []byte(reasonText(j, time.Now())), 0o644)
 		} else {
-			err = mover.WriteFileAtomic(j.FinalPath+".receipt.json", receipt(j, time.Now()), 0o644)
+			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
 		}
 		if err != nil {
 			return d.moveLater(ctx, j, err)
@@ -97,6 +107,55 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 	}
 	d.jobFinished(final)
 	return false
+}
+
+// finishReplaced ends a job whose file was replaced after it was read: the
+// delivered (or failed) version is no longer in the folder, so nothing is
+// moved, and the watcher is told to report the new file afresh.
+func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) bool {
+	const note = "the file was replaced by a new version after it was read; that version is a new job"
+	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+		if failed {
+			j.State = state.Failed
+		} else {
+			j.State = state.Done
+			j.Error = ""
+		}
+		j.NextAttempt = time.Time{}
+		j.Note("", note)
+		return nil
+	})
+	if err != nil {
+		d.log.Error("commit final state", "job", j.ID, "err", err)
+		return false
+	}
+	d.log.Warn(note, "job", j.ID, "path", j.Path)
+	d.watcher.Load().Forget(j.Path)
+	return false
+}
+
+// Companion files written beside a filed media file.
+const (
+	ReceiptSuffix = ".receipt.json"
+	ReasonSuffix  = ".error.txt"
+)
+
+// CompanionPath is media+suffix, shortened when that name would not fit in
+// NAME_MAX (255 bytes): the media name is cut at a character boundary and
+// a hash of it keeps the result unique and stable.
+func CompanionPath(media, suffix string) string {
+	const nameMax = 255
+	dir, base := filepath.Split(media)
+	if len(base)+len(suffix) <= nameMax {
+		return media + suffix
+	}
+	sum := sha256.Sum256([]byte(base))
+	tag := "~" + hex.EncodeToString(sum[:4])
+	keep := nameMax - len(suffix) - len(tag)
+	for keep > 0 && !utf8.RuneStart(base[keep]) {
+		keep--
+	}
+	return dir + base[:keep] + tag + suffix
 }
 
 func (d *Daemon) moveLater(ctx context.Context, j *state.Job, err error) bool {

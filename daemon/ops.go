@@ -69,7 +69,7 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 			sidecar = ""
 		}
 	}
-	if err := os.Remove(src + ".error.txt"); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(CompanionPath(src, ReasonSuffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.log.Warn("retry: could not remove the reason file", "job", id, "err", err)
 	}
 	mover.PruneEmpty(f.FailedDir, filepath.Dir(src))

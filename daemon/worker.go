@@ -493,7 +493,22 @@ func (d *Daemon) backToWaiting(ctx context.Context, j *state.Job) bool {
 }
 
 func (d *Daemon) markGone(ctx context.Context, j *state.Job, reason string) bool {
-	d.transition(ctx, j.ID, state.Gone, reason)
+	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+		j.State = state.Gone
+		j.Error = reason
+		// Destinations that had not finished never will: their uploads
+		// were aborted, so they are back to pending, not "uploading".
+		for i := range j.Destinations {
+			if ds := &j.Destinations[i]; ds.State != state.DestDone {
+				ds.State = state.DestPending
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		d.log.Error("commit gone", "job", j.ID, "err", err)
+		return false
+	}
 	d.log.Warn("file vanished", "job", j.ID, "path", j.Path, "reason", reason)
 	return false
 }

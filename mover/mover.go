@@ -6,6 +6,8 @@
 package mover
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,7 +25,8 @@ const partialSuffix = ".watchfolder-partial"
 // relative path, or "name (1).ext", "name (2).ext", ... if taken. taken
 // reports extra names to avoid (e.g. the sidecar's own target).
 func Plan(destDir, relPath string) (string, error) {
-	rel := filepath.FromSlash(relPath)
+	// Cleaned first: "a/../../x" must not slip past the ".." check.
+	rel := filepath.Clean(filepath.FromSlash(relPath))
 	if filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
 		return "", fmt.Errorf("plan move of %q: path escapes %s", relPath, destDir)
 	}
@@ -37,7 +40,7 @@ func Plan(destDir, relPath string) (string, error) {
 			cand = filepath.Join(dir, fmt.Sprintf("%s (%d)%s", stem, i, ext))
 		}
 		if _, err := os.Lstat(cand); errors.Is(err, os.ErrNotExist) {
-			if _, err := os.Lstat(cand + partialSuffix); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Lstat(partialPath(cand)); errors.Is(err, os.ErrNotExist) {
 				return cand, nil
 			}
 		} else if err != nil {
@@ -73,10 +76,11 @@ func Move(src, target string) error {
 	if !errors.Is(err, syscall.EXDEV) {
 		return fmt.Errorf("move %s to %s: %w", src, target, err)
 	}
-	if err := copyFile(src, target+partialSuffix); err != nil {
+	partial := partialPath(target)
+	if err := copyFile(src, partial); err != nil {
 		return fmt.Errorf("move %s to %s (copy across filesystems): %w", src, target, err)
 	}
-	if err := os.Rename(target+partialSuffix, target); err != nil {
+	if err := os.Rename(partial, target); err != nil {
 		return fmt.Errorf("move %s to %s: %w", src, target, err)
 	}
 	if err := syncDir(filepath.Dir(target)); err != nil {
@@ -86,6 +90,21 @@ func Move(src, target string) error {
 		return fmt.Errorf("move %s: remove original after copy: %w", src, err)
 	}
 	return nil
+}
+
+// nameMax is the longest file name (bytes) on Linux filesystems.
+const nameMax = 255
+
+// partialPath is where a cross-filesystem copy to target is written before
+// it is renamed into place: target plus partialSuffix, or, when that name
+// would exceed NAME_MAX, a short hidden name derived from target's name.
+func partialPath(target string) string {
+	dir, name := filepath.Split(target)
+	if len(name)+len(partialSuffix) <= nameMax {
+		return target + partialSuffix
+	}
+	h := sha256.Sum256([]byte(name))
+	return filepath.Join(dir, "."+hex.EncodeToString(h[:12])+partialSuffix)
 }
 
 func copyFile(src, dst string) error {
@@ -151,7 +170,11 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := path + ".tmp-watchfolder"
+	// The temporary name is derived from path, so a retry after a crash
+	// overwrites (not leaks) a leftover, and short: path plus a suffix would
+	// not fit NAME_MAX for long names (a 242-byte name's receipt is 255).
+	h := sha256.Sum256([]byte(filepath.Base(path)))
+	tmp := filepath.Join(filepath.Dir(path), ".watchfolder-"+hex.EncodeToString(h[:12])+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -129,6 +130,10 @@ func validateKeys(j *Job) error {
 		return fmt.Errorf("job in folder %s: empty relpath", j.Folder)
 	case strings.IndexByte(j.Folder, 0) >= 0, strings.IndexByte(j.RelPath, 0) >= 0:
 		return fmt.Errorf("job %q/%q: NUL byte in folder or relpath", j.Folder, j.RelPath)
+	case !utf8.ValidString(j.Folder), !utf8.ValidString(j.RelPath), !utf8.ValidString(j.Path):
+		// Jobs are stored as JSON, which replaces invalid UTF-8 with U+FFFD:
+		// the stored job would name another file than its idx_path key.
+		return fmt.Errorf("job %q/%q: file name is not valid UTF-8 (rename the file)", j.Folder, j.RelPath)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -72,4 +73,63 @@ func vmHWM() int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkPutBurst uploads 2,000 files of 256 KiB, four at a time (the
+// daemon's default max_files), straight through the engine: the part of
+// the daemon's burst time the engine accounts for (no watcher, no state
+// commits, no moves).
+//
+//	go test -run '^$' -bench PutBurst -benchtime 3x ./uploader/
+func BenchmarkPutBurst(b *testing.B) {
+	const (
+		files = 2000
+		size  = 256 << 10
+		conc  = defaultMaxFiles
+	)
+	bucket := newBucket(b)
+	c := newEngine(b, bucket, engineCfg{})
+	dir := b.TempDir()
+	rng := rand.NewChaCha8([32]byte{7})
+	srcs := make([]*Source, files)
+	for i := range srcs {
+		p := filepath.Join(dir, "clip-"+strconv.Itoa(i)+".mp4")
+		f, err := os.Create(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyN(f, rng, size); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		srcs[i] = sourceFor(b, p, filepath.Base(p))
+	}
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.SetBytes(files * size)
+	b.ResetTimer()
+	for i := range b.N {
+		next := make(chan *Source)
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				for src := range next {
+					key := "burst-" + strconv.Itoa(i) + "/" + src.RelPath
+					if err := c.Put(ctxT(b), src, PutInput{Key: key}, &Checkpoint{}, newSession()); err != nil {
+						b.Error(err)
+					}
+				}
+			})
+		}
+		for _, src := range srcs {
+			next <- src
+		}
+		close(next)
+		wg.Wait()
+	}
+	b.StopTimer()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) +
+		syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
+	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
 }

@@ -29,7 +29,9 @@ package uploader
 // x-amz-meta-sha256 (hash known before the PUT), a multipart object does not;
 // for both the hash is recorded in cp.SHA256 (the job). Integrity of the
 // stored bytes is checked end to end with the store's own per-part checksums
-// (CRC32C composite or MD5 ETag) verified after Complete.
+// (CRC32C composite or MD5 ETag) verified after Complete; a single PUT is
+// verified from the checksum the store echoes in its answer (a HEAD when it
+// echoes none).
 
 import (
 	"context"
@@ -71,6 +73,13 @@ var unsignedPayload = s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPa
 // scanChunk is the scanner's read size: large enough for few syscalls, small
 // enough to keep memory flat.
 const scanChunk = 1 << 20
+
+// scanBufs recycles scanner buffers: a burst of small files would
+// otherwise allocate (and zero) one per file.
+var scanBufs = sync.Pool{New: func() any { b := make([]byte, scanChunk); return &b }}
+
+func getScanBuf() *[]byte  { return scanBufs.Get().(*[]byte) }
+func putScanBuf(b *[]byte) { scanBufs.Put(b) }
 
 // errStalled is the cancel cause of a part whose body stopped moving.
 var errStalled = errors.New("no progress")
@@ -170,6 +179,19 @@ func sameVersion(f *os.File, src *Source) error {
 		if src.Device != 0 && uint64(st.Dev) != src.Device {
 			diffs = append(diffs, fmt.Sprintf("device %d -> %d", src.Device, st.Dev))
 		}
+	}
+	// A re-export may have replaced the file at its path (renamed over
+	// it): the open descriptor still reads the old version, which must not
+	// be completed as the file now in the folder. A vanished path is
+	// reported as such, so the job ends "gone" rather than waiting.
+	pi, err := os.Stat(src.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s is no longer in the folder: %w", src.Path, err)
+	case err != nil:
+		return fmt.Errorf("stat %s: %w", src.Path, err)
+	case !os.SameFile(fi, pi):
+		diffs = append(diffs, "replaced by another file at its path")
 	}
 	if len(diffs) > 0 {
 		return fmt.Errorf("%w (%s)", ErrSourceChanged, strings.Join(diffs, ", "))
@@ -354,7 +376,9 @@ func (c *S3) send(ctx context.Context, f *os.File, off, n int64, prog *progress,
 func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
 	bucket, key, size := c.opts.Bucket, in.Key, src.Size
 	sha := sha256.New()
-	sum, err := c.scanRange(ctx, f, 0, size, sha, make([]byte, min(size, scanChunk)))
+	buf := getScanBuf()
+	sum, err := c.scanRange(ctx, f, 0, size, sha, *buf)
+	putScanBuf(buf)
 	if err != nil {
 		return wrap(err)
 	}
@@ -362,6 +386,7 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 	meta := c.metadata(in)
 	meta["sha256"] = shaHex
 	prog := &progress{s: s}
+	var out *s3.PutObjectOutput
 	err = c.send(ctx, f, 0, size, prog, func(ctx context.Context, body io.ReadSeeker) error {
 		pin := &s3.PutObjectInput{
 			Bucket: aws.String(bucket), Key: aws.String(key), Body: body,
@@ -381,7 +406,8 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 		case ChecksumMD5:
 			pin.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum))
 		}
-		_, err := c.client.PutObject(ctx, pin, unsignedPayload)
+		var err error
+		out, err = c.client.PutObject(ctx, pin, unsignedPayload)
 		return err
 	})
 	if err != nil {
@@ -402,7 +428,10 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 	case ChecksumMD5:
 		wantETag = hex.EncodeToString(sum)
 	}
-	etag, err := c.verify(ctx, bucket, key, size, wantCRC, wantETag)
+	etag, verified, err := c.verifyPut(out, wantCRC, wantETag)
+	if err == nil && !verified {
+		etag, err = c.verify(ctx, bucket, key, size, wantCRC, wantETag)
+	}
 	if err != nil {
 		return wrap(c.verifyFailed(ctx, cp, s, bucket, key, err))
 	}
@@ -460,6 +489,37 @@ func (c *S3) verify(ctx context.Context, bucket, key string, size int64, wantCRC
 		return etag, fmt.Errorf("%w: stored ETag %s, computed %s", ErrVerify, etag, wantETag)
 	}
 	return etag, nil
+}
+
+// verifyPut checks a single PUT from the store's answer, which saves a
+// HEAD round trip per object (a burst of small files is mostly round
+// trips). The store computed the checksum it echoes over the bytes it
+// stored, and rejects a PUT whose body is not ContentLength bytes, so an
+// echoed CRC32C equal to ours (or, for md5, an ETag equal to the MD5 the
+// store checked Content-MD5 against) verifies size and content. verified
+// is false when the answer cannot tell (no checksum configured, none
+// echoed, SSE-KMS ETags): then verify's HEAD decides.
+func (c *S3) verifyPut(out *s3.PutObjectOutput, wantCRC, wantETag string) (etag string, verified bool, err error) {
+	if out == nil {
+		return "", false, nil
+	}
+	etag = strings.Trim(aws.ToString(out.ETag), `"`)
+	if etag == "" {
+		return "", false, nil
+	}
+	if got := aws.ToString(out.ChecksumCRC32C); wantCRC != "" && got != "" {
+		if !sameChecksum(got, wantCRC) {
+			return etag, false, fmt.Errorf("%w: store answered the PUT with CRC32C %s, computed %s", ErrVerify, got, wantCRC)
+		}
+		return etag, true, nil
+	}
+	if wantETag != "" && c.opts.SSE == "" {
+		if etag != wantETag {
+			return etag, false, fmt.Errorf("%w: store answered the PUT with ETag %s, computed %s", ErrVerify, etag, wantETag)
+		}
+		return etag, true, nil
+	}
+	return etag, false, nil
 }
 
 // sameChecksum compares checksums where one side may lack the "-N" part
@@ -562,7 +622,9 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 	}
 
 	sha := sha256.New()
-	buf := make([]byte, min(partSize, scanChunk))
+	bufp := getScanBuf()
+	defer putScanBuf(bufp)
+	buf := *bufp
 	scanErr := func() error {
 		defer close(jobs)
 		for n := int32(1); n <= nParts; n++ {

@@ -308,6 +308,37 @@ func TestPutSingle(t *testing.T) {
 	}
 }
 
+// TestPutSingleRoundTrips: a single PUT is verified from the store's answer
+// (echoed CRC32C, or the ETag for md5), so it costs one request; with no
+// checksum the HEAD still checks the stored size.
+func TestPutSingleRoundTrips(t *testing.T) {
+	for alg, want := range map[string]int{ChecksumCRC32C: 1, ChecksumMD5: 1, ChecksumNone: 2} {
+		t.Run(alg, func(t *testing.T) {
+			bucket := newBucket(t)
+			cnt := &counter{}
+			c := newEngine(t, bucket, engineCfg{opts: func(o *S3Options) { o.Checksum = alg }, count: cnt})
+			src, data := writeFile(t, t.TempDir(), "clip.mp4", 256<<10, 4)
+			cp := &Checkpoint{}
+			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, newSession()); err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if got := minioT(t).GetObject(t, bucket, "clip.mp4"); !bytes.Equal(got, data) {
+				t.Fatal("object differs from file")
+			}
+			if _, n := cnt.snapshot(); n != want {
+				t.Errorf("%d requests, want %d", n, want)
+			}
+			h, err := c.Client().HeadObject(ctxT(t), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("clip.mp4")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if etag := strings.Trim(aws.ToString(h.ETag), `"`); !cp.Uploaded || cp.ETag != etag {
+				t.Errorf("cp.ETag %q, stored %q (uploaded %v)", cp.ETag, etag, cp.Uploaded)
+			}
+		})
+	}
+}
+
 func TestPutEmptyFile(t *testing.T) {
 	bucket := newBucket(t)
 	c := newEngine(t, bucket, engineCfg{})

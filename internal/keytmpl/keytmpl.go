@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Vars are the values a template can use.
@@ -93,8 +95,14 @@ func checkKey(key, tmpl string) error {
 	if len(key) > 1024 {
 		return fmt.Errorf("rendered key is %d bytes, over the 1024-byte S3 limit", len(key))
 	}
+	// S3 keys are UTF-8: a file name in another encoding would be stored
+	// under a mangled key (or refused), so it is an error here.
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("rendered key %q is not valid UTF-8 (rename the file)", key)
+	}
 	for _, r := range key {
-		if r < 0x20 || r == 0x7f {
+		// C0, DEL and the C1 range (U+0080-U+009F) alike.
+		if unicode.IsControl(r) {
 			return fmt.Errorf("rendered key %q contains a control character", key)
 		}
 	}
