@@ -339,20 +339,22 @@ func (s *session) Progress(n int64) { s.bytes.set(n, time.Now()) }
 // handleErrors decides, after every destination has had its go, between
 // back-to-waiting (the file changed), gone (it vanished), retry, and failed.
 func (d *Daemon) handleErrors(ctx context.Context, j *state.Job, errs []destErr) bool {
+	// A vanished file first: waiting for it to settle again would wait
+	// for ever.
 	for _, e := range errs {
-		if errors.Is(e.err, uploader.ErrSourceChanged) {
-			d.metrics.failure(e.dest, "source_changed")
-			d.abortAll(ctx, j.ID)
-			return d.backToWaiting(ctx, j)
-		}
-	}
-	for _, e := range errs {
-		if errors.Is(e.err, os.ErrNotExist) {
+		if errors.Is(e.err, os.ErrNotExist) || errors.Is(e.err, uploader.ErrSourceChanged) {
 			if _, serr := os.Lstat(j.Path); errors.Is(serr, os.ErrNotExist) {
 				d.metrics.failure(e.dest, "gone")
 				d.abortAll(ctx, j.ID)
 				return d.markGone(ctx, j, "file vanished during upload")
 			}
+		}
+	}
+	for _, e := range errs {
+		if errors.Is(e.err, uploader.ErrSourceChanged) {
+			d.metrics.failure(e.dest, "source_changed")
+			d.abortAll(ctx, j.ID)
+			return d.backToWaiting(ctx, j)
 		}
 	}
 	permanent := false

@@ -80,7 +80,6 @@ func TestCrashTorture(t *testing.T) {
 		{name: "archive", bucket: newBucket(t, "a"), endpoint: proxy.URL},
 		{name: "mirror", bucket: newBucket(t, "m")},
 	}})
-	s.orphansKnown = true
 	e := newExpect()
 
 	// Junk that must never be touched.

@@ -106,11 +106,6 @@ type site struct {
 	stateDir string
 	logPath  string
 
-	// orphansKnown logs open multipart uploads instead of failing: a kill
-	// between CreateMultipartUpload and the checkpoint commit leaves one
-	// that only the 24 h orphan sweep removes (known bug, reported).
-	orphansKnown bool
-
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}

@@ -141,6 +141,7 @@ func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, 
 func resetS3(cp *Checkpoint) {
 	cp.Bucket, cp.Key, cp.UploadID, cp.PartSize, cp.Checksum = "", "", "", 0, ""
 	cp.Parts, cp.Uploaded, cp.SHA256, cp.ETag, cp.Object = nil, false, "", "", ""
+	cp.Creating = false
 }
 
 // abandon aborts the open upload of a file that changed or vanished and
@@ -553,14 +554,16 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		}
 		resetS3(cp)
 	}
+	var unrecorded map[int32]types.Part
 	if cp.UploadID != "" {
 		partSize = cp.PartSize
-		if err := c.keepStoredParts(ctx, cp, size); err != nil {
+		var err error
+		if unrecorded, err = c.keepStoredParts(ctx, cp, size); err != nil {
 			if !isNoSuchUpload(err) {
 				return wrap(classify(err))
 			}
 			c.log.Info("multipart upload gone from the store, starting over", "file", src.Path, "object", objectURL(bucket, key), "upload_id", cp.UploadID)
-			cp.UploadID, cp.Parts = "", nil
+			cp.UploadID, cp.Parts, unrecorded = "", nil, nil
 		}
 	}
 	if cp.UploadID == "" {
@@ -646,6 +649,14 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 				mu.Lock()
 				cp.Parts = slices.DeleteFunc(cp.Parts, func(q Part) bool { return q.Number == n })
 				mu.Unlock()
+			} else if sp, ok := unrecorded[n]; ok && adoptable(alg, sp, j) {
+				b64 := base64.StdEncoding.EncodeToString(sum)
+				if err := commit(Part{Number: n, ETag: aws.ToString(sp.ETag), Checksum: b64, Size: j.len}); err != nil {
+					cancel(err)
+					return err
+				}
+				prog.add(j.len)
+				continue
 			}
 			select {
 			case jobs <- j:
@@ -722,6 +733,20 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 // sent, so a crash after this point resumes (or cleans up) this upload.
 func (c *S3) create(ctx context.Context, in PutInput, cp *Checkpoint, partSize int64, s Session) error {
 	bucket, key := c.opts.Bucket, in.Key
+	if cp.Creating && cp.Bucket == bucket && cp.Key != "" {
+		// An earlier attempt died between creating an upload and saving its
+		// id: that upload is ours and nobody else will ever complete it.
+		if n, err := c.abortUnrecorded(ctx, cp.Key); err != nil {
+			c.log.Warn("abort uploads left by a crash", "object", objectURL(bucket, cp.Key), "err", err)
+		} else if n > 0 {
+			c.log.Info("aborted uploads left by a crash", "object", objectURL(bucket, cp.Key), "count", n)
+		}
+	}
+	resetS3(cp)
+	cp.Bucket, cp.Key, cp.Creating = bucket, key, true
+	if err := s.Save(ctx, cp); err != nil {
+		return fmt.Errorf("save checkpoint before creating the upload: %w", err)
+	}
 	cin := &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(bucket), Key: aws.String(key),
 		ContentType:          aws.String(c.contentType(in)),
@@ -753,9 +778,41 @@ func (c *S3) create(ctx context.Context, in PutInput, cp *Checkpoint, partSize i
 	return nil
 }
 
+// abortUnrecorded aborts every open multipart upload on exactly key. Only
+// called for a key whose job recorded that it was creating an upload: the
+// job owns the key, and no upload on it can be anyone else's.
+func (c *S3) abortUnrecorded(ctx context.Context, key string) (int, error) {
+	n := 0
+	p := s3.NewListMultipartUploadsPaginator(c.client, &s3.ListMultipartUploadsInput{
+		Bucket: aws.String(c.opts.Bucket), Prefix: aws.String(key),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("list multipart uploads: %w", err)
+		}
+		for _, u := range page.Uploads {
+			if aws.ToString(u.Key) != key {
+				continue
+			}
+			_, err := c.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+				Bucket: aws.String(c.opts.Bucket), Key: u.Key, UploadId: u.UploadId,
+			})
+			if err != nil && !isNoSuchUpload(err) {
+				return n, fmt.Errorf("abort upload %s: %w", aws.ToString(u.UploadId), err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
 // keepStoredParts drops from cp.Parts what the store does not list with the
-// same ETag and size (or what does not fit the file's part layout).
-func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) error {
+// same ETag and size (or what does not fit the file's part layout). It
+// returns the parts the store holds that cp does not record: sent before a
+// crash that came before their commit; the caller adopts those whose
+// checksum matches the file instead of sending them again.
+func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) (map[int32]types.Part, error) {
 	stored := make(map[int32]types.Part)
 	p := s3.NewListPartsPaginator(c.client, &s3.ListPartsInput{
 		Bucket: aws.String(cp.Bucket), Key: aws.String(cp.Key), UploadId: aws.String(cp.UploadID),
@@ -763,7 +820,7 @@ func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) er
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
-			return fmt.Errorf("list parts: %w", err)
+			return nil, fmt.Errorf("list parts: %w", err)
 		}
 		for _, sp := range page.Parts {
 			stored[aws.ToInt32(sp.PartNumber)] = sp
@@ -782,7 +839,27 @@ func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) er
 		keep = append(keep, part)
 	}
 	cp.Parts = keep
-	return nil
+	for n := range seen {
+		delete(stored, n)
+	}
+	return stored, nil
+}
+
+// adoptable reports whether a part the store holds but cp does not record
+// is exactly the file's bytes for part j, judged by the checksum the store
+// computed (CRC32C, or the ETag for MD5). With checksum "none" there is
+// nothing to judge by, and the part is sent again.
+func adoptable(alg string, sp types.Part, j partJob) bool {
+	if j.sum == nil || aws.ToInt64(sp.Size) != j.len {
+		return false
+	}
+	switch alg {
+	case ChecksumCRC32C:
+		return aws.ToString(sp.ChecksumCRC32C) == base64.StdEncoding.EncodeToString(j.sum)
+	case ChecksumMD5:
+		return strings.Trim(aws.ToString(sp.ETag), `"`) == hex.EncodeToString(j.sum)
+	}
+	return false
 }
 
 func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress) (Part, error) {

@@ -442,7 +442,7 @@ func TestPutResume(t *testing.T) {
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: conc}, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "r.mxf", size, 3)
 			cp, s := &Checkpoint{}, newSession()
-			s.okSaves = 1 + k
+			s.okSaves = 2 + k // the create mark, the upload id, k parts
 			err := c.Put(ctxT(t), src, PutInput{Key: "r.mxf"}, cp, s)
 			if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "s3://"+bucket+"/r.mxf") {
 				t.Fatalf("Put with failing Save: %v", err)
@@ -467,8 +467,14 @@ func TestPutResume(t *testing.T) {
 				t.Fatalf("resumed Put: %v", err)
 			}
 			sent, _ := cnt2.snapshot()
-			if len(sent) != 5-k {
-				t.Errorf("resumed Put sent parts %v, want %d parts", sent, 5-k)
+			// The part whose Save failed reached the store: it is adopted
+			// (its checksum matches the file), not sent again. With several
+			// parts in flight, more may have made it.
+			if len(sent) > 5-k-1 {
+				t.Errorf("resumed Put sent parts %v, want at most %d", sent, 5-k-1)
+			}
+			if conc == 1 && len(sent) != 5-k-1 {
+				t.Errorf("resumed Put sent parts %v, want exactly %d (one adopted)", sent, 5-k-1)
 			}
 			for _, n := range sent {
 				if done[n] {

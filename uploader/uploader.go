@@ -55,6 +55,10 @@ type Checkpoint struct {
 	Bucket   string `json:"bucket,omitempty"`
 	Key      string `json:"key,omitempty"`
 	UploadID string `json:"upload_id,omitempty"` // S3 multipart upload id
+	// Creating is saved before CreateMultipartUpload: if the process dies
+	// before the new upload id is saved, the next attempt finds this mark
+	// and aborts the unrecorded upload on Bucket/Key instead of leaving it.
+	Creating bool `json:"creating,omitempty"`
 	PartSize int64  `json:"part_size,omitempty"`
 	Checksum string `json:"checksum,omitempty"` // crc32c | md5 | none
 	Parts    []Part `json:"parts,omitempty"`

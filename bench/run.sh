@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# make bench: watchfolder vs mc vs rclone, side by side, against one local
+# MinIO on a free loopback port. Writes docs/benchmarks.md and
+# docs/benchmarks.svg; raw results and logs go to bench/results/<time>/.
+#
+# Scenarios (each run BENCH_RUNS times, tools interleaved, medians reported):
+#   1gib    one 1 GiB file: watchfolder (rename into the watched folder until
+#           done) vs `mc cp` vs `rclone copyto`
+#   burst   2,000 files of 256 KiB at once: watchfolder (rename the directory
+#           in until all are done and in processed/) vs `mc mirror` vs
+#           `rclone copy --transfers 8`
+#   resume  SIGKILL watchfolder at ~50 % of a 1 GiB upload, restart, count
+#           the bytes that crossed a proxy in front of MinIO
+#
+# Environment knobs (defaults in brackets):
+#   BENCH_RUNS [3]  BENCH_SCENARIOS ["1gib burst resume"]
+#   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
+#   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
+#   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs
+#   BENCH_VARIANTS [1]  also run watchfolder with max_files=8 (burst) and
+#                       concurrency=2 (resume), for comparison; 0: don't
+#   BENCH_DIR  scratch directory (test files + MinIO data, same disk) [mktemp under /var/tmp]
+#   BENCH_KEEP=1  keep the scratch directory
+#   BENCH_DOC [docs/benchmarks.md]  where the report goes
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN="$ROOT/.bin"
+GO=${GO:-go}
+
+# Peers, pinned (rebuilt only when the version changes: see the stamp files).
+MC_MODULE=github.com/minio/mc
+MC_VERSION=v0.0.0-20250313080218-cf909e1063a9
+RCLONE_MODULE=github.com/rclone/rclone
+RCLONE_VERSION=v1.75.1
+MINIO_VERSION=$(sed -n 's/^MINIO_VERSION *:= *//p' "$ROOT/Makefile")
+
+RUNS=${BENCH_RUNS:-3}
+SCENARIOS=${BENCH_SCENARIOS:-"1gib burst resume"}
+BIG_SIZE=${BENCH_BIG_SIZE:-1073741824}
+BURST_FILES=${BENCH_BURST_FILES:-2000}
+BURST_SIZE=${BENCH_BURST_SIZE:-262144}
+WAIT_LOAD=${BENCH_WAIT_LOAD:-900}
+DOC=${BENCH_DOC:-$ROOT/docs/benchmarks.md}
+SVG=${DOC%.md}.svg
+PART_SIZE=$((16 << 20)) # watchfolder's default, used by the configs wfrun writes
+
+log() { printf '\n== %s\n' "$*"; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+[[ -x "$ROOT/watchfolder" ]] || die "no ./watchfolder: run 'make build' (make bench does)"
+[[ -x "$BIN/minio" ]] || die "no .bin/minio: run 'make test-deps' (make bench does)"
+
+install_tool() { # name module version
+  local name=$1 module=$2 version=$3
+  if [[ -x "$BIN/$name" && -e "$BIN/$name.$version" ]]; then return; fi
+  echo "installing $name $version into .bin/ (first time takes a few minutes)"
+  mkdir -p "$BIN"
+  GOBIN="$BIN" GOFLAGS=-buildvcs=false "$GO" install "$module@$version"
+  rm -f "$BIN/$name".v* && touch "$BIN/$name.$version"
+}
+TOOLS=${BENCH_TOOLS:-"watchfolder mc rclone"}
+VARIANTS=${BENCH_VARIANTS:-1}
+wants() {
+  case $1 in
+    wf-*) [[ $VARIANTS == 1 && " $TOOLS " == *" watchfolder "* ]] ;;
+    *) [[ " $TOOLS " == *" $1 "* ]] ;;
+  esac
+}
+install_tool mc "$MC_MODULE" "$MC_VERSION" # also creates the buckets
+if wants rclone; then install_tool rclone "$RCLONE_MODULE" "$RCLONE_VERSION"; fi
+
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RESULTS_DIR="$ROOT/bench/results/$STAMP"
+RES="$RESULTS_DIR/results.jsonl"
+mkdir -p "$RESULTS_DIR/logs"
+WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/wfbench.XXXXXX)}
+mkdir -p "$WORK"
+MINIO_PID=
+cleanup() {
+  if [[ -n "$MINIO_PID" ]]; then kill "$MINIO_PID" 2>/dev/null || true; wait "$MINIO_PID" 2>/dev/null || true; fi
+  if [[ "${BENCH_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "scratch kept in $WORK"; fi
+}
+trap cleanup EXIT
+
+log "building the benchmark helpers"
+(cd "$ROOT" && for t in measure wfrun report; do "$GO" build -o "$WORK/tools/$t" "./bench/cmd/$t"; done)
+# A private copy: other work may rebuild ./watchfolder while this runs.
+cp "$ROOT/watchfolder" "$WORK/tools/watchfolder"
+MEASURE="$WORK/tools/measure" WFRUN="$WORK/tools/wfrun" REPORT="$WORK/tools/report"
+
+log "starting MinIO $MINIO_VERSION (data in $WORK/minio)"
+export MINIO_ROOT_USER=wfbenchaccess MINIO_ROOT_PASSWORD=wfbenchsecret-0123456789
+export MINIO_BROWSER=off MINIO_UPDATE=off
+for attempt in 1 2 3; do
+  PORT=$("$WFRUN" freeport)
+  mkdir -p "$WORK/minio"
+  "$BIN/minio" server "$WORK/minio" --address "127.0.0.1:$PORT" --quiet >"$RESULTS_DIR/logs/minio.log" 2>&1 &
+  MINIO_PID=$!
+  ENDPOINT="http://127.0.0.1:$PORT"
+  if "$WFRUN" waitlive -endpoint "$ENDPOINT" -timeout 30s; then break; fi
+  kill "$MINIO_PID" 2>/dev/null || true; wait "$MINIO_PID" 2>/dev/null || true; MINIO_PID=
+  [[ $attempt == 3 ]] && die "MinIO did not start (see $RESULTS_DIR/logs/minio.log)"
+done
+echo "MinIO at $ENDPOINT (pid $MINIO_PID)"
+
+# Peers configured from the environment only.
+export MC_HOST_bench="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@127.0.0.1:$PORT"
+MC=("$BIN/mc" --config-dir "$WORK/mc" --quiet --no-color)
+export RCLONE_CONFIG="$WORK/rclone.conf" # absent: remotes come from the environment
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Minio
+export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_REGION=us-east-1
+export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
+RCLONE=("$BIN/rclone")
+wf() { # mode flags...
+  "$WFRUN" "$1" -bin "$WORK/tools/watchfolder" -endpoint "$ENDPOINT" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" "${@:2}"
+}
+
+STAGE="$WORK/stage"
+mkdir -p "$STAGE" "$WORK/runs"
+log "generating test files in $STAGE"
+"$WFRUN" gen -path "$STAGE/big.mp4" -size "$BIG_SIZE"
+"$WFRUN" gen -path "$STAGE/burst" -files "$BURST_FILES" -size "$BURST_SIZE"
+# Warm the page cache for everyone: the same inodes are used by every tool
+# (watchfolder's runs move them back to the stage afterwards).
+cat "$STAGE/big.mp4" "$STAGE"/burst/* >/dev/null
+
+wait_quiet() {
+  (( WAIT_LOAD > 0 )) || return 0
+  local waited=0 load
+  while :; do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if awk -v l="$load" 'BEGIN{exit !(l < 1.0)}'; then echo "load $load"; return; fi
+    if (( waited >= WAIT_LOAD )); then echo "load still $load after ${waited}s: measuring anyway"; return; fi
+    echo "load $load >= 1.0, waiting (${waited}s of ${WAIT_LOAD}s)" >&2
+    sleep 30; waited=$((waited + 30))
+  done
+}
+
+# settle flushes dirty pages (MinIO's writes of the previous run) so one
+# tool's write-back does not land in the next tool's measurement.
+settle() { sync; sleep 2; }
+
+bucket_for() { # scenario tool run -> a fresh bucket
+  local b="b-$1-$2-$3-$RANDOM"
+  "${MC[@]}" mb "bench/$b" >/dev/null
+  echo "$b"
+}
+drop_bucket() { "${MC[@]}" rb --force "bench/$1" >/dev/null; }
+
+run_tool() { # scenario tool run
+  local sc=$1 tool=$2 run=$3 b
+  b=$(bucket_for "$sc" "$tool" "$run")
+  settle
+  local m=("$MEASURE" -scenario "$sc" -tool "$tool" -run "$run" -out "$RES" -log "$RESULTS_DIR/logs/$sc-$tool-$run.log" --)
+  case "$sc/$tool" in
+    1gib/watchfolder) wf file -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" ;;
+    1gib/mc) "${m[@]}" "${MC[@]}" cp "$STAGE/big.mp4" "bench/$b/big.mp4" ;;
+    1gib/rclone) "${m[@]}" "${RCLONE[@]}" copyto "$STAGE/big.mp4" "bench:$b/big.mp4" ;;
+    burst/watchfolder) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" ;;
+    burst/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/burst" "bench/$b/burst" ;;
+    burst/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/burst" "bench:$b/burst" ;;
+    resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at 0.5 ;;
+    # Variants with one setting changed, for the recommendations.
+    burst/wf-mf8) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
+      -max-files 8 -tool "watchfolder max_files=8" ;;
+    resume/wf-c2) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at 0.5 \
+      -concurrency 2 -tool "watchfolder concurrency=2" ;;
+    *) die "no command for $sc/$tool" ;;
+  esac
+  [[ -d "$WORK/runs/$sc-$run" ]] && cp "$WORK/runs/$sc-$run"/daemon*.log "$RESULTS_DIR/logs/" 2>/dev/null || true
+  rm -rf "$WORK/runs/$sc-$run"
+  drop_bucket "$b"
+}
+
+declare -A LOAD
+for sc in $SCENARIOS; do
+  case $sc in
+    1gib) tools_for=(watchfolder mc rclone) ;;
+    burst) tools_for=(watchfolder mc rclone wf-mf8) ;;
+    resume) tools_for=(watchfolder wf-c2) ;;
+    *) die "unknown scenario $sc" ;;
+  esac
+  log "scenario $sc: ${tools_for[*]}, $RUNS runs"
+  LOAD[$sc]=$(wait_quiet)
+  echo "${LOAD[$sc]}"
+  for run in $(seq 1 "$RUNS"); do
+    for tool in "${tools_for[@]}"; do wants "$tool" || continue; run_tool "$sc" "$tool" "$run"; done
+  done
+done
+
+log "report"
+NOTES="$RESULTS_DIR/notes.md"
+{
+  cat <<EOF
+## How it was measured
+
+One \`bench/run.sh\` run against one MinIO ($MINIO_VERSION) on 127.0.0.1, its data
+directory on the same disk as the test files. Random (incompressible) test files, read
+once before the first run so every tool reads from a warm page cache; every tool gets a
+fresh bucket per run and the same files (watchfolder's runs move them back afterwards).
+\`sync\` and a 2 s pause before every run. Tools interleaved: run 1 of each tool, then run 2, ...
+
+- **watchfolder**: a fresh daemon per run (fresh state.db, so peak RSS is this run's),
+  engine defaults (part_size 16 MiB, concurrency 4, max_files 4, checksum crc32c),
+  \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
+  directory) into the watched folder and stops when every file is in \`processed/\` and the
+  control socket counts every job \`done\` (so: detected, committed, uploaded, verified,
+  moved, receipt written). CPU = the daemon's utime+stime (\`/proc/PID/stat\`) over that
+  interval; peak RSS = its VmHWM.
+- **mc** ($MC_VERSION) and **rclone** ($RCLONE_VERSION), defaults except
+  \`--transfers 8\` for \`rclone copy\`, configured from the environment
+  (\`MC_HOST_bench\`, \`RCLONE_CONFIG_BENCH_*\`, provider Minio). Measured by
+  \`bench/cmd/measure\`: wall clock around the process, CPU and peak RSS from its rusage.
+- **resume**: a byte-counting TCP proxy (\`bench/cmd/wfrun\`) between the daemon and MinIO;
+  SIGKILL once half the file crossed it, restart on the same state, wait until done.
+  "re-sent" = all request bytes through the proxy (bodies and headers) minus the file size.
+  Wall and CPU in that row are from the restart to done (the restart re-reads the committed
+  half to finish the whole-file SHA-256).
+- Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)
+- CPU and RSS are the client's only; MinIO shares the same 2 cores with it in every case.
+EOF
+  if [[ -f "$ROOT/bench/notes.md" ]]; then echo; cat "$ROOT/bench/notes.md"; fi
+} >"$NOTES"
+"$REPORT" -results "$RES" -doc "$DOC" -svg "$SVG" -notes "$NOTES" -part-size "$PART_SIZE" \
+  -watchfolder-version "$("$WORK/tools/watchfolder" version 2>/dev/null | head -1)" \
+  -mc-version "$MC_VERSION" -rclone-version "$RCLONE_VERSION" -minio-version "$MINIO_VERSION" \
+  -go-version "$("$GO" env GOVERSION)" | tee "$RESULTS_DIR/table.md"
+echo
+echo "results: $RESULTS_DIR   report: ${DOC#$ROOT/}, ${SVG#$ROOT/}"
