@@ -35,35 +35,45 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 	if failed {
 		destDir = f.FailedDir
 	}
-	if j.FinalPath == "" {
-		// The file at the path must still be the version that was
-		// delivered. If it was replaced (a re-export renamed over it), the
-		// job is finished for the bytes it read; the new file is a new job
-		// and must not be filed as delivered.
-		if changed, _, err := d.sourceChanged(j); err == nil && changed {
-			return d.finishReplaced(ctx, j, failed)
-		}
-		target, err := mover.Plan(destDir, j.RelPath)
-		if err != nil {
-			return d.moveLater(ctx, j, err)
-		}
-		if j, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
-			j.FinalPath = target
-			return nil
-		}); err != nil {
-			d.log.Error("commit move target", "job", j.ID, "err", err)
-			return false
-		}
+	// The file at the path must still be the version that was delivered.
+	// If it was replaced (a re-export renamed over it), the job is finished
+	// for the bytes it read; the new file is a new job and must not be
+	// filed as delivered.
+	if changed, _, err := d.sourceChanged(j); err == nil && changed {
+		return d.finishReplaced(ctx, j, failed)
 	}
 	note := ""
-	if err := mover.Move(j.Path, j.FinalPath); err != nil {
-		_, srcErr := os.Lstat(j.Path)
-		if !errors.Is(srcErr, os.ErrNotExist) {
+	for try := 1; ; try++ {
+		if j.FinalPath == "" {
+			target, err := mover.Plan(destDir, j.RelPath)
+			if err != nil {
+				return d.moveLater(ctx, j, err)
+			}
+			if j, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
+				j.FinalPath = target
+				return nil
+			}); err != nil {
+				d.log.Error("commit move target", "job", j.ID, "err", err)
+				return false
+			}
+		}
+		err := mover.Move(j.Path, j.FinalPath)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, mover.ErrTargetExists) && try < 5 {
+			// Another job filed a file of the same name between our plan
+			// and the move: plan again.
+			j.FinalPath = ""
+			continue
+		}
+		if _, srcErr := os.Lstat(j.Path); !errors.Is(srcErr, os.ErrNotExist) {
 			return d.moveLater(ctx, j, err)
 		}
 		// Delivered, but someone removed the file before it was filed.
 		note = "file was removed from the folder before it could be moved"
 		d.log.Warn(note, "job", j.ID, "path", j.Path)
+		break
 	}
 	if j.Sidecar != "" {
 		target := strings.TrimSuffix(j.FinalPath, filepath.Ext(j.FinalPath)) + ".json"
@@ -76,7 +86,9 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 		if failed {
 			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReasonSuffix), []byte(reasonText(j, time.Now())), 0o644)
 		} else {
-			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
+			// Not synced: a receipt can be rebuilt from state.db, and two
+			// fsyncs per file are a large part of filing a small one.
+			err = mover.WriteFile(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
 		}
 		if err != nil {
 			return d.moveLater(ctx, j, err)

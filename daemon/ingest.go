@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/watcher"
@@ -48,6 +49,8 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 	// Jobs this batch will create, by folder+path, so that a Seen and a
 	// Ready for the same file in one batch make one job, not two.
 	pending := map[string]*state.Job{}
+	ready := map[uint64]watcher.FileInfo{}
+	defer d.queueWaiting(ctx, ready)
 	var creates []*state.Job
 	for _, ev := range batch {
 		key := ev.Folder + "\x00" + ev.RelPath
@@ -63,7 +66,7 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 			}
 			continue
 		}
-		j, err := d.handleEvent(ctx, ev)
+		j, err := d.handleEvent(ctx, ev, ready)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error("record file event", "path", ev.Path, "err", err)
@@ -110,8 +113,9 @@ func dropEmptyState(jobs []*state.Job) []*state.Job {
 }
 
 // handleEvent applies ev to an existing job, or returns a new job for the
-// caller to create.
-func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job, error) {
+// caller to create; a waiting job whose file is ready goes into ready for
+// the caller to queue with the rest of the batch.
+func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[uint64]watcher.FileInfo) (*state.Job, error) {
 	rt := d.rt.Load()
 	f, ok := rt.folders[ev.Folder]
 	if !ok {
@@ -152,21 +156,45 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event) (*state.Job,
 		if latest.State != state.Waiting {
 			return nil, nil // queued or further: the worker checks the version
 		}
-		_, err := d.store.Update(ctx, latest.ID, func(j *state.Job) error {
-			if j.State != state.Waiting {
-				return nil
-			}
-			setVersion(j, ev.Info)
-			j.State = state.Queued
-			j.Error = ""
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		d.sched.push(latest.ID)
+		ready[latest.ID] = ev.Info // queued with the batch's other changes
 	}
 	return nil, nil
+}
+
+// queueWaiting moves waiting jobs whose file is now ready to queued, in one
+// commit for the whole batch (falling back to one by one if that fails).
+func (d *Daemon) queueWaiting(ctx context.Context, ready map[uint64]watcher.FileInfo) {
+	if len(ready) == 0 {
+		return
+	}
+	ids := make([]uint64, 0, len(ready))
+	for id := range ready {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	queue := func(j *state.Job) error {
+		if j.State != state.Waiting {
+			return nil // a worker or a retry got there first
+		}
+		setVersion(j, ready[j.ID])
+		j.State = state.Queued
+		j.Error = ""
+		return nil
+	}
+	if _, err := d.store.UpdateMany(ctx, ids, queue); err != nil {
+		d.log.Warn("batch update failed; queueing jobs one by one", "jobs", len(ids), "err", err)
+		for _, id := range ids {
+			if _, err := d.store.Update(ctx, id, queue); err != nil {
+				d.log.Error("queue ready file", "job", id, "err", err)
+				delete(ready, id)
+			}
+		}
+	}
+	for _, id := range ids {
+		if _, ok := ready[id]; ok {
+			d.sched.push(id)
+		}
+	}
 }
 
 func setVersion(j *state.Job, fi watcher.FileInfo) {

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/uploader"
 )
@@ -211,7 +212,7 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 		// Bytes this process sent: a resumed upload had some already.
 		d.metrics.uploaded(ds.Name, j.Size-ds.BytesDone)
 		if !sess.promoted {
-			if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestRegistering); err != nil {
+			if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestRegistering, ""); err != nil {
 				return err
 			}
 		}
@@ -219,7 +220,7 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 	if err := dest.Register(ctx, src, cp, sess); err != nil {
 		return err
 	}
-	if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestDone); err != nil {
+	if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestDone, d.planTarget(j, rt)); err != nil {
 		return err
 	}
 	d.metrics.destDone(ds.Name, time.Since(began))
@@ -229,7 +230,10 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 
 // commitDest records a destination's checkpoint and new sub-state, and
 // moves the job to registering once no destination is still uploading.
-func (d *Daemon) commitDest(ctx context.Context, id uint64, name string, cp *uploader.Checkpoint, st state.DestState) error {
+// target, when set, is where the file will be filed: committed with the
+// move to moving (when this is the last destination), it saves the move its
+// own commit.
+func (d *Daemon) commitDest(ctx context.Context, id uint64, name string, cp *uploader.Checkpoint, st state.DestState, target string) error {
 	raw, err := json.Marshal(cp)
 	if err != nil {
 		return err
@@ -241,12 +245,30 @@ func (d *Daemon) commitDest(ctx context.Context, id uint64, name string, cp *upl
 		}
 		applyCheckpoint(j, ds, cp, raw)
 		advance(j, ds, st)
+		if j.State == state.Moving && j.FinalPath == "" {
+			j.FinalPath = target
+		}
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
 		d.log.Error("commit destination state", "job", id, "destination", name, "err", err)
 	}
 	return err
+}
+
+// planTarget picks the processed/ path for a job about to finish, or ""
+// (finish plans then) when it cannot. Another job may take the name before
+// the move; finish plans again if so.
+func (d *Daemon) planTarget(j *state.Job, rt *runtime) string {
+	f := rt.folders[j.Folder]
+	if f == nil {
+		return ""
+	}
+	target, err := mover.Plan(f.ProcessedDir, j.RelPath)
+	if err != nil {
+		return ""
+	}
+	return target
 }
 
 // advance sets a destination's sub-state and carries the job along: to

@@ -21,6 +21,10 @@ import (
 // appears only once the copy is complete and synced.
 const partialSuffix = ".watchfolder-partial"
 
+// ErrTargetExists means the planned target was taken meanwhile (another
+// job filing a file of the same name): plan again.
+var ErrTargetExists = errors.New("target already exists")
+
 // Plan returns a free target path for relPath below destDir: the same
 // relative path, or "name (1).ext", "name (2).ext", ... if taken. taken
 // reports extra names to avoid (e.g. the sidecar's own target).
@@ -67,7 +71,7 @@ func Move(src, target string) error {
 	// os.Rename would replace an existing target; the planned target must
 	// be free, so check again (another process may have taken the name).
 	if _, err := os.Lstat(target); err == nil {
-		return fmt.Errorf("move %s: target %s already exists", src, target)
+		return fmt.Errorf("move %s to %s: %w", src, target, ErrTargetExists)
 	}
 	err := os.Rename(src, target)
 	if err == nil {
@@ -165,8 +169,21 @@ func PruneEmpty(root, dir string) {
 }
 
 // WriteFileAtomic writes data to path via a temp file, sync and rename, so a
-// reader never sees half a reason or receipt file.
+// reader never sees half a reason or receipt file, and the file survives a
+// power loss once it returns.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// WriteFile is WriteFileAtomic without the syncs: a reader still never sees
+// half a file, but a power loss may lose it. For files that can be rebuilt
+// from the state database (receipts), where two fsyncs per file would be
+// most of the cost of delivering a small one.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -179,23 +196,22 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	_, err = f.Write(data)
+	if err == nil && durable {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+	if !durable {
+		return nil
 	}
 	return syncDir(filepath.Dir(path))
 }

@@ -58,7 +58,7 @@ type Checkpoint struct {
 	// Creating is saved before CreateMultipartUpload: if the process dies
 	// before the new upload id is saved, the next attempt finds this mark
 	// and aborts the unrecorded upload on Bucket/Key instead of leaving it.
-	Creating bool `json:"creating,omitempty"`
+	Creating bool   `json:"creating,omitempty"`
 	PartSize int64  `json:"part_size,omitempty"`
 	Checksum string `json:"checksum,omitempty"` // crc32c | md5 | none
 	Parts    []Part `json:"parts,omitempty"`

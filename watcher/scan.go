@@ -95,7 +95,9 @@ func (l *loop) onScan(ctx context.Context, m scanMsg) {
 			}
 			o.info = infoOf(fi)
 		}
-		l.observe(ctx, f, o.path, o.info, now).seenGen = m.gen
+		st := l.observe(ctx, f, o.path, o.info, now)
+		st.seenGen = m.gen
+		l.settle(ctx, st)
 	}
 	if !m.done {
 		return
