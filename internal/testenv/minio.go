@@ -238,3 +238,18 @@ func (m *MinIO) ListKeys(tb testing.TB, bucket string) []string {
 	}
 	return keys
 }
+
+// RunWithMinIO is a TestMain body for packages whose tests share one MinIO:
+// it starts the server, stores it in *dst, runs the tests, stops it and
+// exits with the tests' code.
+func RunWithMinIO(m *testing.M, dst **MinIO) {
+	s, err := StartMinIO()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "minio:", err)
+		os.Exit(1)
+	}
+	*dst = s
+	code := m.Run()
+	s.Stop()
+	os.Exit(code)
+}

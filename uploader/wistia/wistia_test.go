@@ -26,17 +26,7 @@ import (
 
 var minio *testenv.MinIO
 
-func TestMain(m *testing.M) {
-	var err error
-	minio, err = testenv.StartMinIO()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "wistia tests need MinIO:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	minio.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.RunWithMinIO(m, &minio) }
 
 const token = "tok-wistia-secret"
 
