@@ -74,12 +74,15 @@ var unsignedPayload = s3.WithAPIOptions(v4.SwapComputePayloadSHA256ForUnsignedPa
 // enough to keep memory flat.
 const scanChunk = 1 << 20
 
-// scanBufs recycles scanner buffers: a burst of small files would
-// otherwise allocate (and zero) one per file.
-var scanBufs = sync.Pool{New: func() any { b := make([]byte, scanChunk); return &b }}
-
-func getScanBuf() *[]byte  { return scanBufs.Get().(*[]byte) }
-func putScanBuf(b *[]byte) { scanBufs.Put(b) }
+// scanBuf takes a scanner buffer from the engine's pool: a burst of small
+// files would otherwise allocate (and zero) one per file.
+func (c *S3) scanBuf() *[]byte {
+	if b, ok := c.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, scanChunk)
+	return &b
+}
 
 // errStalled is the cancel cause of a part whose body stopped moving.
 var errStalled = errors.New("no progress")
@@ -377,9 +380,9 @@ func (c *S3) send(ctx context.Context, f *os.File, off, n int64, prog *progress,
 func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
 	bucket, key, size := c.opts.Bucket, in.Key, src.Size
 	sha := sha256.New()
-	buf := getScanBuf()
+	buf := c.scanBuf()
 	sum, err := c.scanRange(ctx, f, 0, size, sha, *buf)
-	putScanBuf(buf)
+	c.bufs.Put(buf)
 	if err != nil {
 		return wrap(err)
 	}
@@ -625,8 +628,8 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 	}
 
 	sha := sha256.New()
-	bufp := getScanBuf()
-	defer putScanBuf(bufp)
+	bufp := c.scanBuf()
+	defer c.bufs.Put(bufp)
 	buf := *bufp
 	scanErr := func() error {
 		defer close(jobs)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -75,6 +76,7 @@ type S3 struct {
 	eng    EngineOptions
 	client *s3.Client
 	log    *slog.Logger
+	bufs   sync.Pool // *[]byte of scanChunk bytes
 }
 
 const (
