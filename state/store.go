@@ -65,6 +65,7 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	now  func() time.Time
+	gc   groupCommit
 }
 
 // Open opens (creating if needed) the database at path.
@@ -147,8 +148,6 @@ func Open(path string, opts Options) (*Store, error) {
 	if clock == nil {
 		clock = time.Now
 	}
-	// A lone writer waits this long for company before committing alone.
-	db.MaxBatchDelay = 2 * time.Millisecond
 	s := &Store{db: db, path: path, now: func() time.Time { return storedTime(clock()) }}
 	if opts.ReadOnly {
 		err = s.view(func(tx *bolt.Tx) error { return checkSchema(tx) })
@@ -631,15 +630,6 @@ func (s *Store) view(fn func(*bolt.Tx) error) error {
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	return guard(s.path, func() error { return s.db.Update(fn) })
-}
-
-// batch is update for single-job writes: concurrent callers (workers
-// committing parts and transitions, the ingest loop) share one commit and
-// one fsync instead of queueing for one each. fn may run more than once
-// (bbolt re-runs a batch without a failed member), which is why every
-// writer decodes the job afresh inside the transaction.
-func (s *Store) batch(fn func(*bolt.Tx) error) error {
-	return guard(s.path, func() error { return s.db.Batch(fn) })
 }
 
 // userPanic marks a panic raised by the caller's own function, which guard
