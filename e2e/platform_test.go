@@ -199,40 +199,36 @@ func TestRateLimitsAnd5xxDeliverOnce(t *testing.T) {
 		name    string
 		setup   setup
 		minTime time.Duration // Retry-After honoured: not done sooner
-		bug     string
 	}{
 		{"jw-create-429-retry-after", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := jwPlatform(t, "rl-jw1", px, "ready")
 			f.script("create", fault{status: 429, retryAfter: "1"}, fault{status: 429, retryAfter: "1"})
 			return p
-		}, 2 * time.Second, ""},
+		}, 2 * time.Second},
 		{"jw-create-5xx-after-work", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := jwPlatform(t, "rl-jw2", px, "")
 			f.script("create", fault{status: 502, afterWork: true})
 			return p
-		}, 0, ""},
+		}, 0},
 		{"wistia-s3_copy-503-burst", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi1", px)
 			f.script("s3_copy", fault{status: 503}, fault{status: 503}, fault{status: 500})
 			return p
-		}, 0, ""},
+		}, 0},
 		{"wistia-s3_copy-429-then-lost-answer", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi2", px)
 			f.script("s3_copy", fault{status: 429, retryAfter: "1"}, fault{status: 502, afterWork: true})
 			return p
-		}, time.Second, ""},
+		}, time.Second},
 		{"bb-search-429-and-5xx", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "rl-bb1", px)
 			f.script("search", fault{status: 429, retryAfter: "1"}, fault{status: 500}, fault{status: 503})
 			return p
-		}, time.Second, ""},
+		}, time.Second},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			if c.bug != "" {
-				t.Skip("BUG: " + c.bug + "; reported to lead")
-			}
 			px := testenv.NewProxy(t, minio.Endpoint)
 			p := c.setup(t, px)
 			s := newSite(t, p.dest)
