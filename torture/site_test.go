@@ -1,7 +1,6 @@
 package torture
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/watchfolder/watchfolder/internal/testenv"
 )
 
 type params struct {
@@ -311,18 +312,7 @@ func (s *site) checkRaces() {
 // cli runs a watchfolder command and returns stdout, stderr and exit code.
 func (s *site) cli(args ...string) (string, string, int) {
 	s.t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = s.env()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		s.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return testenv.RunCLI(s.t, binPath, s.env(), args...)
 }
 
 type destJSON struct {

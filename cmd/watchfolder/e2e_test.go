@@ -155,18 +155,7 @@ func (s *site) start() *proc {
 // cli runs a watchfolder command and returns stdout, stderr and exit code.
 func (s *site) cli(args ...string) (string, string, int) {
 	s.t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = s.env()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		s.t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return testenv.RunCLI(s.t, binPath, s.env(), args...)
 }
 
 type jobJSON struct {
