@@ -83,6 +83,8 @@ type Daemon struct {
 	// status output; the durable figure is in the checkpoint.
 	progress sync.Map // key progressKey -> *progress
 	inflight atomic.Int64
+	// toFile hands jobs in moving from the workers to the filer.
+	toFile chan fileReq
 }
 
 type progressKey struct {
@@ -183,6 +185,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Go(func() { d.watchdog(ctx) })
 	}
 
+	// The filer outlives the workers: it files what they hand over until
+	// they have stopped.
+	toFile := make(chan fileReq, fileBatchMax)
+	d.toFile = toFile
+	var filer sync.WaitGroup
+	filer.Go(func() { d.filer(workCtx, toFile) })
 	var workers sync.WaitGroup
 	for range max(1, cfg.Upload.MaxFiles) {
 		workers.Go(func() { d.worker(ctx, workCtx) })
@@ -214,7 +222,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("shutting down: no new work; waiting for in-flight jobs", "timeout", stopCfg.ShutdownTimeout)
 	d.sched.close()
 	done := make(chan struct{})
-	go func() { workers.Wait(); close(done) }()
+	go func() { workers.Wait(); close(toFile); filer.Wait(); close(done) }()
 	grace := stopCfg.ShutdownTimeout / 2
 	select {
 	case <-done:

@@ -21,14 +21,131 @@ import (
 // unwritable processed dir, a full disk). It is never uploaded again.
 const moveRetry = 30 * time.Second
 
-// finish moves the file (and its sidecar) into processed_dir or failed_dir,
-// writes the receipt or the reason file, and commits done or failed. The
-// target is committed before the move so a crash mid-way finishes the same
-// move instead of planning a second copy.
-func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
+// fileBatchMax caps how many jobs one filing pass takes: one commit for
+// all of them, so a pass must stay short enough not to hold others up.
+const fileBatchMax = 256
+
+// fileReq hands a job to the filer. commit, when set, is a change the
+// worker left for the filer to commit before filing (a quickStart job's
+// upload results, which move it to moving).
+type fileReq struct {
+	id     uint64
+	commit func(*state.Job) error
+}
+
+// filer files jobs that reached moving, apart from the upload workers: a
+// worker is free for the next upload while its last file is filed, and
+// jobs that arrive together share their commits and directory syncs.
+// It ends when in is closed; every job it takes is handed back to the
+// scheduler.
+func (d *Daemon) filer(ctx context.Context, in <-chan fileReq) {
+	for r := range in {
+		batch := []fileReq{r}
+	more:
+		for len(batch) < fileBatchMax {
+			select {
+			case r, ok := <-in:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		d.fileBatch(ctx, batch)
+		for _, r := range batch {
+			d.sched.done(r.id)
+		}
+	}
+}
+
+// filing is a job whose file is in place, waiting for its final commit.
+type filing struct {
+	j      *state.Job
+	failed bool
+	note   string
+	dir    string // to sync before the commit, or ""
+}
+
+// fileBatch commits what the workers left to commit (one transaction),
+// moves the files of jobs in moving into processed_dir or failed_dir,
+// writes receipts and reason files, syncs the directories the files went
+// into, and commits done or failed for all of them at once. The target is
+// committed before the move, so a crash mid-way finishes the same move
+// instead of planning a second copy; done is committed only after the move
+// is durable, so a power loss cannot bring back a file whose job is done.
+func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) {
+	d.commitResults(ctx, reqs)
+	var ready []*filing
+	for _, r := range reqs {
+		j, err := d.store.Get(ctx, r.id)
+		if err != nil {
+			if !errors.Is(err, state.ErrNotFound) && ctx.Err() == nil {
+				d.log.Error("load job", "job", r.id, "err", err)
+			}
+			continue
+		}
+		if j.State != state.Moving {
+			continue
+		}
+		if f := d.file(ctx, j); f != nil {
+			ready = append(ready, f)
+		}
+	}
+	synced := map[string]error{}
+	kept := ready[:0]
+	for _, f := range ready {
+		if f.dir != "" {
+			err, ok := synced[f.dir]
+			if !ok {
+				err = mover.SyncDir(f.dir)
+				synced[f.dir] = err
+			}
+			if err != nil {
+				d.moveLater(ctx, f.j, err)
+				continue
+			}
+		}
+		kept = append(kept, f)
+	}
+	d.commitFiled(ctx, kept)
+}
+
+// commitResults commits the changes workers left in reqs, all in one
+// transaction when it can. A job whose change cannot be committed stays as
+// it was: its upload is repeated when it runs again.
+func (d *Daemon) commitResults(ctx context.Context, reqs []fileReq) {
+	var ids []uint64
+	byID := map[uint64]func(*state.Job) error{}
+	for _, r := range reqs {
+		if r.commit != nil {
+			ids = append(ids, r.id)
+			byID[r.id] = r.commit
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	apply := func(j *state.Job) error { return byID[j.ID](j) }
+	if _, err := d.store.UpdateMany(ctx, ids, apply); err == nil {
+		return
+	}
+	for _, id := range ids {
+		if _, err := d.store.Update(ctx, id, apply); err != nil && ctx.Err() == nil && !errors.Is(err, state.ErrNotFound) {
+			d.log.Error("cannot record the upload; the file will be sent again", "job", id, "err", err, "retry_in", moveRetry)
+			d.sched.pushAt(id, time.Now().Add(moveRetry))
+		}
+	}
+}
+
+// file does the file-system part of finishing j. It returns nil when the
+// job is not ready for its final commit (moved on otherwise, or to be tried
+// again later).
+func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 	f := d.rt.Load().folders[j.Folder]
 	if f == nil {
-		return false // folder removed by a reload: the job stays as it is
+		return nil // folder removed by a reload: the job stays as it is
 	}
 	failed := j.MoveTo == state.MoveFailed
 	destDir := f.ProcessedDir
@@ -40,25 +157,28 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 	// for the bytes it read; the new file is a new job and must not be
 	// filed as delivered.
 	if changed, _, err := d.sourceChanged(j); err == nil && changed {
-		return d.finishReplaced(ctx, j, failed)
+		d.finishReplaced(ctx, j, failed)
+		return nil
 	}
-	note := ""
+	out := &filing{failed: failed}
 	for try := 1; ; try++ {
 		if j.FinalPath == "" {
 			target, err := mover.Plan(destDir, j.RelPath)
 			if err != nil {
-				return d.moveLater(ctx, j, err)
+				d.moveLater(ctx, j, err)
+				return nil
 			}
 			if j, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
 				j.FinalPath = target
 				return nil
 			}); err != nil {
 				d.log.Error("commit move target", "job", j.ID, "err", err)
-				return false
+				return nil
 			}
 		}
-		err := mover.Move(j.Path, j.FinalPath)
+		dir, err := mover.MoveUnsynced(j.Path, j.FinalPath)
 		if err == nil {
+			out.dir = dir
 			break
 		}
 		if errors.Is(err, mover.ErrTargetExists) && try < 5 {
@@ -68,20 +188,27 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 			continue
 		}
 		if _, srcErr := os.Lstat(j.Path); !errors.Is(srcErr, os.ErrNotExist) {
-			return d.moveLater(ctx, j, err)
+			d.moveLater(ctx, j, err)
+			return nil
 		}
 		// Delivered, but someone removed the file before it was filed.
-		note = "file was removed from the folder before it could be moved"
-		d.log.Warn(note, "job", j.ID, "path", j.Path)
+		out.note = "file was removed from the folder before it could be moved"
+		d.log.Warn(out.note, "job", j.ID, "path", j.Path)
 		break
 	}
+	out.j = j
 	if j.Sidecar != "" {
 		target := strings.TrimSuffix(j.FinalPath, filepath.Ext(j.FinalPath)) + ".json"
-		if err := mover.Move(j.Sidecar, target); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return d.moveLater(ctx, j, fmt.Errorf("move sidecar: %w", err))
+		dir, err := mover.MoveUnsynced(j.Sidecar, target)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.moveLater(ctx, j, fmt.Errorf("move sidecar: %w", err))
+			return nil
+		}
+		if dir != "" {
+			out.dir = dir // the media file's directory too
 		}
 	}
-	if note == "" {
+	if out.note == "" {
 		var err error
 		if failed {
 			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReasonSuffix), []byte(reasonText(j, time.Now())), 0o644)
@@ -91,40 +218,67 @@ func (d *Daemon) finish(ctx context.Context, j *state.Job) bool {
 			err = mover.WriteFile(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
 		}
 		if err != nil {
-			return d.moveLater(ctx, j, err)
+			d.moveLater(ctx, j, err)
+			return nil
 		}
 	}
 	mover.PruneEmpty(f.Path, filepath.Dir(j.Path))
-	final, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
-		if failed {
+	return out
+}
+
+// commitFiled commits done or failed for filed jobs, in one transaction
+// when it can; one job's error (e.g. forgotten meanwhile) does not hold
+// the others back.
+func (d *Daemon) commitFiled(ctx context.Context, fs []*filing) {
+	if len(fs) == 0 {
+		return
+	}
+	byID := make(map[uint64]*filing, len(fs))
+	ids := make([]uint64, len(fs))
+	for i, f := range fs {
+		byID[f.j.ID] = f
+		ids[i] = f.j.ID
+	}
+	apply := func(j *state.Job) error {
+		f := byID[j.ID]
+		if f.failed {
 			j.State = state.Failed
 		} else {
 			j.State = state.Done
 			j.Error = ""
 		}
 		j.NextAttempt = time.Time{}
-		if note != "" {
-			j.Note("", note)
+		if f.note != "" {
+			j.Note("", f.note)
 		}
 		return nil
-	})
+	}
+	finals, err := d.store.UpdateMany(ctx, ids, apply)
 	if err != nil {
-		d.log.Error("commit final state", "job", j.ID, "err", err)
-		return false
+		finals = finals[:0]
+		for _, id := range ids {
+			j, err := d.store.Update(ctx, id, apply)
+			if err != nil {
+				d.log.Error("commit final state", "job", id, "err", err)
+				continue
+			}
+			finals = append(finals, j)
+		}
 	}
-	if failed {
-		d.log.Error("file moved to failed", "job", j.ID, "path", j.FinalPath, "reason", j.Error)
-	} else {
-		d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
+	for _, j := range finals {
+		if byID[j.ID].failed {
+			d.log.Error("file moved to failed", "job", j.ID, "path", j.FinalPath, "reason", j.Error)
+		} else {
+			d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
+		}
+		d.jobFinished(j)
 	}
-	d.jobFinished(final)
-	return false
 }
 
 // finishReplaced ends a job whose file was replaced after it was read: the
 // delivered (or failed) version is no longer in the folder, so nothing is
 // moved, and the watcher is told to report the new file afresh.
-func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) bool {
+func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) {
 	const note = "the file was replaced by a new version after it was read; that version is a new job"
 	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		if failed {
@@ -139,11 +293,10 @@ func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) 
 	})
 	if err != nil {
 		d.log.Error("commit final state", "job", j.ID, "err", err)
-		return false
+		return
 	}
 	d.log.Warn(note, "job", j.ID, "path", j.Path)
 	d.watcher.Load().Forget(j.Path)
-	return false
 }
 
 // Companion files written beside a filed media file.

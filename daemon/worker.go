@@ -26,103 +26,188 @@ func (d *Daemon) worker(ctx, workCtx context.Context) {
 			return
 		}
 		d.inflight.Add(1)
-		d.process(workCtx, id)
+		handed := d.process(workCtx, id)
 		d.inflight.Add(-1)
-		d.sched.done(id)
+		if !handed {
+			d.sched.done(id)
+		}
 	}
+}
+
+// step is what a worker does with a job after one stage of it.
+type step int
+
+const (
+	stop   step = iota // the job waits (retry, pause, ...) or is finished
+	next               // go on with the job's next state
+	handed             // the filer owns the job now
+)
+
+func stepIf(cont bool) step {
+	if cont {
+		return next
+	}
+	return stop
 }
 
 // process drives one job through as many states as it can now. Each step
 // commits its transition before the next begins, so a crash anywhere
-// resumes from the last committed state.
-func (d *Daemon) process(ctx context.Context, id uint64) {
+// resumes from the last committed state. A job that reaches moving is
+// handed to the filer (handed true): the filer, not the worker, then owns
+// it until it tells the scheduler it is done.
+func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
 	for ctx.Err() == nil {
 		j, err := d.store.Get(ctx, id)
 		if err != nil {
 			if !errors.Is(err, state.ErrNotFound) {
 				d.log.Error("load job", "job", id, "err", err)
 			}
-			return
+			return false
 		}
-		var cont bool
+		var st step
 		switch j.State {
 		case state.Queued, state.Retry:
-			cont = d.start(ctx, j)
+			st = d.start(ctx, j)
 		case state.Uploading, state.Registering:
-			cont = d.deliver(ctx, j)
+			st = d.deliver(ctx, j, nil)
 		case state.Moving:
-			cont = d.finish(ctx, j)
+			st = d.handToFiler(ctx, fileReq{id: id})
 		default:
-			return
+			return false
 		}
-		if !cont {
-			return
+		if st != next {
+			return st == handed
 		}
+	}
+	return false
+}
+
+// handToFiler gives the filer a job (and what it still has to commit).
+func (d *Daemon) handToFiler(ctx context.Context, r fileReq) step {
+	select {
+	case d.toFile <- r:
+		return handed
+	case <-ctx.Done():
+		return stop
 	}
 }
 
 // start checks the file is still the version that was found, loads the
 // sidecar and moves the job into uploading.
-func (d *Daemon) start(ctx context.Context, j *state.Job) bool {
+func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	f := d.rt.Load().folders[j.Folder]
 	if f == nil {
-		return false // folder removed by a reload: the job stays as it is
+		return stop // folder removed by a reload: the job stays as it is
 	}
 	if d.park(j) {
-		return false
+		return stop
 	}
 	if changed, gone, err := d.sourceChanged(j); gone {
-		return d.markGone(ctx, j, "file vanished before it was uploaded")
+		return stepIf(d.markGone(ctx, j, "file vanished before it was uploaded"))
 	} else if err != nil {
-		return d.fail(ctx, j, []destErr{{err: fmt.Errorf("cannot read %s: %w", j.Path, err)}}, true)
+		return stepIf(d.fail(ctx, j, []destErr{{err: fmt.Errorf("cannot read %s: %w", j.Path, err)}}, true))
 	} else if changed {
-		return d.backToWaiting(ctx, j)
+		return stepIf(d.backToWaiting(ctx, j))
 	}
 	if j.Size == 0 {
-		return d.fail(ctx, j, []destErr{{err: errors.New("empty file (0 bytes): nothing to deliver")}}, true)
+		return stepIf(d.fail(ctx, j, []destErr{{err: errors.New("empty file (0 bytes): nothing to deliver")}}, true))
 	}
 	sidecar, err := d.findSidecar(j, f)
 	if errors.Is(err, errSidecarPending) {
 		wait := j.Created.Add(f.SidecarWait)
 		d.log.Info("waiting for the required sidecar", "path", j.Path, "until", wait.Format(time.RFC3339))
 		d.sched.pushAt(j.ID, wait)
-		return false
+		return stop
 	}
 	if err != nil {
 		if sidecar != "" {
 			// Record it so the malformed sidecar travels to failed/ too.
 			if j, err2 := d.store.Update(ctx, j.ID, func(j *state.Job) error { j.Sidecar = sidecar; return nil }); err2 == nil {
-				return d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err))
+				return stepIf(d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err)))
 			}
 		}
-		return d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err))
+		return stepIf(d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err)))
+	}
+	if quickStart(j, d.rt.Load()) {
+		// The move into uploading is folded into the destinations' final
+		// commit: see quickStart.
+		j.Sidecar = sidecar
+		return d.deliver(ctx, j, &quick{})
 	}
 	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
-		j.State = state.Uploading
-		j.Sidecar = sidecar
-		for i := range j.Destinations {
-			if j.Destinations[i].State == state.DestPending || j.Destinations[i].State == state.DestFailed {
-				j.Destinations[i].State = state.DestUploading
-				j.Destinations[i].Error = ""
-			}
-		}
+		beginUpload(j, sidecar)
 		return nil
 	})
 	if err != nil {
 		d.log.Error("commit uploading", "job", j.ID, "err", err)
+		return stop
+	}
+	return next
+}
+
+// beginUpload moves a queued (or retrying) job into uploading.
+func beginUpload(j *state.Job, sidecar string) {
+	j.State = state.Uploading
+	j.Sidecar = sidecar
+	for i := range j.Destinations {
+		if j.Destinations[i].State == state.DestPending || j.Destinations[i].State == state.DestFailed {
+			j.Destinations[i].State = state.DestUploading
+			j.Destinations[i].Error = ""
+		}
+	}
+}
+
+// quickStartMax is the largest file that skips its own "uploading" commit.
+const quickStartMax = 1 << 20
+
+// quickStart reports whether j is a small file going only to destinations
+// with nothing to register (plain S3): one request of a few milliseconds
+// each. Such a job is not committed as uploading first; the move to
+// uploading is folded into the destinations' final commit, which saves a
+// commit (and an fsync) per file, most of the cost of a burst of small
+// files. A crash meanwhile re-sends the same single request either way.
+// status shows the job as queued for those milliseconds.
+func quickStart(j *state.Job, rt *runtime) bool {
+	if j.Size > quickStartMax {
 		return false
 	}
+	for _, ds := range j.Destinations {
+		if ds.State == state.DestDone {
+			continue
+		}
+		lr, ok := rt.dests[ds.Name].(localRegister)
+		if !ok || !lr.RegisterIsLocal() {
+			return false
+		}
+	}
 	return true
+}
+
+// quick collects a quickStart job's destination results, which are not
+// committed by the worker: the filer commits them together with the move
+// to moving, in one transaction for all the jobs it takes at once. The
+// worker is free for the next file as soon as the request is answered.
+type quick struct {
+	mu      sync.Mutex
+	results []destResult
+}
+
+// destResult is a destination's finished checkpoint, not yet committed.
+type destResult struct {
+	name string
+	cp   *uploader.Checkpoint
+	raw  []byte
 }
 
 // deliver uploads to and registers with every destination not yet done.
 // Destinations are independent: they run side by side (a platform's
 // processing wait does not hold up another's upload), a finished one is
 // never repeated, and one destination's failure does not stop the others.
-func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
+// q is non-nil for a quickStart job.
+func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	meta, err := d.loadMetadata(j)
 	if err != nil {
-		return d.fail(ctx, j, []destErr{{err: err}}, true)
+		return stepIf(d.fail(ctx, j, []destErr{{err: err}}, true))
 	}
 	src := &uploader.Source{
 		JobID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath, Size: j.Size,
@@ -142,7 +227,7 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
 			continue
 		}
 		wg.Go(func() {
-			err := d.deliverOne(dctx, j, src, rt, ds)
+			err := d.deliverOne(dctx, j, src, rt, ds, q)
 			if err == nil {
 				return
 			}
@@ -156,14 +241,17 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		return false // shutting down: the committed state resumes later
+		return stop // shutting down: the committed state resumes later
 	}
 	if len(errs) > 0 {
-		return d.handleErrors(ctx, j, errs)
+		return stepIf(d.handleErrors(ctx, j, errs))
+	}
+	if q != nil && len(q.results) > 0 {
+		return d.handToFiler(ctx, fileReq{id: j.ID, commit: d.resultCommit(j, rt, q.results)})
 	}
 	// The last destination's commit normally moved the job on already.
 	if cur, err := d.store.Get(ctx, j.ID); err == nil && cur.State == state.Moving {
-		return true
+		return next
 	}
 	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
 		for _, ds := range j.Destinations {
@@ -178,9 +266,33 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job) bool {
 	})
 	if err != nil {
 		d.log.Error("commit moving", "job", j.ID, "err", err)
-		return false
+		return stop
 	}
-	return true
+	return next
+}
+
+// resultCommit is the change the filer commits for a quickStart job: into
+// uploading, every destination's result, done, and on to moving with its
+// planned target.
+func (d *Daemon) resultCommit(mem *state.Job, rt *runtime, results []destResult) func(*state.Job) error {
+	target := d.planTarget(mem, rt)
+	return func(j *state.Job) error {
+		if j.State == state.Queued || j.State == state.Retry {
+			beginUpload(j, mem.Sidecar)
+		}
+		for _, r := range results {
+			ds := j.Dest(r.name)
+			if ds == nil {
+				return fmt.Errorf("job %d has no destination %s", j.ID, r.name)
+			}
+			applyCheckpoint(j, ds, r.cp, r.raw)
+			advance(j, ds, state.DestDone)
+		}
+		if j.State == state.Moving && j.FinalPath == "" {
+			j.FinalPath = target
+		}
+		return nil
+	}
 }
 
 // destErr is one destination's failure in an attempt ("" dest: the job's
@@ -191,7 +303,7 @@ type destErr struct {
 }
 
 // deliverOne runs one destination from its committed sub-state to done.
-func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Source, rt *runtime, ds state.Dest) error {
+func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Source, rt *runtime, ds state.Dest, q *quick) error {
 	dest, ok := rt.dests[ds.Name]
 	if !ok {
 		return uploader.Permanent(fmt.Errorf("destination %q is no longer configured", ds.Name))
@@ -204,6 +316,9 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 		}
 	}
 	sess := d.newSession(j.ID, ds.Name)
+	if lr, ok := dest.(localRegister); ok && lr.RegisterIsLocal() {
+		sess.hold = true
+	}
 	began := time.Now()
 	if ds.State == state.DestUploading || ds.State == state.DestPending || ds.State == state.DestFailed {
 		if err := dest.Upload(ctx, src, cp, sess); err != nil {
@@ -211,8 +326,8 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 		}
 		// Bytes this process sent: a resumed upload had some already.
 		d.metrics.uploaded(ds.Name, j.Size-ds.BytesDone)
-		if !sess.promoted {
-			if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestRegistering, ""); err != nil {
+		if !sess.promoted && !sess.held {
+			if err := d.commitDest(ctx, j, ds.Name, cp, state.DestRegistering, ""); err != nil {
 				return err
 			}
 		}
@@ -220,7 +335,15 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 	if err := dest.Register(ctx, src, cp, sess); err != nil {
 		return err
 	}
-	if err := d.commitDest(ctx, j.ID, ds.Name, cp, state.DestDone, d.planTarget(j, rt)); err != nil {
+	if q != nil && sess.held {
+		raw, err := json.Marshal(cp)
+		if err != nil {
+			return fmt.Errorf("encode checkpoint: %w", err)
+		}
+		q.mu.Lock()
+		q.results = append(q.results, destResult{name: ds.Name, cp: cp, raw: raw})
+		q.mu.Unlock()
+	} else if err := d.commitDest(ctx, j, ds.Name, cp, state.DestDone, d.planTarget(j, rt)); err != nil {
 		return err
 	}
 	d.metrics.destDone(ds.Name, time.Since(began))
@@ -228,17 +351,30 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 	return nil
 }
 
+// localRegister is implemented by destinations whose Register does no
+// remote work (plain S3). Their single-request upload's final checkpoint is
+// committed together with "done": one commit per small file instead of two,
+// and a crash in between re-sends the same single request either way.
+type localRegister interface {
+	RegisterIsLocal() bool
+}
+
 // commitDest records a destination's checkpoint and new sub-state, and
 // moves the job to registering once no destination is still uploading.
 // target, when set, is where the file will be filed: committed with the
 // move to moving (when this is the last destination), it saves the move its
-// own commit.
-func (d *Daemon) commitDest(ctx context.Context, id uint64, name string, cp *uploader.Checkpoint, st state.DestState, target string) error {
+// own commit. mem is the worker's copy of the job (for a quickStart job's
+// sidecar).
+func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp *uploader.Checkpoint, st state.DestState, target string) error {
+	id := mem.ID
 	raw, err := json.Marshal(cp)
 	if err != nil {
 		return err
 	}
 	_, err = d.store.Update(ctx, id, func(j *state.Job) error {
+		if j.State == state.Queued || j.State == state.Retry {
+			beginUpload(j, mem.Sidecar) // a quickStart job
+		}
 		ds := j.Dest(name)
 		if ds == nil {
 			return fmt.Errorf("job %d has no destination %s", id, name)
@@ -318,10 +454,15 @@ func applyCheckpoint(j *state.Job, ds *state.Dest, cp *uploader.Checkpoint, raw 
 // session persists a destination's checkpoint on the job.
 type session struct {
 	promoted bool // a Save marked the upload complete and promoted the destination
-	d        *Daemon
-	id       uint64
-	dest     string
-	bytes    *progress
+	// hold: keep the final checkpoint of a single-request upload for the
+	// caller's next commit (set for localRegister destinations); held: one
+	// is being kept. Multipart checkpoints are always committed at once: a
+	// completed multipart upload that is not recorded cannot be resumed.
+	hold, held bool
+	d          *Daemon
+	id         uint64
+	dest       string
+	bytes      *progress
 }
 
 func (d *Daemon) newSession(id uint64, dest string) *session {
@@ -330,6 +471,10 @@ func (d *Daemon) newSession(id uint64, dest string) *session {
 }
 
 func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
+	if s.hold && cp.Uploaded && cp.UploadID == "" && len(cp.Parts) == 0 {
+		s.held = true
+		return nil
+	}
 	raw, err := json.Marshal(cp)
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)

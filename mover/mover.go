@@ -59,41 +59,55 @@ func Plan(destDir, relPath string) (string, error) {
 // crash and Move returns nil. Across filesystems it copies to a partial
 // file, syncs, renames into place, syncs the directory, then removes src.
 func Move(src, target string) error {
+	dir, err := MoveUnsynced(src, target)
+	if err != nil || dir == "" {
+		return err
+	}
+	return SyncDir(dir)
+}
+
+// MoveUnsynced is Move without the final directory sync: the move is
+// durable only once the caller has synced dir (when not ""). Moves into one
+// directory can then share one sync.
+func MoveUnsynced(src, target string) (dir string, err error) {
+	dir = filepath.Dir(target)
 	if _, err := os.Lstat(src); errors.Is(err, os.ErrNotExist) {
 		if _, terr := os.Lstat(target); terr == nil {
-			return nil
+			// Moved before a crash, maybe not synced: sync again.
+			return dir, nil
 		}
-		return fmt.Errorf("move %s: %w", src, err)
+		return "", fmt.Errorf("move %s: %w", src, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-		return fmt.Errorf("move %s: create %s: %w", src, filepath.Dir(target), err)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("move %s: create %s: %w", src, dir, err)
 	}
 	// os.Rename would replace an existing target; the planned target must
 	// be free, so check again (another process may have taken the name).
 	if _, err := os.Lstat(target); err == nil {
-		return fmt.Errorf("move %s to %s: %w", src, target, ErrTargetExists)
+		return "", fmt.Errorf("move %s to %s: %w", src, target, ErrTargetExists)
 	}
-	err := os.Rename(src, target)
+	err = os.Rename(src, target)
 	if err == nil {
-		return syncDir(filepath.Dir(target))
+		return dir, nil
 	}
 	if !errors.Is(err, syscall.EXDEV) {
-		return fmt.Errorf("move %s to %s: %w", src, target, err)
+		return "", fmt.Errorf("move %s to %s: %w", src, target, err)
 	}
 	partial := partialPath(target)
 	if err := copyFile(src, partial); err != nil {
-		return fmt.Errorf("move %s to %s (copy across filesystems): %w", src, target, err)
+		return "", fmt.Errorf("move %s to %s (copy across filesystems): %w", src, target, err)
 	}
 	if err := os.Rename(partial, target); err != nil {
-		return fmt.Errorf("move %s to %s: %w", src, target, err)
+		return "", fmt.Errorf("move %s to %s: %w", src, target, err)
 	}
-	if err := syncDir(filepath.Dir(target)); err != nil {
-		return err
+	// The copy must be durable before the original goes.
+	if err := SyncDir(dir); err != nil {
+		return "", err
 	}
 	if err := os.Remove(src); err != nil {
-		return fmt.Errorf("move %s: remove original after copy: %w", src, err)
+		return "", fmt.Errorf("move %s: remove original after copy: %w", src, err)
 	}
-	return nil
+	return "", nil
 }
 
 // nameMax is the longest file name (bytes) on Linux filesystems.
@@ -144,7 +158,8 @@ func copyFile(src, dst string) error {
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making renames into it durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("sync %s: %w", dir, err)
@@ -213,5 +228,5 @@ func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	if !durable {
 		return nil
 	}
-	return syncDir(filepath.Dir(path))
+	return SyncDir(filepath.Dir(path))
 }

@@ -1,6 +1,7 @@
 package mover
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -72,6 +73,35 @@ func TestMoveSameFilesystemAndRepeat(t *testing.T) {
 	// Neither there: an error that names the file.
 	if err := Move(filepath.Join(root, "nope.mp4"), filepath.Join(root, "processed", "nope.mp4")); err == nil {
 		t.Fatal("move of a missing file succeeded")
+	}
+}
+
+// MoveUnsynced leaves the directory sync to the caller and names the
+// directory to sync, also when it finds the move already done (a crash may
+// have come before the sync); a cross-filesystem move syncs itself.
+func TestMoveUnsyncedNamesTheDirectoryToSync(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "in", "clip.mp4")
+	write(t, src, "media")
+	target := filepath.Join(root, "processed", "sub", "clip.mp4")
+	for _, pass := range []string{"first", "repeat"} {
+		dir, err := MoveUnsynced(src, target)
+		if err != nil {
+			t.Fatalf("%s: %v", pass, err)
+		}
+		if want := filepath.Dir(target); dir != want {
+			t.Fatalf("%s: dir to sync = %q, want %q", pass, dir, want)
+		}
+		if err := SyncDir(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := MoveUnsynced(filepath.Join(root, "nope.mp4"), filepath.Join(root, "processed", "nope.mp4")); err == nil {
+		t.Fatal("move of a missing file succeeded")
+	}
+	write(t, src, "again")
+	if _, err := MoveUnsynced(src, target); !errors.Is(err, ErrTargetExists) {
+		t.Fatalf("move onto an existing target: err = %v, want ErrTargetExists", err)
 	}
 }
 

@@ -64,6 +64,10 @@ func (d *S3Destination) Register(ctx context.Context, src *Source, cp *Checkpoin
 	return nil
 }
 
+// RegisterIsLocal reports that Register makes no request: the daemon may
+// commit the upload's result and "done" together.
+func (d *S3Destination) RegisterIsLocal() bool { return true }
+
 // Abort aborts the unfinished multipart upload recorded in cp.
 func (d *S3Destination) Abort(ctx context.Context, cp *Checkpoint) error {
 	return d.s3.Abort(ctx, cp)
