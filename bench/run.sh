@@ -142,6 +142,15 @@ wait_quiet() {
 # tool's write-back does not land in the next tool's measurement.
 settle() { sync; sleep 2; }
 
+# kill_at RUN: where the resume scenario kills, as a fraction of the file:
+# 50 %, then 50 % plus 1/3 and 2/3 of a part, in turn. Exactly 50 % of a
+# 1 GiB file is a part boundary (32 x 16 MiB), so every kill there would
+# land as the parts in flight finish their bodies and wait for the store's
+# answer, the worst moment; a kill in real life comes at any point of a part.
+kill_at() {
+  awk -v r="$1" -v p="$PART_SIZE" -v s="$BIG_SIZE" 'BEGIN { printf "%.6f", 0.5 + ((r - 1) % 3) / 3 * p / s }'
+}
+
 bucket_for() { # scenario tool run -> a fresh bucket
   local b="b-$1-$2-$3-$RANDOM"
   "${MC[@]}" mb "bench/$b" >/dev/null
@@ -161,11 +170,11 @@ run_tool() { # scenario tool run
     burst/watchfolder) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" ;;
     burst/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/burst" "bench/$b/burst" ;;
     burst/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/burst" "bench:$b/burst" ;;
-    resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at 0.5 ;;
+    resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" ;;
     # Variants with one setting changed, for the recommendations.
     burst/wf-mf8) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
       -max-files 8 -tool "watchfolder max_files=8" ;;
-    resume/wf-c2) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at 0.5 \
+    resume/wf-c2) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" \
       -concurrency 2 -tool "watchfolder concurrency=2" ;;
     *) die "no command for $sc/$tool" ;;
   esac

@@ -5,8 +5,9 @@ package uploader
 // Data path. One goroutine (the scanner) reads the file front to back in
 // 1 MiB chunks. Every chunk feeds the whole-file SHA-256 and the current
 // part's checksum (CRC32C or MD5). When a part is fully scanned it is handed
-// to one of Concurrency workers, which send it as an io.SectionReader over
-// the shared *os.File, so no part is ever buffered in memory. The hand-off is
+// to one of Concurrency workers, which send it (when streams lets it start:
+// see streams.go) as an io.SectionReader over the shared *os.File, so no
+// part is ever buffered in memory. The hand-off is
 // unbuffered, so the scanner runs at most one part ahead of the workers: the
 // bytes a worker sends were read by the scanner moments ago and come from
 // the page cache. Each byte is thus read from disk once and hashed once,
@@ -309,7 +310,8 @@ type partBody struct {
 	timer *time.Timer
 	stall time.Duration
 	pos   int64
-	hw    int64 // bytes already reported to prog; retries don't count twice
+	hw    int64      // bytes already reported to prog; retries don't count twice
+	watch *partWatch // a multipart part's, for streams; nil for a single PUT
 }
 
 func (b *partBody) Read(p []byte) (int, error) {
@@ -341,6 +343,9 @@ func (b *partBody) Read(p []byte) (int, error) {
 		}
 		if b.pos > b.hw {
 			b.prog.add(b.pos - b.hw)
+			if b.watch != nil {
+				b.watch.sentBytes(b.pos - b.hw)
+			}
 			b.hw = b.pos
 		}
 	}
@@ -361,12 +366,12 @@ func (b *partBody) Seek(off int64, whence int) (int64, error) {
 // send runs do with a body over [off, off+n) of f. If the body makes no
 // progress for StallTimeout the request is cancelled: a half-open
 // connection otherwise blocks a part (and the whole file) for good.
-func (c *S3) send(ctx context.Context, f *os.File, off, n int64, prog *progress, do func(ctx context.Context, body io.ReadSeeker) error) error {
+func (c *S3) send(ctx context.Context, f *os.File, off, n int64, prog *progress, w *partWatch, do func(ctx context.Context, body io.ReadSeeker) error) error {
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	body := &partBody{
 		ctx: pctx, sr: io.NewSectionReader(f, off, n), lim: c.eng.Limiter, prog: prog,
-		stall: c.eng.StallTimeout,
+		stall: c.eng.StallTimeout, watch: w,
 	}
 	body.timer = time.AfterFunc(c.eng.StallTimeout, func() { cancel(errStalled) })
 	defer body.timer.Stop()
@@ -391,7 +396,7 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 	meta["sha256"] = shaHex
 	prog := &progress{s: s}
 	var out *s3.PutObjectOutput
-	err = c.send(ctx, f, 0, size, prog, func(ctx context.Context, body io.ReadSeeker) error {
+	err = c.send(ctx, f, 0, size, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
 		pin := &s3.PutObjectInput{
 			Bucket: aws.String(bucket), Key: aws.String(key), Body: body,
 			ContentLength:        aws.Int64(size),
@@ -610,13 +615,23 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		return nil
 	}
 	jobs := make(chan partJob)
+	st := newStreams(c.eng.Concurrency, time.Now)
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
 				if gctx.Err() != nil {
 					continue
 				}
-				p, err := c.uploadPart(gctx, f, cp.UploadID, key, j, prog)
+				w, err := st.acquire(gctx, j.len)
+				if err != nil {
+					cancel(err)
+					continue
+				}
+				p, err := c.uploadPart(gctx, f, cp.UploadID, key, j, prog, w)
+				if st.release(w, err == nil) {
+					l, _ := st.level()
+					c.log.Debug("parts in flight settled", "file", src.Path, "streams", l, "max", c.eng.Concurrency)
+				}
 				if err == nil {
 					err = commit(p)
 				}
@@ -865,10 +880,10 @@ func adoptable(alg string, sp types.Part, j partJob) bool {
 	return false
 }
 
-func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress) (Part, error) {
+func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress, w *partWatch) (Part, error) {
 	b64 := base64.StdEncoding.EncodeToString(j.sum)
 	var etag string
-	err := c.send(ctx, f, j.off, j.len, prog, func(ctx context.Context, body io.ReadSeeker) error {
+	err := c.send(ctx, f, j.off, j.len, prog, w, func(ctx context.Context, body io.ReadSeeker) error {
 		in := &s3.UploadPartInput{
 			Bucket: aws.String(c.opts.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
 			PartNumber: aws.Int32(j.n), ContentLength: aws.Int64(j.len), Body: body,

@@ -70,7 +70,7 @@ func TestPartBodyStall(t *testing.T) {
 	c := &S3{eng: EngineOptions{StallTimeout: 200 * time.Millisecond}}
 	f := tempFile(t, 1<<20)
 	prog := &progress{s: newSession()}
-	err := c.send(context.Background(), f, 0, 1<<20, prog, func(ctx context.Context, body io.ReadSeeker) error {
+	err := c.send(context.Background(), f, 0, 1<<20, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
 		body.Read(make([]byte, 1000))
 		<-ctx.Done() // a request stuck on a half-open connection
 		return ctx.Err()
@@ -78,7 +78,7 @@ func TestPartBodyStall(t *testing.T) {
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("no progress")) {
 		t.Fatalf("stalled body: %v", err)
 	}
-	err = c.send(context.Background(), f, 0, 1<<20, prog, func(ctx context.Context, body io.ReadSeeker) error {
+	err = c.send(context.Background(), f, 0, 1<<20, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
 		buf := make([]byte, 64<<10)
 		for range 8 { // slower overall than the timeout, but never stalled
 			time.Sleep(50 * time.Millisecond)

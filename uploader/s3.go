@@ -191,6 +191,7 @@ func NewTransport(eng EngineOptions) *http.Transport {
 		DialContext: (&net.Dialer{
 			Timeout:   30 * time.Second,
 			KeepAlive: 30 * time.Second,
+			Control:   controlSocket,
 		}).DialContext,
 	}
 	tuneTransport(tr, eng)

@@ -222,7 +222,7 @@ state_dir = %q
 control_socket = %q
 
 [log]
-level = "warn"
+level = %q
 
 [[folder]]
 name = %q
@@ -239,7 +239,7 @@ endpoint = %q
 path_style = true
 access_key_id = %q
 secret_access_key = %q
-`, filepath.Join(o.work, "state"), l.socket, folderName, l.watch, o.bucket, endpoint, o.access, o.secret)
+`, filepath.Join(o.work, "state"), l.socket, logLevel(), folderName, l.watch, o.bucket, endpoint, o.access, o.secret)
 	if o.partSize != "" || o.concurrency > 0 || o.maxFiles > 0 {
 		cfg += "\n[upload]\n"
 		if o.partSize != "" {
@@ -734,4 +734,13 @@ func committedBytes(o opts, l layout) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// logLevel is the daemon's log level: WFRUN_LOG_LEVEL (e.g. "debug", to
+// see the engine's stream decisions in the run's daemon.log), else "warn".
+func logLevel() string {
+	if l := os.Getenv("WFRUN_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
