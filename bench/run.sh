@@ -212,7 +212,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
 \`sync\` and a 2 s pause before every run. Tools interleaved: run 1 of each tool, then run 2, ...
 
 - **watchfolder**: a fresh daemon per run (fresh state.db, so peak RSS is this run's),
-  engine defaults (part_size 16 MiB, concurrency 4, max_files 4, checksum crc32c),
+  engine defaults (part_size 16 MiB, concurrency up to 4, max_files 4, checksum crc32c),
   \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
   directory) into the watched folder and stops when every file is in \`processed/\` and the
   control socket counts every job \`done\` (so: detected, committed, uploaded, verified,
@@ -223,7 +223,11 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   (\`MC_HOST_bench\`, \`RCLONE_CONFIG_BENCH_*\`, provider Minio). Measured by
   \`bench/cmd/measure\`: wall clock around the process, CPU and peak RSS from its rusage.
 - **resume**: a byte-counting TCP proxy (\`bench/cmd/wfrun\`) between the daemon and MinIO;
-  SIGKILL once half the file crossed it, restart on the same state, wait until done.
+  SIGKILL once 50 % of the file crossed it (runs 1, 4, ...), 50 % + 1/3 part (runs 2, 5, ...)
+  or 50 % + 2/3 part (runs 3, 6, ...), restart on the same state, wait until done. Exactly
+  50 % of 1 GiB is a part boundary, the worst moment (the parts in flight have just sent
+  their bodies and wait for the store, which drops them when the connection dies); the
+  offsets show the rest of a part.
   "re-sent" = all request bytes through the proxy (bodies and headers) minus the file size.
   Wall and CPU in that row are from the restart to done (the restart re-reads the committed
   half to finish the whole-file SHA-256).

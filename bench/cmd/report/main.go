@@ -186,7 +186,7 @@ func tablesMarkdown(sum map[string]map[string]*stat, o opts) string {
 		b.WriteString("\n")
 	}
 	if byTool := sum["resume"]; byTool != nil {
-		b.WriteString("### resume: SIGKILL at ~50 % of a 1 GiB upload, restart\n\n")
+		b.WriteString("### resume: SIGKILL at 50 % (+ 0, 1/3, 2/3 part) of a 1 GiB upload, restart\n\n")
 		b.WriteString("| tool | file | sent before kill | committed at kill | sent after restart | total sent | **re-sent** (total − file; min–max) | re-sent / 16 MiB part | restart→done wall s | CPU s | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, t := range allTools {
 			s := byTool[t]
