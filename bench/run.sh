@@ -17,8 +17,8 @@
 #   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
 #   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
 #   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs
-#   BENCH_VARIANTS [1]  also run watchfolder with max_files=8 (burst) and
-#                       concurrency=2 (resume), for comparison; 0: don't
+#   BENCH_VARIANTS [1]  also run watchfolder with receipts=true and max_files=8
+#                       (burst) and concurrency=2 (resume), for comparison; 0: don't
 #   BENCH_DIR  scratch directory (test files + MinIO data, same disk) [mktemp under /var/tmp]
 #   BENCH_KEEP=1  keep the scratch directory
 #   BENCH_DOC [docs/benchmarks.md]  where the report goes
@@ -172,6 +172,8 @@ run_tool() { # scenario tool run
     burst/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/burst" "bench:$b/burst" ;;
     resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" ;;
     # Variants with one setting changed, for the recommendations.
+    burst/wf-rcpt) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
+      -receipts -tool "watchfolder receipts=true" ;;
     burst/wf-mf8) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
       -max-files 8 -tool "watchfolder max_files=8" ;;
     resume/wf-c2) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" \
@@ -187,7 +189,7 @@ declare -A LOAD
 for sc in $SCENARIOS; do
   case $sc in
     1gib) tools_for=(watchfolder mc rclone) ;;
-    burst) tools_for=(watchfolder mc rclone wf-mf8) ;;
+    burst) tools_for=(watchfolder mc rclone wf-rcpt wf-mf8) ;;
     resume) tools_for=(watchfolder wf-c2) ;;
     *) die "unknown scenario $sc" ;;
   esac
@@ -216,7 +218,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
   directory) into the watched folder and stops when every file is in \`processed/\` and the
   control socket counts every job \`done\` (so: detected, committed, uploaded, verified,
-  moved, receipt written). CPU = the daemon's utime+stime (\`/proc/PID/stat\`) over that
+  moved; with the receipts=true row, receipt written). CPU = the daemon's utime+stime (\`/proc/PID/stat\`) over that
   interval; peak RSS = its VmHWM.
 - **mc** ($MC_VERSION) and **rclone** ($RCLONE_VERSION), defaults except
   \`--transfers 8\` for \`rclone copy\`, configured from the environment

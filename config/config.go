@@ -48,6 +48,8 @@ type Folder struct {
 	Exclude        []string
 	Sidecar        string // "optional" (default) | "required" | "ignore"
 	SidecarWait    time.Duration
+	// Receipts: write <name>.receipt.json beside each processed file.
+	Receipts bool
 }
 
 // Retry settings.

@@ -92,6 +92,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.list("exclude", f.Exclude)
 		e.str("sidecar", f.Sidecar)
 		e.dur("sidecar_wait", f.SidecarWait)
+		e.line("receipts", strconv.FormatBool(f.Receipts))
 	}
 
 	names := make([]string, 0, len(c.Destinations))

@@ -293,6 +293,7 @@ func buildFolder(t *table, dests *table) Folder {
 		RescanInterval: t.duration("rescan_interval", time.Minute, time.Second),
 		Sidecar:        t.oneOf("sidecar", "optional", "optional", "required", "ignore"),
 		SidecarWait:    t.duration("sidecar_wait", 30*time.Second, 0),
+		Receipts:       t.boolean("receipts", false),
 	}
 	if name, ok := t.str("name"); !ok {
 		if !t.has("name") {

@@ -22,7 +22,7 @@ import (
 )
 
 func TestDeliversToS3AndFilesIntoProcessed(t *testing.T) {
-	h := newHarness(t, hopts{})
+	h := newHarness(t, hopts{folderExtra: "receipts = true"})
 	data := content("clip", 1<<20)
 	writeFile(t, filepath.Join(h.inbox, "sub", "clip.mp4"), data)
 	writeFile(t, filepath.Join(h.inbox, "sub", "clip.json"), []byte(`{"title":"Evening news","tags":["news"]}`))
@@ -200,6 +200,10 @@ func TestBurstOf200Files(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(h.processed, name)); err != nil {
 			t.Fatalf("%s not in processed: %v", name, err)
+		}
+		// receipts is off by default.
+		if _, err := os.Stat(filepath.Join(h.processed, name+ReceiptSuffix)); !os.IsNotExist(err) {
+			t.Fatalf("%s: receipt written though receipts is off (%v)", name, err)
 		}
 	}
 	for key, n := range h.proxy.AllWrites() {

@@ -36,16 +36,34 @@ type fileReq struct {
 // filer files jobs that reached moving, apart from the upload workers: a
 // worker is free for the next upload while its last file is filed, and
 // jobs that arrive together share their commits and directory syncs.
+//
+// Each pass makes one commit: the upload results the workers left (see
+// quickStart) together with done for the jobs the previous pass filed.
+// Those are already moved and their directories synced; a crash before
+// their done is committed finds them in moving with the file at its
+// target, and finishes them the same way. When no new work is waiting,
+// done is committed at once.
+//
 // It ends when in is closed; every job it takes is handed back to the
-// scheduler.
+// scheduler once its pass is committed.
 func (d *Daemon) filer(ctx context.Context, in <-chan fileReq) {
-	for r := range in {
-		batch := []fileReq{r}
+	var held []*filing // filed, done not yet committed
+	open := true
+	for open || len(held) > 0 {
+		var batch []fileReq
+		if len(held) == 0 {
+			r, ok := <-in
+			if !ok {
+				return
+			}
+			batch = append(batch, r)
+		}
 	more:
-		for len(batch) < fileBatchMax {
+		for open && len(batch) < fileBatchMax {
 			select {
 			case r, ok := <-in:
 				if !ok {
+					open = false
 					break more
 				}
 				batch = append(batch, r)
@@ -53,9 +71,19 @@ func (d *Daemon) filer(ctx context.Context, in <-chan fileReq) {
 				break more
 			}
 		}
-		d.fileBatch(ctx, batch)
+		d.commitPass(ctx, batch, held)
+		for _, f := range held {
+			d.sched.done(f.j.ID)
+		}
+		held = d.fileBatch(ctx, batch)
+		filed := make(map[uint64]bool, len(held))
+		for _, f := range held {
+			filed[f.j.ID] = true
+		}
 		for _, r := range batch {
-			d.sched.done(r.id)
+			if !filed[r.id] {
+				d.sched.done(r.id)
+			}
 		}
 	}
 }
@@ -68,15 +96,29 @@ type filing struct {
 	dir    string // to sync before the commit, or ""
 }
 
-// fileBatch commits what the workers left to commit (one transaction),
-// moves the files of jobs in moving into processed_dir or failed_dir,
-// writes receipts and reason files, syncs the directories the files went
-// into, and commits done or failed for all of them at once. The target is
-// committed before the move, so a crash mid-way finishes the same move
-// instead of planning a second copy; done is committed only after the move
-// is durable, so a power loss cannot bring back a file whose job is done.
-func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) {
-	d.commitResults(ctx, reqs)
+// finalize is the final commit's change for f's job.
+func (f *filing) finalize(j *state.Job) error {
+	if f.failed {
+		j.State = state.Failed
+	} else {
+		j.State = state.Done
+		j.Error = ""
+	}
+	j.NextAttempt = time.Time{}
+	if f.note != "" {
+		j.Note("", f.note)
+	}
+	return nil
+}
+
+// fileBatch moves the files of jobs in moving into processed_dir or
+// failed_dir, writes receipts and reason files and syncs the directories
+// the files went into. It returns the jobs ready for their final commit.
+// The target is committed before the move, so a crash mid-way finishes the
+// same move instead of planning a second copy; done is committed only after
+// the move is durable, so a power loss cannot bring back a file whose job
+// is done.
+func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 	var ready []*filing
 	for _, r := range reqs {
 		j, err := d.store.Get(ctx, r.id)
@@ -109,33 +151,63 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) {
 		}
 		kept = append(kept, f)
 	}
-	d.commitFiled(ctx, kept)
+	return kept
 }
 
-// commitResults commits the changes workers left in reqs, all in one
-// transaction when it can. A job whose change cannot be committed stays as
-// it was: its upload is repeated when it runs again.
-func (d *Daemon) commitResults(ctx context.Context, reqs []fileReq) {
+// commitPass commits, in one transaction when it can, the changes workers
+// left in reqs and done or failed for filed jobs. One job's error (e.g.
+// forgotten meanwhile) does not hold the others back. A job whose upload
+// result cannot be committed stays as it was: its upload is repeated when
+// it runs again.
+func (d *Daemon) commitPass(ctx context.Context, reqs []fileReq, filed []*filing) {
 	var ids []uint64
-	byID := map[uint64]func(*state.Job) error{}
+	fns := map[uint64]func(*state.Job) error{}
+	isFiled := map[uint64]bool{}
 	for _, r := range reqs {
 		if r.commit != nil {
 			ids = append(ids, r.id)
-			byID[r.id] = r.commit
+			fns[r.id] = r.commit
 		}
+	}
+	for _, f := range filed {
+		ids = append(ids, f.j.ID)
+		fns[f.j.ID] = f.finalize
+		isFiled[f.j.ID] = true
 	}
 	if len(ids) == 0 {
 		return
 	}
-	apply := func(j *state.Job) error { return byID[j.ID](j) }
-	if _, err := d.store.UpdateMany(ctx, ids, apply); err == nil {
-		return
-	}
-	for _, id := range ids {
-		if _, err := d.store.Update(ctx, id, apply); err != nil && ctx.Err() == nil && !errors.Is(err, state.ErrNotFound) {
-			d.log.Error("cannot record the upload; the file will be sent again", "job", id, "err", err, "retry_in", moveRetry)
-			d.sched.pushAt(id, time.Now().Add(moveRetry))
+	apply := func(j *state.Job) error { return fns[j.ID](j) }
+	committed, err := d.store.UpdateMany(ctx, ids, apply)
+	if err != nil {
+		committed = committed[:0]
+		for _, id := range ids {
+			j, err := d.store.Update(ctx, id, apply)
+			if err == nil {
+				committed = append(committed, j)
+				continue
+			}
+			if ctx.Err() != nil || errors.Is(err, state.ErrNotFound) {
+				continue
+			}
+			if isFiled[id] {
+				d.log.Error("commit final state", "job", id, "err", err)
+			} else {
+				d.log.Error("cannot record the upload; the file will be sent again", "job", id, "err", err, "retry_in", moveRetry)
+				d.sched.pushAt(id, time.Now().Add(moveRetry))
+			}
 		}
+	}
+	for _, j := range committed {
+		if !isFiled[j.ID] {
+			continue
+		}
+		if j.State == state.Failed {
+			d.log.Error("file moved to failed", "job", j.ID, "path", j.FinalPath, "reason", j.Error)
+		} else {
+			d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
+		}
+		d.jobFinished(j)
 	}
 }
 
@@ -212,7 +284,7 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 		var err error
 		if failed {
 			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReasonSuffix), []byte(reasonText(j, time.Now())), 0o644)
-		} else {
+		} else if f.Receipts {
 			// Not synced: a receipt can be rebuilt from state.db, and two
 			// fsyncs per file are a large part of filing a small one.
 			err = mover.WriteFile(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
@@ -224,55 +296,6 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 	}
 	mover.PruneEmpty(f.Path, filepath.Dir(j.Path))
 	return out
-}
-
-// commitFiled commits done or failed for filed jobs, in one transaction
-// when it can; one job's error (e.g. forgotten meanwhile) does not hold
-// the others back.
-func (d *Daemon) commitFiled(ctx context.Context, fs []*filing) {
-	if len(fs) == 0 {
-		return
-	}
-	byID := make(map[uint64]*filing, len(fs))
-	ids := make([]uint64, len(fs))
-	for i, f := range fs {
-		byID[f.j.ID] = f
-		ids[i] = f.j.ID
-	}
-	apply := func(j *state.Job) error {
-		f := byID[j.ID]
-		if f.failed {
-			j.State = state.Failed
-		} else {
-			j.State = state.Done
-			j.Error = ""
-		}
-		j.NextAttempt = time.Time{}
-		if f.note != "" {
-			j.Note("", f.note)
-		}
-		return nil
-	}
-	finals, err := d.store.UpdateMany(ctx, ids, apply)
-	if err != nil {
-		finals = finals[:0]
-		for _, id := range ids {
-			j, err := d.store.Update(ctx, id, apply)
-			if err != nil {
-				d.log.Error("commit final state", "job", id, "err", err)
-				continue
-			}
-			finals = append(finals, j)
-		}
-	}
-	for _, j := range finals {
-		if byID[j.ID].failed {
-			d.log.Error("file moved to failed", "job", j.ID, "path", j.FinalPath, "reason", j.Error)
-		} else {
-			d.log.Info("file delivered", "job", j.ID, "path", j.FinalPath, "size", j.Size)
-		}
-		d.jobFinished(j)
-	}
 }
 
 // finishReplaced ends a job whose file was replaced after it was read: the

@@ -166,6 +166,7 @@ path = %q
 destinations = [%s]
 stable_after = "300ms"
 rescan_interval = "2s"
+receipts = true
 %s
 `, s.stateDir, filepath.Join(dir, "ctl.sock"), c.level, c.maxAttempts, c.maxBackoff, folder, s.inbox,
 		strings.Join(quoted, ", "), c.folderExtra)

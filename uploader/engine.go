@@ -35,6 +35,7 @@ package uploader
 // echoes none).
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
@@ -315,6 +316,11 @@ type partBody struct {
 }
 
 func (b *partBody) Read(p []byte) (int, error) {
+	// The transport may read a body after the request returned (an early
+	// answer): by then the body's buffer may be back in the pool.
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
 	rem := b.sr.Size() - b.pos
 	if rem <= 0 {
 		return 0, io.EOF
@@ -366,7 +372,7 @@ func (b *partBody) Seek(off int64, whence int) (int64, error) {
 // send runs do with a body over [off, off+n) of f. If the body makes no
 // progress for StallTimeout the request is cancelled: a half-open
 // connection otherwise blocks a part (and the whole file) for good.
-func (c *S3) send(ctx context.Context, f *os.File, off, n int64, prog *progress, w *partWatch, do func(ctx context.Context, body io.ReadSeeker) error) error {
+func (c *S3) send(ctx context.Context, f io.ReaderAt, off, n int64, prog *progress, w *partWatch, do func(ctx context.Context, body io.ReadSeeker) error) error {
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	body := &partBody{
@@ -386,17 +392,23 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 	bucket, key, size := c.opts.Bucket, in.Key, src.Size
 	sha := sha256.New()
 	buf := c.scanBuf()
+	defer c.bufs.Put(buf)
 	sum, err := c.scanRange(ctx, f, 0, size, sha, *buf)
-	c.bufs.Put(buf)
 	if err != nil {
 		return wrap(err)
+	}
+	// A file that fits in the scan buffer is sent from it: one read instead
+	// of two, and the bytes sent are exactly the bytes hashed.
+	var body io.ReaderAt = f
+	if size <= int64(len(*buf)) {
+		body = bytes.NewReader((*buf)[:size])
 	}
 	shaHex := hex.EncodeToString(sha.Sum(nil))
 	meta := c.metadata(in)
 	meta["sha256"] = shaHex
 	prog := &progress{s: s}
 	var out *s3.PutObjectOutput
-	err = c.send(ctx, f, 0, size, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
+	err = c.send(ctx, body, 0, size, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
 		pin := &s3.PutObjectInput{
 			Bucket: aws.String(bucket), Key: aws.String(key), Body: body,
 			ContentLength:        aws.Int64(size),

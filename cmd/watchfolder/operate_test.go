@@ -56,6 +56,7 @@ path = %q
 destinations = ["d-%s"]
 stable_after = "200ms"
 rescan_interval = "2s"
+receipts = true
 `, f.name, p, f.name)
 	}
 	for _, f := range folders {

@@ -29,7 +29,7 @@ var (
 	peers = []string{"mc", "rclone"}
 	// variants are watchfolder runs with a non-default setting, shown for
 	// comparison after the tools (not in the ratios or targets).
-	variants  = []string{"watchfolder max_files=8", "watchfolder concurrency=2"}
+	variants  = []string{"watchfolder receipts=true", "watchfolder max_files=8", "watchfolder concurrency=2"}
 	allTools  = append(slices.Clone(tools), variants...)
 	scenarios = []struct{ id, title, peerCmd string }{
 		{"1gib", "one 1 GiB file", "`mc cp FILE`, `rclone copyto FILE`"},
@@ -310,7 +310,7 @@ func chart(sum map[string]map[string]*stat) []byte {
 		panelW, barH, gap, labelW, top = 480, 22, 8, 180, 46
 	)
 	colors := map[string]string{"watchfolder": "#2b7bb9", "mc": "#c8553d", "rclone": "#7a9e3b",
-		"watchfolder max_files=8": "#8fb8da", "watchfolder concurrency=2": "#8fb8da"}
+		"watchfolder max_files=8": "#8fb8da", "watchfolder concurrency=2": "#8fb8da", "watchfolder receipts=true": "#8fb8da"}
 	type panel struct {
 		title string
 		vals  []float64

@@ -147,6 +147,7 @@ type opts struct {
 	partSize                              string
 	concurrency, maxFiles                 int
 	tool                                  string
+	receipts                              bool
 }
 
 func measure(mode string, args []string) error {
@@ -167,6 +168,7 @@ func measure(mode string, args []string) error {
 	fs.StringVar(&o.partSize, "part-size", "", `[upload] part_size, e.g. "8MiB" (default: the daemon's)`)
 	fs.IntVar(&o.concurrency, "concurrency", 0, "[upload] concurrency (default: the daemon's)")
 	fs.IntVar(&o.maxFiles, "max-files", 0, "[upload] max_files (default: the daemon's)")
+	fs.BoolVar(&o.receipts, "receipts", false, "folder receipts = true (a <name>.receipt.json per file)")
 	fs.Parse(args)
 	if o.endpoint == "" || o.bucket == "" || o.work == "" || o.stage == "" {
 		return errors.New("-endpoint, -bucket, -work and -stage are required")
@@ -230,6 +232,7 @@ path = %q
 destinations = ["store"]
 stable_after = "0s"
 rescan_interval = "1m"
+receipts = %t
 
 [destination.store]
 type = "s3"
@@ -239,7 +242,7 @@ endpoint = %q
 path_style = true
 access_key_id = %q
 secret_access_key = %q
-`, filepath.Join(o.work, "state"), l.socket, logLevel(), folderName, l.watch, o.bucket, endpoint, o.access, o.secret)
+`, filepath.Join(o.work, "state"), l.socket, logLevel(), folderName, l.watch, o.receipts, o.bucket, endpoint, o.access, o.secret)
 	if o.partSize != "" || o.concurrency > 0 || o.maxFiles > 0 {
 		cfg += "\n[upload]\n"
 		if o.partSize != "" {
