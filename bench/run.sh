@@ -17,7 +17,7 @@
 #   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
 #   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
 #   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs
-#   BENCH_VARIANTS [1]  also run watchfolder with receipts=true and max_files=8
+#   BENCH_VARIANTS [1]  also run watchfolder with receipts=true and max_files=4
 #                       (burst) and concurrency=2 (resume), for comparison; 0: don't
 #   BENCH_DIR  scratch directory (test files + MinIO data, same disk) [mktemp under /var/tmp]
 #   BENCH_KEEP=1  keep the scratch directory
@@ -175,7 +175,7 @@ run_tool() { # scenario tool run
     burst/wf-rcpt) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
       -receipts -tool "watchfolder receipts=true" ;;
     burst/wf-mf8) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
-      -max-files 8 -tool "watchfolder max_files=8" ;;
+      -max-files 4 -tool "watchfolder max_files=4" ;;
     resume/wf-c2) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" \
       -concurrency 2 -tool "watchfolder concurrency=2" ;;
     *) die "no command for $sc/$tool" ;;
@@ -214,7 +214,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
 \`sync\` and a 2 s pause before every run. Tools interleaved: run 1 of each tool, then run 2, ...
 
 - **watchfolder**: a fresh daemon per run (fresh state.db, so peak RSS is this run's),
-  engine defaults (part_size 16 MiB, concurrency up to 4, max_files 4, checksum crc32c),
+  engine defaults (part_size 16 MiB, concurrency up to 4, max_files 8, checksum crc32c),
   \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
   directory) into the watched folder and stops when every file is in \`processed/\` and the
   control socket counts every job \`done\` (so: detected, committed, uploaded, verified,
@@ -230,7 +230,9 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   50 % of 1 GiB is a part boundary, the worst moment (the parts in flight have just sent
   their bodies and wait for the store, which drops them when the connection dies); the
   offsets show the rest of a part.
-  "re-sent" = all request bytes through the proxy (bodies and headers) minus the file size.
+  "media re-sent" = the bodies of PUT requests (UploadPart, PutObject: the media) through
+  the proxy minus the file size; "all bytes − file" also counts every request's headers and
+  the other calls (create, list, complete), ~75 KB for this upload with no kill at all.
   Wall and CPU in that row are from the restart to done (the restart re-reads the committed
   half to finish the whole-file SHA-256).
 - Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)

@@ -191,7 +191,10 @@ func (d *Daemon) commitPass(ctx context.Context, reqs []fileReq, filed []*filing
 				continue
 			}
 			if isFiled[id] {
-				d.log.Error("commit final state", "job", id, "err", err)
+				// Moved and synced: the next pass finds the file at its
+				// target and commits again.
+				d.log.Error("commit final state; will try again", "job", id, "err", err, "retry_in", moveRetry)
+				d.sched.pushAt(id, time.Now().Add(moveRetry))
 			} else {
 				d.log.Error("cannot record the upload; the file will be sent again", "job", id, "err", err, "retry_in", moveRetry)
 				d.sched.pushAt(id, time.Now().Add(moveRetry))

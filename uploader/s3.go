@@ -88,7 +88,7 @@ const (
 
 	defaultPartSize     = 16 * mib
 	defaultConcurrency  = 4
-	defaultMaxFiles     = 4
+	defaultMaxFiles     = 8
 	defaultStallTimeout = 60 * time.Second
 )
 

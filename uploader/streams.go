@@ -47,7 +47,7 @@ type streams struct {
 // Probing knobs: how many parts per stream a level is measured over, and
 // how much faster a level must be to be kept.
 const (
-	streamProbeParts = 2
+	streamProbeParts = 3
 	streamGain       = 1.25
 	streamStart      = 2
 )

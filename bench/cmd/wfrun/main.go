@@ -20,6 +20,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -528,11 +529,13 @@ func rescue(o opts) {
 }
 
 // proxy forwards TCP connections to upstream and counts the bytes clients
-// send (requests: headers and bodies).
+// send (requests: headers and bodies), and apart the bodies of PUT
+// requests: the media (UploadPart, PutObject), without the protocol.
 type proxy struct {
 	ln       net.Listener
 	upstream string
 	sent     atomic.Int64
+	media    atomic.Int64
 	mu       sync.Mutex
 	conns    map[net.Conn]bool
 }
@@ -578,10 +581,12 @@ func (p *proxy) handle(c net.Conn) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		buf := make([]byte, 256<<10)
+		var m reqMeter
 		for {
 			n, err := c.Read(buf)
 			if n > 0 {
 				p.sent.Add(int64(n))
+				p.media.Add(m.feed(buf[:n]))
 				if _, werr := up.Write(buf[:n]); werr != nil {
 					break
 				}
@@ -629,7 +634,7 @@ func runResume(ctx context.Context, o opts) (result.Record, error) {
 	if err != nil {
 		return rec, err
 	}
-	base := px.sent.Load() // nothing yet, but be exact
+	base, mediaBase := px.sent.Load(), px.media.Load() // nothing yet, but be exact
 	start := time.Now()
 	if err := os.Rename(o.stage, filepath.Join(l.watch, names[0])); err != nil {
 		d.kill()
@@ -682,7 +687,10 @@ func runResume(ctx context.Context, o opts) (result.Record, error) {
 		return rec, fmt.Errorf("stop daemon: %w", err)
 	}
 	total := px.sent.Load() - base
+	media := px.media.Load() - mediaBase
 	rec.Extra = map[string]float64{
+		"media_sent":         float64(media),
+		"resent_media":       float64(media - size),
 		"file_bytes":         float64(size),
 		"sent_before_kill":   float64(before),
 		"sent_after_restart": float64(total - before),
@@ -746,4 +754,48 @@ func logLevel() string {
 		return l
 	}
 	return "warn"
+}
+
+// reqMeter follows the HTTP/1.1 requests of one client stream (bodies with
+// a Content-Length, as the S3 client sends them) and counts the body bytes
+// of PUT requests.
+type reqMeter struct {
+	head []byte // the current request's header so far
+	body int64  // body bytes still to come
+	put  bool   // the current request is a PUT
+}
+
+// feed takes the next bytes of the stream and returns how many were PUT
+// body bytes.
+func (m *reqMeter) feed(b []byte) (media int64) {
+	for len(b) > 0 {
+		if m.body > 0 {
+			n := min(int64(len(b)), m.body)
+			if m.put {
+				media += n
+			}
+			m.body -= n
+			b = b[n:]
+			continue
+		}
+		m.head = append(m.head, b...)
+		i := bytes.Index(m.head, []byte("\r\n\r\n"))
+		if i < 0 {
+			if len(m.head) > 1<<20 { // not HTTP as expected: stop parsing
+				m.head = m.head[:0]
+			}
+			return media
+		}
+		hdr := string(m.head[:i])
+		b = append([]byte(nil), m.head[i+4:]...)
+		m.head = m.head[:0]
+		m.put = strings.HasPrefix(hdr, "PUT ")
+		m.body = 0
+		for line := range strings.SplitSeq(hdr, "\r\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(k), "Content-Length") {
+				m.body, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	return media
 }
