@@ -44,6 +44,10 @@ type InFlight struct {
 	BytesDone   int64   `json:"bytes_done"`
 	Rate        float64 `json:"rate_bytes_per_second"` // over the last few seconds
 	ETASeconds  float64 `json:"eta_seconds"`           // 0: unknown
+	// Error and NextAttempt: the destination's last attempt failed and
+	// it waits to be tried again (its siblings go on meanwhile).
+	Error       string     `json:"error,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 }
 
 // recentFailures is how many failed jobs status shows.
@@ -171,9 +175,14 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 				done = max(done, p.bytes.Load())
 				rate = p.rate(now)
 			}
-			st.InFlight = append(st.InFlight, InFlight{ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
+			inf := InFlight{ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
 				Destination: ds.Name, State: string(ds.State), Size: j.Size, BytesDone: done,
-				Rate: rate, ETASeconds: eta(j.Size, done, rate).Seconds()})
+				Rate: rate, ETASeconds: eta(j.Size, done, rate).Seconds(), Error: ds.Error}
+			if !ds.NextAttempt.IsZero() {
+				t := ds.NextAttempt
+				inf.NextAttempt = &t
+			}
+			st.InFlight = append(st.InFlight, inf)
 		}
 	}
 	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].ID < st.InFlight[b].ID })

@@ -99,6 +99,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// Each attribute once per line, however many layers (daemon,
+	// destination, platform) add the same key.
+	o.Logger = slog.New(dedupeAttrs(o.Logger.Handler()))
 	log := o.Logger
 	// A CLI reading the stopped daemon's database holds a shared lock for
 	// a moment: wait for it rather than refuse to start. Another daemon
@@ -178,6 +181,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup
+	wg.Go(func() { d.sweep(ctx) })
 	watchErr := make(chan error, 1)
 	wg.Go(func() { watchErr <- d.superviseWatcher(ctx, events) })
 	wg.Go(func() { d.ingest(ctx, events) })
