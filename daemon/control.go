@@ -99,6 +99,16 @@ func (d *Daemon) startControl() (*controlServer, error) {
 	}
 	gate := &peerGate{selfUID: uint32(os.Getuid()), sockGID: fi.Sys().(*syscall.Stat_t).Gid,
 		log: d.log.Warn, warned: map[uint32]bool{}}
+	srv := &http.Server{Handler: d.controlHandler(gate), ConnContext: gate.connContext,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second}
+	lim := newLimitListener(ln, gate.allows, gate.overCap)
+	go srv.Serve(lim)
+	return &controlServer{srv: srv, ln: ln}, nil
+}
+
+// controlHandler is the control API behind the peer check. A refused
+// peer's connection is closed after its 403.
+func (d *Daemon) controlHandler(gate *peerGate) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("GET /v1/jobs", d.handleList)
@@ -110,16 +120,14 @@ func (d *Daemon) startControl() (*controlServer, error) {
 	mux.HandleFunc("POST /v1/pause", d.handlePause(true))
 	mux.HandleFunc("POST /v1/resume", d.handlePause(false))
 	mux.HandleFunc("POST /v1/reload", d.handleReload)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := gate.check(r.Context()); err != nil {
+			w.Header().Set("Connection", "close")
 			writeErr(w, http.StatusForbidden, err)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnContext: gate.connContext}
-	go srv.Serve(ln)
-	return &controlServer{srv: srv, ln: ln}, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

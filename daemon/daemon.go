@@ -170,7 +170,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer msrv.Close()
-	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version))
+	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, true))
 	defer func() { d.notifier.Load().close() }()
 
 	known, err := d.recover(workCtx)
