@@ -36,9 +36,14 @@ func (d *Daemon) commit(ctx context.Context, id uint64, what string, fn func(*st
 	if err == nil {
 		return j, nil
 	}
-	if ctx.Err() == nil && !errors.Is(err, state.ErrNotFound) {
+	if ctx.Err() == nil && !errors.Is(err, state.ErrNotFound) && !errors.Is(err, state.ErrIllegalTransition) {
+		// (An illegal transition is a bug, not the disk: trying again
+		// would only repeat it.)
 		d.log.Error("cannot record "+what+"; will try again", "job", id, "err", err, "retry_in", commitRetry)
 		d.sched.pushAt(id, time.Now().Add(commitRetry))
+	}
+	if errors.Is(err, state.ErrIllegalTransition) {
+		d.log.Error("cannot record "+what, "job", id, "err", err)
 	}
 	return nil, &commitError{err}
 }
