@@ -1,8 +1,10 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -202,5 +204,112 @@ func TestWriteFailuresCountsRefusedCommits(t *testing.T) {
 	}
 	if n := s.WriteFailures(); n == 0 {
 		t.Fatal("WriteFailures after a failed commit = 0")
+	}
+}
+
+func TestPruneRemovesOldFinishedJobsOnly(t *testing.T) {
+	ctx := context.Background()
+	clk := newTestClock()
+	s := openTest(t, clk)
+	mk := func(rel string, to State) *Job {
+		j := newJob("f", rel, Queued)
+		if err := s.Create(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		if to == Queued {
+			return j
+		}
+		for _, st := range []State{Uploading, Moving, to} {
+			if to == Gone && st != Gone {
+				continue
+			}
+			var err error
+			if j, err = s.Update(ctx, j.ID, func(j *Job) error { j.State = st; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return j
+	}
+	// More than one prune batch, made in a few transactions.
+	var oldDone []*Job
+	for i := range pruneBatch + 200 {
+		oldDone = append(oldDone, newJob("f", fmt.Sprintf("old-%d.mp4", i), Queued))
+	}
+	if err := s.CreateMany(ctx, oldDone); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]uint64, len(oldDone))
+	for i, j := range oldDone {
+		ids[i] = j.ID
+	}
+	for _, st := range []State{Uploading, Moving, Done} {
+		if _, err := s.UpdateMany(ctx, ids, func(j *Job) error { j.State = st; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldFailed := mk("old-failed.mp4", Failed)
+	oldActive := mk("old-active.mp4", Queued)
+	cutoff := clk.Now()
+	newDone := mk("new.mp4", Done)
+
+	if _, err := s.Prune(ctx, cutoff, []State{Queued}); err == nil {
+		t.Fatal("Prune of queued jobs accepted")
+	}
+	n, err := s.Prune(ctx, cutoff, []State{Done, Gone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(oldDone) {
+		t.Fatalf("pruned %d, want %d", n, len(oldDone))
+	}
+	for _, j := range []*Job{oldFailed, oldActive, newDone} {
+		if _, err := s.Get(ctx, j.ID); err != nil {
+			t.Errorf("job %s (%s) is gone: %v", j.RelPath, j.State, err)
+		}
+	}
+	if _, err := s.Get(ctx, oldDone[0].ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old done job still there: %v", err)
+	}
+	counts, _ := s.Counts(ctx)
+	if counts["f"][Done] != 1 || counts["f"][Failed] != 1 || counts["f"][Queued] != 1 {
+		t.Errorf("counts after prune: %v", counts["f"])
+	}
+	if problems, err := s.Check(ctx); err != nil || len(problems) > 0 {
+		t.Fatalf("Check after prune: %v %v", problems, err)
+	}
+}
+
+func TestBackupIsAConsistentOpenableCopy(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, nil)
+	for i := range 50 {
+		if err := s.Create(ctx, newJob("f", fmt.Sprintf("a-%d.mp4", i), Queued)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	var size int64
+	n, err := s.Backup(ctx, &buf, func(sz int64) { size = sz })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != size || int64(buf.Len()) != n {
+		t.Fatalf("backup wrote %d bytes, announced %d, buffer %d", n, size, buf.Len())
+	}
+	path := filepath.Join(t.TempDir(), "copy.db")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open the backup: %v", err)
+	}
+	defer c.Close()
+	jobs, err := c.List(ctx, Filter{})
+	if err != nil || len(jobs) != 50 {
+		t.Fatalf("backup holds %d jobs (%v), want 50", len(jobs), err)
+	}
+	if problems, err := c.Check(ctx); err != nil || len(problems) > 0 {
+		t.Fatalf("Check of the backup: %v %v", problems, err)
 	}
 }
