@@ -120,6 +120,8 @@ func (d *Daemon) controlHandler(gate *peerGate) http.Handler {
 	mux.HandleFunc("POST /v1/pause", d.handlePause(true))
 	mux.HandleFunc("POST /v1/resume", d.handlePause(false))
 	mux.HandleFunc("POST /v1/reload", d.handleReload)
+	mux.HandleFunc("GET /v1/db/backup", d.handleBackup)
+	mux.HandleFunc("POST /v1/db/prune", d.handlePrune)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := gate.check(r.Context()); err != nil {
 			w.Header().Set("Connection", "close")

@@ -49,6 +49,9 @@ type Options struct {
 	// NotifyBackoff is the first delay between webhook tries (default 1s;
 	// tests shorten it).
 	NotifyBackoff time.Duration
+	// KeepDone, when positive, prunes done and gone jobs older than this
+	// from state.db once an hour (the keep_done setting). 0 keeps them all.
+	KeepDone time.Duration
 }
 
 // Daemon is a running watchfolder.
@@ -182,6 +185,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup
 	wg.Go(func() { d.sweep(ctx) })
+	if d.opts.KeepDone > 0 {
+		wg.Go(func() { d.pruneLoop(ctx, d.opts.KeepDone) })
+	}
 	watchErr := make(chan error, 1)
 	wg.Go(func() { watchErr <- d.superviseWatcher(ctx, events) })
 	wg.Go(func() { d.ingest(ctx, events) })

@@ -652,3 +652,70 @@ func TestDaemonRefusesEmptyStateDB(t *testing.T) {
 func parseTestConfig(text string) (*config.Config, error) {
 	return config.Parse([]byte(text), "test.toml")
 }
+
+func (h *harness) control() *http.Client {
+	sock := h.cfg.ControlSocket
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+}
+
+// Issue 12: an online backup through the control socket is a consistent,
+// openable copy; prune deletes finished jobs older than asked.
+func TestControlBackupAndPrune(t *testing.T) {
+	h := newHarness(t, hopts{})
+	writeFile(t, filepath.Join(h.inbox, "clip.mp4"), content("backup", 10<<10))
+	h.waitState(state.Done, 1, 20*time.Second)
+	c := h.control()
+	resp, err := c.Get("http://watchfolder/v1/db/backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || int64(len(body)) != resp.ContentLength {
+		t.Fatalf("backup: %d, %d bytes of %d, %v", resp.StatusCode, len(body), resp.ContentLength, err)
+	}
+	path := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(path, state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open backup: %v", err)
+	}
+	jobs, err := st.List(context.Background(), state.Filter{})
+	st.Close()
+	if err != nil || len(jobs) != 1 || jobs[0].State != state.Done {
+		t.Fatalf("backup holds %v (%v), want the done job", jobs, err)
+	}
+
+	resp, err = c.Post("http://watchfolder/v1/db/prune?older_than=1h", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"pruned": 0`) {
+		t.Fatalf("prune of nothing old: %d %s", resp.StatusCode, b)
+	}
+	time.Sleep(10 * time.Millisecond)
+	resp, err = c.Post("http://watchfolder/v1/db/prune?older_than=1ms&state=done", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"pruned": 1`) || len(h.jobs()) != 0 {
+		t.Fatalf("prune: %d %s, %d jobs left", resp.StatusCode, b, len(h.jobs()))
+	}
+	resp, err = c.Post("http://watchfolder/v1/db/prune?older_than=1ms&state=queued", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("prune of queued jobs: %d, want 400", resp.StatusCode)
+	}
+}
