@@ -329,6 +329,13 @@ func (d *Daemon) runDest(ctx context.Context, j *state.Job, src *uploader.Source
 			r.leave()
 		}
 	}()
+	// A destination still waiting for its next attempt (the job resumed
+	// for a sibling's, or after a restart) waits for it first.
+	if !ds.NextAttempt.IsZero() && time.Now().Before(ds.NextAttempt) && q == nil {
+		if active = r.wait(ctx, ds.NextAttempt); !active {
+			return nil
+		}
+	}
 	for {
 		err := d.deliverOne(ctx, j, src, rt, ds, q)
 		if err == nil || ctx.Err() != nil {
@@ -505,7 +512,7 @@ func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick
 			}
 			return nil
 		}
-		cur.Attempts++
+		// The job's attempts are its most tried destination's.
 		for _, ds := range cur.Destinations {
 			cur.Attempts = max(cur.Attempts, ds.Attempts)
 		}
