@@ -72,5 +72,5 @@ func TestStateDiskFullRecoversWithoutRestart(t *testing.T) {
 	enospc := strings.Count(s.logTail(1<<22), "no space left on device")
 	s.stop()
 	fig := s.verify(e)
-	t.Logf("disk full without restart: %d ENOSPC log lines, then %s", enospc, fig)
+	t.Logf("disk full: no restart, %d ENOSPC log lines, then %s", enospc, fig)
 }
