@@ -95,6 +95,10 @@ type progressKey struct {
 	dest string
 }
 
+// stateLockWait is how long the daemon waits for a lock another process
+// holds on state.db (a CLI reading it) before it gives up.
+const stateLockWait = 10 * time.Second
+
 // New opens the state store and builds destinations and the watcher. It
 // does not start anything; Run does.
 func New(ctx context.Context, o Options) (*Daemon, error) {
@@ -109,7 +113,12 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	// A CLI reading the stopped daemon's database holds a shared lock for
 	// a moment: wait for it rather than refuse to start. Another daemon
 	// holding it for good still fails, after this wait.
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"), state.Options{Timeout: 10 * time.Second})
+	dbPath := filepath.Join(cfg.StateDir, "state.db")
+	store, err := state.Open(dbPath, state.Options{})
+	if errors.Is(err, state.ErrLocked) {
+		log.Warn("state database is locked by another process; waiting for it", "err", err, "wait", stateLockWait)
+		store, err = state.Open(dbPath, state.Options{Timeout: stateLockWait})
+	}
 	if err != nil {
 		return nil, err
 	}

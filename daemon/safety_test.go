@@ -19,6 +19,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/internal/testenv"
@@ -717,5 +718,24 @@ func TestControlBackupAndPrune(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("prune of queued jobs: %d, want 400", resp.StatusCode)
+	}
+}
+
+// #18: a reader holding state.db (a CLI paging its output) makes the
+// daemon wait for it with a clear message, not refuse to start.
+func TestDaemonWaitsForAReaderHoldingTheDatabase(t *testing.T) {
+	h := newHarness(t, hopts{})
+	h.stop()
+	r, err := bolt.Open(filepath.Join(h.dir, "state", "state.db"), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		r.Close()
+	}()
+	h.start() // fails the test if New gives up
+	if !strings.Contains(h.logs.String(), "state database is locked by another process; waiting for it") {
+		t.Errorf("no message while waiting for the lock:\n%s", tail(h.logs.String(), 10))
 	}
 }

@@ -766,7 +766,7 @@ func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	promoted := false
-	_, err = s.d.store.Update(ctx, s.id, func(j *state.Job) error {
+	_, err = s.d.commit(ctx, s.id, "upload checkpoint of "+s.dest, func(j *state.Job) error {
 		ds := j.Dest(s.dest)
 		if ds == nil {
 			return fmt.Errorf("job %d has no destination %s", s.id, s.dest)
