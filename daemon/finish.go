@@ -15,6 +15,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/watcher"
 )
 
 // moveRetry is how long a job waits in moving after a failed move (an
@@ -576,4 +577,69 @@ func receipt(j *state.Job, now time.Time) []byte {
 	}
 	out, _ := json.MarshalIndent(r, "", "  ")
 	return append(out, '\n')
+}
+
+// badNameReason is written beside a file whose name cannot become a job.
+const badNameReason = `watchfolder could not deliver this file.
+
+File:        %s (folder %q)
+Size:        %d bytes
+Failed:      %s
+Reason:      the file name is not valid UTF-8. Object keys, platform titles
+             and the job database all need UTF-8 names, and no name can be
+             made from this one without guessing its encoding.
+
+To try again: rename the file to a UTF-8 name (for example with
+convmv -f latin1 -t utf8 --notest), then move it back into the watched folder.
+`
+
+// rejectBadName files a ready file whose name is not valid UTF-8 straight
+// into failed_dir with a reason file: it can never be a job (jobs, keys
+// and titles are UTF-8), and left in the folder it would sit there
+// unexplained. There is no job, so the move is the record; it is synced.
+// It reports whether ev was such a file (handled or still waiting).
+func (d *Daemon) rejectBadName(ev watcher.Event) bool {
+	if utf8.ValidString(ev.RelPath) {
+		return false
+	}
+	if ev.Kind != watcher.Ready {
+		return true // not finished yet; it is filed once it is
+	}
+	f := d.rt.Load().folders[ev.Folder]
+	if f == nil {
+		return true
+	}
+	root := filingRoot(f.Path, f.FailedDir)
+	also := companions(true, false, false)
+	err := func() error {
+		target, err := mover.PlanWith(f.FailedDir, ev.RelPath, also)
+		if err != nil {
+			return err
+		}
+		rel := strings.ToValidUTF8(ev.RelPath, "\uFFFD")
+		reason := fmt.Sprintf(badNameReason, rel, f.Name, ev.Info.Size, time.Now().UTC().Format(time.RFC3339))
+		// The reason first: a crash then leaves the file in the folder
+		// (and it is filed again), never in failed/ without a reason.
+		if err := mover.WriteNew(root, CompanionPath(target, ReasonSuffix), []byte(reason), 0o644, true); err != nil {
+			return err
+		}
+		dir, err := mover.MoveBelow(f.Path, ev.Path, root, target)
+		if err != nil {
+			return err
+		}
+		if dir != "" {
+			if err := mover.SyncDir(dir); err != nil {
+				return err
+			}
+		}
+		mover.PruneEmpty(f.Path, filepath.Dir(ev.Path))
+		d.log.Error("file name is not valid UTF-8; moved to failed (rename it and move it back)",
+			"folder", f.Name, "path", strings.ToValidUTF8(ev.Path, "\uFFFD"), "to", strings.ToValidUTF8(target, "\uFFFD"))
+		return nil
+	}()
+	if err != nil {
+		d.log.Error("file name is not valid UTF-8 and it could not be moved to failed; rename it",
+			"folder", f.Name, "path", strings.ToValidUTF8(ev.Path, "\uFFFD"), "err", err)
+	}
+	return true
 }
