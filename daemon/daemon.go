@@ -165,6 +165,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.store.Close()
 	cfg := d.Config()
 	d.makeDirs(cfg)
+	unlock, err := lockFolders(cfg.Folders, d.log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	// workCtx outlives ctx by a grace period so uploads can commit.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))

@@ -120,6 +120,9 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[ui
 	if !ok {
 		return nil, nil // a folder removed by a reload; its old watcher is stopping
 	}
+	if d.rejectBadName(ev) {
+		return nil, nil
+	}
 	if _, claimed := d.claims.Load(claimKey(ev.Folder, ev.RelPath)); claimed {
 		return nil, nil // a retry is moving this file back for its old job
 	}

@@ -39,6 +39,7 @@ func watcherFolders(cfg *config.Config) []watcher.Folder {
 			Name: f.Name, Path: f.Path, Skip: []string{f.ProcessedDir, f.FailedDir},
 			Include: f.Include, Exclude: f.Exclude,
 			StableAfter: f.StableAfter, RescanInterval: f.RescanInterval,
+			Sidecars: f.Sidecar != "ignore",
 		})
 	}
 	return wf
