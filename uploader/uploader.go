@@ -25,6 +25,10 @@ type Source struct {
 	Device  uint64
 	Found   time.Time // when the job was created; drives {yyyy} {mm} {dd}
 	Meta    Metadata
+	// Duration is the media's play length when a prober read it from the
+	// container; 0 means unknown. Platforms with a minimum length (JW
+	// refuses media shorter than 2 s) check it before creating anything.
+	Duration time.Duration
 }
 
 // Metadata is the sidecar (<stem>.json) content, or what is derived from the
