@@ -30,6 +30,9 @@ type S3Options struct {
 	SecretAccessKey string
 	SessionToken    string
 	Profile         string
+	// Anonymous sends unsigned requests (buckets that grant writes by
+	// policy); no credentials are looked up.
+	Anonymous bool
 
 	ACL                string // private, public-read, ...; empty: bucket default
 	ContentType        string // empty: by extension
@@ -142,6 +145,8 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		lopts = append(lopts, config.WithRegion(opts.Region))
 	}
 	switch {
+	case opts.Anonymous:
+		lopts = append(lopts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
 	case opts.AccessKeyID != "":
 		lopts = append(lopts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken)))
