@@ -242,7 +242,7 @@ func TestRegister(t *testing.T) {
 		minElapsed time.Duration
 	}{
 		{name: "happy path numeric id", meta: meta},
-		{name: "string id, no metadata", idAsString: true},
+		{name: "string id, no metadata: title from the file name", idAsString: true},
 		{name: "429 with Retry-After then success", script: []int{429}, retryAfter: "1", meta: meta, minElapsed: time.Second},
 		{name: "5xx burst then success", script: []int{500, 502, 503}, meta: meta},
 		{name: "wrong secret", secret: "not-the-secret", wantErr: "HTTP 401", permanent: true},
@@ -296,8 +296,9 @@ func TestRegister(t *testing.T) {
 			}
 			upd, hasUpd := e.fake.updates[1001]
 			if tt.meta.Title == "" {
-				if hasUpd {
-					t.Errorf("PUT without metadata: %v", upd)
+				// Not the suffixed unique object name.
+				if !hasUpd || upd["title"] != "evening news" || len(upd) != 1 {
+					t.Errorf("update = %v, want the original file name as title", upd)
 				}
 			} else {
 				if !hasUpd || upd["title"] != "Evening news" || upd["description"] != "d" || fmt.Sprint(upd["tags"]) != "[news evening]" {
@@ -311,6 +312,29 @@ func TestRegister(t *testing.T) {
 				t.Errorf("fake clips = %v", e.fake.clips)
 			}
 		})
+	}
+}
+
+// TestSecretForms: the official SDKs take the secret as "<id>-<hex>".
+func TestSecretForms(t *testing.T) {
+	tests := []struct{ id, secret string }{
+		{testKeyID, testSecret},
+		{"", testKeyID + "-" + testSecret},
+		{testKeyID, testKeyID + "-" + testSecret},
+	}
+	for _, tt := range tests {
+		e := setup(t)
+		o := e.options(t, placeholder)
+		o.APIKeyID, o.APISecret = tt.id, tt.secret
+		d, err := New(o)
+		if err != nil {
+			t.Fatalf("New(%q, secret form %d): %v", tt.id, len(tt.secret), err)
+		}
+		src := writeSource(t, "s.mp4", 100, uploader.Metadata{})
+		cp := e.registered(t, src)
+		if err := d.Register(ctxT(t), src, cp, &memSession{}); err != nil {
+			t.Errorf("id %q: Register: %v", tt.id, err)
+		}
 	}
 }
 
