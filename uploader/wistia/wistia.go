@@ -19,7 +19,8 @@
 //   - Idempotency. s3_copy is not idempotent. Before the first call the
 //     checkpoint is marked (Extra["copy_requested"]) and saved; every later
 //     try (after a crash, a 5xx, a malformed answer, a 429) first lists
-//     GET {api_url}/v1/medias.json?name=<name>[&project_id=] and adopts a
+//     GET {api_url}/v1/medias.json?name=<name> (name is a documented filter
+//     of Medias#list, an exact match; nothing else is sent) and adopts a
 //     media whose name matches exactly. To make that name a safe handle the
 //     media is created under "<title> [wf-<10 hex>]", the hex being derived
 //     from the job (folder, relpath, job id, found time) and kept in
@@ -28,6 +29,10 @@
 //     "name"); a permanent failure of that rename is logged, not fatal.
 //     Remaining gap: if Wistia's list lags behind the s3_copy answer, a
 //     crash in that window can still duplicate.
+//   - Names are at most 255 characters (Wistia's limit for a media name;
+//     the exact limit is unverified, so the conservative reading counts
+//     bytes): a longer title is cut at a rune boundary, deterministically,
+//     before the handle suffix, so a retry computes the same handle.
 //   - Title: sidecar title, else the file name without extension.
 //     Description: sidecar description, else Options.Description. Project:
 //     sidecar "platform": {"wistia": {"project_id": ...}} (string or
@@ -48,6 +53,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 	"github.com/watchfolder/watchfolder/uploader"
@@ -167,11 +173,8 @@ func (d *Destination) mediaURL(hashedID string) string {
 	return d.o.APIURL + "/v1/medias/" + url.PathEscape(hashedID) + ".json"
 }
 
-func (d *Destination) listByNameURL(name, projectID string) string {
+func (d *Destination) listByNameURL(name string) string {
 	q := url.Values{"name": {name}}
-	if projectID != "" {
-		q.Set("project_id", projectID)
-	}
 	return d.o.APIURL + "/v1/medias.json?" + q.Encode()
 }
 
@@ -274,7 +277,27 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 func handleName(src *uploader.Source, title string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", src.Folder, src.RelPath, src.JobID, src.Found.UnixNano())
-	return fmt.Sprintf("%s [wf-%s]", title, hex.EncodeToString(h.Sum(nil))[:10])
+	suffix := " [wf-" + hex.EncodeToString(h.Sum(nil))[:10] + "]"
+	return shorten(title, maxName-len(suffix)) + suffix
+}
+
+// maxName is the longest media name sent (Wistia: 255 characters).
+const maxName = 255
+
+// shorten cuts s to at most n bytes at a rune boundary.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := 0
+	for cut < len(s) {
+		_, w := utf8.DecodeRuneInString(s[cut:])
+		if cut+w > n {
+			break
+		}
+		cut += w
+	}
+	return strings.TrimSpace(s[:cut])
 }
 
 func (d *Destination) copyIn(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, title, projectID string) error {
@@ -357,7 +380,7 @@ func (d *Destination) findByName(ctx context.Context, src *uploader.Source, name
 	var list []media
 	_, err := uploader.DoAPI(ctx, d.o.HTTPClient, uploader.Call{
 		Op:     fmt.Sprintf("wistia %q: %s: list medias by name", d.o.Name, src.RelPath),
-		Method: http.MethodGet, URL: d.listByNameURL(name, projectID),
+		Method: http.MethodGet, URL: d.listByNameURL(name),
 		Header: d.auth(nil), Out: &list,
 	})
 	if err != nil {
@@ -445,6 +468,7 @@ func (d *Destination) sidecar(src *uploader.Source) (title, projectID string, er
 		base := path.Base(src.RelPath)
 		title = strings.TrimSuffix(base, path.Ext(base))
 	}
+	title = shorten(title, maxName)
 	projectID = d.o.ProjectID
 	raw, ok := src.Meta.Platform["wistia"]
 	if !ok {

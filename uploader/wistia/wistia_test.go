@@ -16,6 +16,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -84,6 +85,16 @@ func (f *fakeWistia) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/s3_copy":
 		f.s3Copy(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/medias.json":
+		// Medias#list documents name (exact match), type, tags,
+		// hashed_ids, paging and sorting; anything else is not a filter.
+		for k := range r.URL.Query() {
+			switch k {
+			case "name", "type", "tags", "hashed_ids", "hashed_ids[]", "page", "per_page", "sort_by", "sort_direction":
+			default:
+				f.violation(w, http.StatusBadRequest, "list filter %q is not documented", k)
+				return
+			}
+		}
 		var out []map[string]any
 		for _, m := range f.medias {
 			if m.Name != r.URL.Query().Get("name") {
@@ -113,8 +124,8 @@ func (f *fakeWistia) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			out["status"] = st
 			writeJSON(w, out)
 		case http.MethodPut:
-			if err := r.ParseForm(); err != nil || r.PostForm.Get("name") == "" {
-				f.violation(w, http.StatusBadRequest, "rename without a form name")
+			if err := r.ParseForm(); err != nil || r.PostForm.Get("name") == "" || len(r.PostForm.Get("name")) > 255 {
+				f.violation(w, http.StatusBadRequest, "rename without a valid form name")
 				return
 			}
 			m.Name = r.PostForm.Get("name")
@@ -151,6 +162,9 @@ func (f *fakeWistia) s3Copy(w http.ResponseWriter, r *http.Request) {
 		return
 	case p.Get("name") == "":
 		f.violation(w, http.StatusBadRequest, "no name")
+		return
+	case len(p.Get("name")) > 255:
+		f.violation(w, http.StatusBadRequest, "name longer than 255 characters")
 		return
 	}
 	if _, err := f.s3.HeadObject(r.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
@@ -522,5 +536,42 @@ func TestUploadAndRegister(t *testing.T) {
 	medias, _, bad := f.snapshot()
 	if len(bad) > 0 || len(medias) != 1 || s.last().VendorID != medias[0].HashedID || medias[0].Name != "clip one" {
 		t.Fatalf("medias %+v, violations %q, cp %+v", medias, bad, s.last())
+	}
+}
+
+// TestLongName: a title over 255 characters is shortened the same way on
+// every try (the name is the recovery handle), within Wistia's limit.
+func TestLongName(t *testing.T) {
+	long := strings.Repeat("é", 200) // 400 bytes
+	src := &uploader.Source{Folder: "f", RelPath: "a.mp4", JobID: 3, Found: time.Unix(1, 0), Meta: uploader.Metadata{Title: long}}
+	a, b := handleName(src, shorten(long, maxName)), handleName(src, shorten(long, maxName))
+	if a != b || len(a) > 255 || !utf8.ValidString(a) || !strings.HasSuffix(a, "]") {
+		t.Fatalf("handle %q (%d bytes), second try %q", a, len(a), b)
+	}
+
+	bucket := newBucket(t)
+	f, srv := newFakeWistia(t, bucket, "")
+	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
+		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
+	}, uploader.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDest(t, srv, eng, nil)
+	src = testSource(t, strings.Repeat("x", 240)+".mp4", uploader.Metadata{Title: long})
+	cp := &uploader.Checkpoint{}
+	s := &memSession{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Upload(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Register(ctx, src, cp, s); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	medias, _, bad := f.snapshot()
+	if len(bad) > 0 || len(medias) != 1 || len(medias[0].Name) > 255 {
+		t.Fatalf("medias %+v, violations %q", medias, bad)
 	}
 }
