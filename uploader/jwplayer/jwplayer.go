@@ -217,7 +217,7 @@ func New(o Options) (*Destination, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	d.log = d.log.With("destination", o.Name, "type", Type)
+	d.log = d.log.With("type", Type)
 	if d.now == nil {
 		d.now = time.Now
 	}

@@ -152,7 +152,7 @@ func New(o Options) (*Destination, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Destination{o: o, log: log.With("destination", o.Name, "type", "skylark")}, nil
+	return &Destination{o: o, log: log.With("type", "skylark")}, nil
 }
 
 // Name returns the configured destination name.

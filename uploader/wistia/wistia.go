@@ -144,7 +144,7 @@ func New(o Options) (*Destination, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("destination", o.Name, "type", "wistia")
+	log = log.With("type", "wistia")
 	return &Destination{o: o, log: log, copyBackoff: 500 * time.Millisecond, copyTries: 6}, nil
 }
 
