@@ -589,7 +589,8 @@ metadata = { project = "news \"quoted\"", "x.y" = "z" }
 		cc.Path, cc.warnings, cc.mode = "", nil, 0
 		cc.Notify = append([]Notify(nil), c.Notify...)
 		for i := range cc.Notify {
-			cc.Notify[i].Secret = Secret{}
+			// Secrets and hook URLs (tokens in their paths) are redacted.
+			cc.Notify[i].Secret, cc.Notify[i].URL = Secret{}, ""
 		}
 		cc.Destinations = nil
 		return &cc

@@ -77,7 +77,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")
-		e.str("url", redactQuery(n.URL))
+		e.str("url", redactURL(n.URL))
 		e.list("events", n.Events)
 		e.secret("secret", n.Secret)
 		e.dur("timeout", n.Timeout)
@@ -230,12 +230,15 @@ func tomlKey(k string) string {
 	return k
 }
 
-// redactQuery hides a URL's query, where webhook services put tokens.
-func redactQuery(s string) string {
+// redactURL keeps a webhook URL's scheme and host only: Slack-style hooks
+// carry their token in the path, others in the query.
+func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.RawQuery == "" {
+	if err != nil {
+		return "[redacted]"
+	}
+	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
 		return s
 	}
-	u.RawQuery = "redacted"
-	return u.String()
+	return u.Scheme + "://" + u.Host + "/[redacted]"
 }

@@ -53,7 +53,7 @@ func load(path string, skipSecrets bool) (*Config, error) {
 	if fi.IsDir() {
 		return nil, fmt.Errorf("config %s: is a directory", path)
 	}
-	data, err := io.ReadAll(f)
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -70,6 +70,9 @@ func load(path string, skipSecrets bool) (*Config, error) {
 func Parse(data []byte, name string) (*Config, error) { return parse(data, name, false) }
 
 func parse(data []byte, name string, skipSecrets bool) (*Config, error) {
+	if err := checkShape(data); err != nil {
+		return nil, &Error{File: name, Problems: []error{err}}
+	}
 	var doc map[string]any
 	if _, err := toml.Decode(string(data), &doc); err != nil {
 		var pe toml.ParseError
@@ -310,6 +313,16 @@ func buildFolder(t *table.Table, dests *table.Table) Folder {
 		}
 		if f.FailedDir == f.Path {
 			t.Errf("failed_dir", "must differ from path: the folder's own files would be moved onto themselves")
+		}
+	}
+	if f.Path != "" {
+		for _, k := range []struct{ key, dir string }{{"processed_dir", f.ProcessedDir}, {"failed_dir", f.FailedDir}} {
+			if k.dir == f.Path {
+				continue // reported above
+			}
+			if err := checkFiledDir(f.Path, k.dir); err != nil {
+				t.Errf(k.key, "%v", err)
+			}
 		}
 	}
 	if f.ProcessedDir != "" && f.ProcessedDir == f.FailedDir {
