@@ -15,13 +15,12 @@ import (
 // destination type builds itself from the settings its own declaration
 // read (uploader.DestinationType); this file knows no type.
 func buildDestinations(ctx context.Context, cfg *config.Config, lim *uploader.Limiter, log *slog.Logger) (map[string]uploader.Destination, error) {
-	eng := uploader.EngineOptions{
+	transfer := uploader.Transfer{
 		PartSize:           cfg.Upload.PartSize,
 		Concurrency:        cfg.Upload.Concurrency,
 		MultipartThreshold: cfg.Upload.MultipartThreshold,
 		MaxFiles:           cfg.Upload.MaxFiles,
 		Limiter:            lim,
-		Logger:             log,
 	}
 	// Platform API calls are small JSON requests: bound them so a
 	// half-open connection cannot hang a worker.
@@ -32,7 +31,7 @@ func buildDestinations(ctx context.Context, cfg *config.Config, lim *uploader.Li
 			return nil, fmt.Errorf("destination %s: unknown type %q", name, dc.Type)
 		}
 		d, err := dc.Settings.Build(ctx, uploader.BuildEnv{
-			Name: name, Engine: eng, APIClient: apiClient, Logger: log.With("destination", name),
+			Name: name, Transfer: transfer, APIClient: apiClient, Logger: log.With("destination", name),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("destination %s: %w", name, err)

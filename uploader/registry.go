@@ -43,8 +43,8 @@ type Field struct {
 
 // BuildEnv is what every destination gets from the daemon.
 type BuildEnv struct {
-	Name   string        // the destination's name in the config
-	Engine EngineOptions // [upload] settings, limiter, logger
+	Name     string   // the destination's name in the config
+	Transfer Transfer // [upload] settings and the shared bandwidth limiter
 	// APIClient is for platform API calls (small JSON requests, bounded).
 	APIClient *http.Client
 	Logger    *slog.Logger // already carries the destination's name
@@ -59,3 +59,16 @@ func Lookup(fields []Field, key string) (any, bool) {
 	}
 	return nil, false
 }
+
+// Transfer holds the [upload] settings every destination shares.
+type Transfer struct {
+	PartSize           int64 // multipart part size
+	Concurrency        int   // parts in flight per file
+	MultipartThreshold int64 // single PUT below this size (S3 engine)
+	MaxFiles           int   // files in flight, all folders together
+	Limiter            *Limiter
+}
+
+// LimiterChunk bounds one Read through a limited reader (see Limiter); the
+// S3 engine cuts its part bodies the same way.
+const LimiterChunk = limiterChunk

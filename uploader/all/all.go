@@ -6,6 +6,7 @@ import (
 	"github.com/watchfolder/watchfolder/uploader"
 	"github.com/watchfolder/watchfolder/uploader/bluebillywig"
 	"github.com/watchfolder/watchfolder/uploader/jwplayer"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 	"github.com/watchfolder/watchfolder/uploader/skylark"
 	"github.com/watchfolder/watchfolder/uploader/wistia"
 )
@@ -13,7 +14,7 @@ import (
 // Types returns the destination types, in the order `check` lists them.
 func Types() []uploader.DestinationType {
 	return []uploader.DestinationType{
-		uploader.DeclareS3(),
+		s3engine.DeclareS3(),
 		bluebillywig.Declare(),
 		jwplayer.Declare(),
 		wistia.Declare(),

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Type is the destination type name used in the configuration.
@@ -80,7 +81,7 @@ type Options struct {
 	APIURL          string        // default https://<publication>.bbvms.com
 	PollInterval    time.Duration // default 10s
 	RegisterTimeout time.Duration // default 30m
-	S3              *uploader.S3  // engine for the publication's bucket
+	S3              *s3engine.S3  // engine for the publication's bucket
 	HTTPClient      *http.Client  // nil: a client with timeouts
 	Logger          *slog.Logger
 	Now             func() time.Time // nil: time.Now
@@ -173,7 +174,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	}
 	key := objectKey(d.o.Account, name)
 	setExtra(cp, "sourceid", sourceID)
-	in := uploader.PutInput{Key: key, ACL: "public-read"}
+	in := s3engine.PutInput{Key: key, ACL: "public-read"}
 	if err := d.o.S3.Put(ctx, src, in, cp, s); err != nil {
 		return fmt.Errorf("bluebillywig: upload %s to s3://%s/%s: %w", src.Path, d.o.S3.Bucket(), key, err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 var minio *testenv.MinIO
@@ -51,7 +52,7 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func (e *env) options(t *testing.T, engine *uploader.S3) Options {
+func (e *env) options(t *testing.T, engine *s3engine.S3) Options {
 	return Options{
 		Name: "bb", Publication: "demo", Account: e.account, APIKeyID: testKeyID, APISecret: testSecret,
 		APIURL: e.fake.srv.URL, PollInterval: 5 * time.Millisecond, RegisterTimeout: 10 * time.Second,
@@ -60,12 +61,12 @@ func (e *env) options(t *testing.T, engine *uploader.S3) Options {
 }
 
 // engine builds the real transfer engine pointed at the recording proxy.
-func (e *env) engine(t *testing.T) *uploader.S3 {
+func (e *env) engine(t *testing.T) *s3engine.S3 {
 	t.Helper()
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: e.bucket, Region: minio.Region, Endpoint: e.proxy.srv.URL, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
+	}, s3engine.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -73,7 +74,7 @@ func (e *env) engine(t *testing.T) *uploader.S3 {
 }
 
 // placeholder is an engine value for tests that never reach S3 (Register only).
-var placeholder = &uploader.S3{}
+var placeholder = &s3engine.S3{}
 
 // putDirect writes the object the way Upload would (ACL public-read), without
 // the engine, so Register can be tested on its own.
@@ -359,7 +360,7 @@ func TestRegisterFilterIgnoredIsError(t *testing.T) {
 func TestRegisterTimeout(t *testing.T) {
 	e := setup(t)
 	o := e.options(t, placeholder)
-	o.RegisterTimeout = 150 * time.Millisecond
+	o.RegisterTimeout = 500 * time.Millisecond
 	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +370,7 @@ func TestRegisterTimeout(t *testing.T) {
 	cp := &uploader.Checkpoint{Uploaded: true, Extra: map[string]string{"sourceid": strings.TrimSuffix(name, ".mp4")}}
 	start := time.Now()
 	err = d.Register(ctxT(t), src, cp, &memSession{})
-	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 150ms"
+	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 500ms"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want containing %q", err, want)
 	}

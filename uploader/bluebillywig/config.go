@@ -8,6 +8,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config/table"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 var (
@@ -25,7 +26,7 @@ type settings struct {
 	publication, account, keyID, apiURL string
 	secret                              table.Secret
 	timeout, poll                       time.Duration
-	s3                                  uploader.S3Settings
+	s3                                  s3engine.S3Settings
 }
 
 func decode(t *table.Table) uploader.Settings {
@@ -69,7 +70,7 @@ func decode(t *table.Table) uploader.Settings {
 	}
 	s.apiURL = t.URL("api_url", def)
 	s.timeout, s.poll = t.Timing(defaultRegisterTimeout, defaultPollInterval)
-	s.s3 = uploader.DecodeS3(t, uploader.S3Keys{BucketOptional: true,
+	s.s3 = s3engine.DecodeS3(t, s3engine.S3Keys{BucketOptional: true,
 		NoKeyReason: "not a key of type bluebillywig: the platform fixes the object key (upload/<account>/<name>)"})
 	if s.s3.Options.Bucket == "" && s.publication != "" {
 		s.s3.Options.Bucket = "mm." + s.publication + ".bbvms.com"

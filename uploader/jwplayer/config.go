@@ -84,7 +84,7 @@ func (s *settings) Build(ctx context.Context, env uploader.BuildEnv) (uploader.D
 		Name: env.Name, API: s.api, SiteID: s.siteID, APIKey: s.apiKey,
 		APISecret: s.secret.Value(), APIURL: s.apiURL, UploadURL: s.uploadURL,
 		WaitFor: s.waitFor, PollInterval: s.poll, RegisterTimeout: s.timeout,
-		PartSize: env.Engine.PartSize, Concurrency: env.Engine.Concurrency,
+		PartSize: env.Transfer.PartSize, Concurrency: env.Transfer.Concurrency,
 		MultipartThreshold: s.threshold, Logger: env.Logger,
 	})
 }

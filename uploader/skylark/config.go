@@ -7,6 +7,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config/table"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Declare declares the "skylark" destination type: its keys, defaults,
@@ -19,11 +20,11 @@ type settings struct {
 	apiURL, waitFor string
 	token           table.Secret
 	timeout, poll   time.Duration
-	s3              uploader.S3Settings
+	s3              s3engine.S3Settings
 }
 
 func decode(t *table.Table) uploader.Settings {
-	s := &settings{s3: uploader.DecodeS3(t, uploader.S3Keys{KeyTemplate: DefaultKeyTemplate})}
+	s := &settings{s3: s3engine.DecodeS3(t, s3engine.S3Keys{KeyTemplate: DefaultKeyTemplate})}
 	// Skylark ingests what is dropped at the bucket root (the documented
 	// `aws s3 cp my-video.mp4 <bucket>`); an object under a prefix may
 	// never be picked up, and the job would wait for processed/ in vain.

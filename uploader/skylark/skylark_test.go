@@ -19,6 +19,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 	"github.com/watchfolder/watchfolder/uploader/skylark/skylarktest"
 )
 
@@ -57,12 +58,12 @@ func newBucket(t *testing.T) string {
 	return name
 }
 
-func newEngine(t *testing.T, bucket string) *uploader.S3 {
+func newEngine(t *testing.T, bucket string) *s3engine.S3 {
 	t.Helper()
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{})
+	}, s3engine.EngineOptions{})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -211,7 +212,7 @@ func TestMalformedSidecar(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// The engine is never reached: a zero S3 would panic if it were.
-			d, err := New(Options{Name: "sky", S3: new(uploader.S3)})
+			d, err := New(Options{Name: "sky", S3: new(s3engine.S3)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -233,11 +234,11 @@ func TestNewValidates(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"defaults", Options{Name: "s", S3: new(uploader.S3)}, ""},
+		{"defaults", Options{Name: "s", S3: new(s3engine.S3)}, ""},
 		{"no s3", Options{Name: "s"}, "S3"},
-		{"bad wait", Options{Name: "s", S3: new(uploader.S3), WaitFor: "ready"}, "wait_for"},
-		{"api without token", Options{Name: "s", S3: new(uploader.S3), APIURL: "https://api.example"}, "token"},
-		{"into processed", Options{Name: "s", S3: new(uploader.S3), KeyTemplate: "processed/{name}"}, "processed/"},
+		{"bad wait", Options{Name: "s", S3: new(s3engine.S3), WaitFor: "ready"}, "wait_for"},
+		{"api without token", Options{Name: "s", S3: new(s3engine.S3), APIURL: "https://api.example"}, "token"},
+		{"into processed", Options{Name: "s", S3: new(s3engine.S3), KeyTemplate: "processed/{name}"}, "processed/"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

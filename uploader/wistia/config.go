@@ -6,6 +6,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config/table"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Declare declares the "wistia" destination type: its keys, defaults,
@@ -19,12 +20,12 @@ type settings struct {
 	uploadURL, apiURL, project, contact string
 	description, waitFor                string
 	timeout, poll                       time.Duration
-	s3                                  uploader.S3Settings
+	s3                                  s3engine.S3Settings
 }
 
 func decode(t *table.Table) uploader.Settings {
 	s := &settings{
-		s3:        uploader.DecodeS3(t, uploader.S3Keys{KeyTemplate: uploader.DefaultKeyTemplate}),
+		s3:        s3engine.DecodeS3(t, s3engine.S3Keys{KeyTemplate: s3engine.DefaultKeyTemplate}),
 		token:     t.Required("token"),
 		uploadURL: t.URL("upload_url", DefaultUploadURL),
 		apiURL:    t.URL("api_url", DefaultAPIURL),

@@ -57,6 +57,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Defaults for Options.
@@ -88,7 +89,7 @@ type Options struct {
 	RegisterTimeout time.Duration // default 2h
 	KeyTemplate     string        // object key in the customer's bucket (keytmpl syntax)
 	Region          string        // bucket region sent to s3_copy (omitted when us-east-1/empty)
-	S3              *uploader.S3  // engine for the customer's bucket
+	S3              *s3engine.S3  // engine for the customer's bucket
 	HTTPClient      *http.Client
 	Logger          *slog.Logger
 }
@@ -214,7 +215,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return uploader.Permanent(fmt.Errorf("wistia %q: %s: key: %w", d.o.Name, src.RelPath, err))
 		}
 	}
-	if err := d.o.S3.Put(ctx, src, uploader.PutInput{Key: key}, cp, s); err != nil {
+	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key}, cp, s); err != nil {
 		return fmt.Errorf("wistia %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {

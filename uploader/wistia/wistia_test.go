@@ -23,6 +23,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 var minio *testenv.MinIO
@@ -301,7 +302,7 @@ func testSource(t *testing.T, rel string, meta uploader.Metadata) *uploader.Sour
 		Found: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Meta: meta}
 }
 
-func newDest(t *testing.T, srv *httptest.Server, eng *uploader.S3, mod func(*Options)) *Destination {
+func newDest(t *testing.T, srv *httptest.Server, eng *s3engine.S3, mod func(*Options)) *Destination {
 	t.Helper()
 	o := Options{Name: "wis", Token: token, UploadURL: srv.URL, APIURL: srv.URL, KeyTemplate: "{folder}/{relpath}",
 		S3: eng, PollInterval: 5 * time.Millisecond, RegisterTimeout: 5 * time.Second, HTTPClient: srv.Client(),
@@ -333,7 +334,7 @@ func registerOnly(t *testing.T, region string) (*fakeWistia, *httptest.Server, *
 // ---- tests ----
 
 func TestNewValidates(t *testing.T) {
-	ok := Options{Name: "w", Token: "t", KeyTemplate: "{name}", S3: new(uploader.S3)}
+	ok := Options{Name: "w", Token: "t", KeyTemplate: "{name}", S3: new(s3engine.S3)}
 	cases := []struct {
 		name string
 		mod  func(*Options)
@@ -403,7 +404,7 @@ func TestRegisterPlatform(t *testing.T) {
 			if c.statuses != nil {
 				f.statuses = c.statuses
 			}
-			d := newDest(t, srv, new(uploader.S3), func(o *Options) {
+			d := newDest(t, srv, new(s3engine.S3), func(o *Options) {
 				o.Region, o.WaitFor = c.region, c.waitFor
 				if c.token != "" {
 					o.Token = c.token
@@ -467,7 +468,7 @@ func TestRegisterPlatform(t *testing.T) {
 // never committed; the next Register must adopt, not copy again.
 func TestCrashBetweenCopyAndCommit(t *testing.T) {
 	f, srv, cp := registerOnly(t, "")
-	d := newDest(t, srv, new(uploader.S3), nil)
+	d := newDest(t, srv, new(s3engine.S3), nil)
 	src := testSource(t, "clip.mp4", uploader.Metadata{Description: "desc"})
 	crash := errors.New("power cut")
 	s := &memSession{fail: func(cp *uploader.Checkpoint) error {
@@ -506,10 +507,10 @@ func TestCrashBetweenCopyAndCommit(t *testing.T) {
 func TestUploadAndRegister(t *testing.T) {
 	bucket := newBucket(t)
 	f, srv := newFakeWistia(t, bucket, "")
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{})
+	}, s3engine.EngineOptions{})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -551,10 +552,10 @@ func TestLongName(t *testing.T) {
 
 	bucket := newBucket(t)
 	f, srv := newFakeWistia(t, bucket, "")
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{})
+	}, s3engine.EngineOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

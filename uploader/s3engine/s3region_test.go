@@ -1,8 +1,9 @@
-package uploader
+package s3engine
 
 import (
 	"context"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -83,7 +84,7 @@ func TestAnonymousPut(t *testing.T) {
 		o.AccessKeyID, o.SecretAccessKey, o.Anonymous, o.Checksum = "", "", true, ChecksumMD5
 	}})
 	src, data := writeFile(t, t.TempDir(), "anon.mp4", 300<<10, 7)
-	cp := &Checkpoint{}
+	cp := &uploader.Checkpoint{}
 	d := NewS3Destination("anon", "{name}", eng)
 	if err := d.Upload(context.Background(), src, cp, regionNopSession{}); err != nil {
 		t.Fatalf("anonymous upload: %v", err)
@@ -95,5 +96,5 @@ func TestAnonymousPut(t *testing.T) {
 
 type regionNopSession struct{}
 
-func (regionNopSession) Save(context.Context, *Checkpoint) error { return nil }
-func (regionNopSession) Progress(int64)                          {}
+func (regionNopSession) Save(context.Context, *uploader.Checkpoint) error { return nil }
+func (regionNopSession) Progress(int64)                                   {}

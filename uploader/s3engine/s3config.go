@@ -1,7 +1,8 @@
-package uploader
+package s3engine
 
 import (
 	"context"
+	"github.com/watchfolder/watchfolder/uploader"
 	"net/url"
 	"regexp"
 	"slices"
@@ -214,46 +215,46 @@ func DecodeS3(t *table.Table, k S3Keys) S3Settings {
 }
 
 // Fields lists the S3 keys for `check`.
-func (s S3Settings) Fields() []Field {
+func (s S3Settings) Fields() []uploader.Field {
 	o := s.Options
-	f := []Field{{Key: "bucket", Value: o.Bucket}}
+	f := []uploader.Field{{Key: "bucket", Value: o.Bucket}}
 	if s.hasKey {
-		f = append(f, Field{Key: "key", Value: s.KeyTemplate})
+		f = append(f, uploader.Field{Key: "key", Value: s.KeyTemplate})
 	}
 	f = append(f,
-		Field{Key: "region", Value: o.Region},
-		Field{Key: "endpoint", Value: s.endpoint},
+		uploader.Field{Key: "region", Value: o.Region},
+		uploader.Field{Key: "endpoint", Value: s.endpoint},
 	)
 	if s.endpoint != "" && !strings.Contains(s.endpoint, "://") {
-		f = append(f, Field{Key: "secure", Value: s.Secure})
+		f = append(f, uploader.Field{Key: "secure", Value: s.Secure})
 	}
 	meta := o.Metadata
 	if meta == nil {
 		meta = map[string]string{}
 	}
 	return append(f,
-		Field{Key: "path_style", Value: o.PathStyle},
-		Field{Key: "anonymous", Value: o.Anonymous},
-		Field{Key: "access_key_id", Value: o.AccessKeyID},
-		Field{Key: "secret_access_key", Value: s.secretKey, Secret: true},
-		Field{Key: "session_token", Value: s.sessionToken, Secret: true},
-		Field{Key: "profile", Value: o.Profile},
-		Field{Key: "acl", Value: o.ACL},
-		Field{Key: "content_type", Value: o.ContentType},
-		Field{Key: "content_disposition", Value: o.ContentDisposition},
-		Field{Key: "cache_control", Value: o.CacheControl},
-		Field{Key: "storage_class", Value: o.StorageClass},
-		Field{Key: "metadata", Value: meta},
-		Field{Key: "sse", Value: o.SSE},
-		Field{Key: "sse_kms_key_id", Value: o.SSEKMSKeyID},
-		Field{Key: "checksum", Value: o.Checksum},
+		uploader.Field{Key: "path_style", Value: o.PathStyle},
+		uploader.Field{Key: "anonymous", Value: o.Anonymous},
+		uploader.Field{Key: "access_key_id", Value: o.AccessKeyID},
+		uploader.Field{Key: "secret_access_key", Value: s.secretKey, Secret: true},
+		uploader.Field{Key: "session_token", Value: s.sessionToken, Secret: true},
+		uploader.Field{Key: "profile", Value: o.Profile},
+		uploader.Field{Key: "acl", Value: o.ACL},
+		uploader.Field{Key: "content_type", Value: o.ContentType},
+		uploader.Field{Key: "content_disposition", Value: o.ContentDisposition},
+		uploader.Field{Key: "cache_control", Value: o.CacheControl},
+		uploader.Field{Key: "storage_class", Value: o.StorageClass},
+		uploader.Field{Key: "metadata", Value: meta},
+		uploader.Field{Key: "sse", Value: o.SSE},
+		uploader.Field{Key: "sse_kms_key_id", Value: o.SSEKMSKeyID},
+		uploader.Field{Key: "checksum", Value: o.Checksum},
 	)
 }
 
 // Engine builds the transfer engine: the region is resolved once (see
 // ResolveRegion) and kept for the destination's life.
 // It returns the region it signs for.
-func (s S3Settings) Engine(ctx context.Context, env BuildEnv) (*S3, string, error) {
+func (s S3Settings) Engine(ctx context.Context, env uploader.BuildEnv) (*S3, string, error) {
 	o := s.Options
 	o.SecretAccessKey, o.SessionToken = s.secretKey.Value(), s.sessionToken.Value()
 	region, err := ResolveRegion(ctx, o)
@@ -261,7 +262,11 @@ func (s S3Settings) Engine(ctx context.Context, env BuildEnv) (*S3, string, erro
 		env.Logger.Warn("could not find the bucket's region; signing for "+region, "bucket", o.Bucket, "err", err)
 	}
 	o.Region = region
-	eng, err := NewS3(ctx, o, env.Engine)
+	t := env.Transfer
+	eng, err := NewS3(ctx, o, EngineOptions{
+		PartSize: t.PartSize, Concurrency: t.Concurrency, MultipartThreshold: t.MultipartThreshold,
+		MaxFiles: t.MaxFiles, Limiter: t.Limiter, Logger: env.Logger,
+	})
 	if err != nil {
 		return nil, "", err
 	}
@@ -269,17 +274,17 @@ func (s S3Settings) Engine(ctx context.Context, env BuildEnv) (*S3, string, erro
 }
 
 // DeclareS3 declares the plain "s3" destination type.
-func DeclareS3() DestinationType {
-	return DestinationType{Name: "s3", Decode: func(t *table.Table) Settings {
+func DeclareS3() uploader.DestinationType {
+	return uploader.DestinationType{Name: "s3", Decode: func(t *table.Table) uploader.Settings {
 		return s3DestSettings{DecodeS3(t, S3Keys{KeyTemplate: DefaultKeyTemplate})}
 	}}
 }
 
 type s3DestSettings struct{ s3 S3Settings }
 
-func (s s3DestSettings) Fields() []Field { return s.s3.Fields() }
+func (s s3DestSettings) Fields() []uploader.Field { return s.s3.Fields() }
 
-func (s s3DestSettings) Build(ctx context.Context, env BuildEnv) (Destination, error) {
+func (s s3DestSettings) Build(ctx context.Context, env uploader.BuildEnv) (uploader.Destination, error) {
 	eng, _, err := s.s3.Engine(ctx, env)
 	if err != nil {
 		return nil, err
