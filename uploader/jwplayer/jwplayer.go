@@ -304,6 +304,20 @@ func openSource(src *uploader.Source) (*os.File, error) {
 	return f, nil
 }
 
+// unchanged checks, after bytes were read, that the open file is still the
+// job's version: a file rewritten in place while it was sent must not be
+// reported delivered.
+func unchanged(f *os.File, src *uploader.Source) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("jwplayer: stat %s: %w", src.Path, err)
+	}
+	if st.Size() != src.Size || !st.ModTime().Equal(src.ModTime) {
+		return fmt.Errorf("jwplayer: %s: %w", src.Path, uploader.ErrSourceChanged)
+	}
+	return nil
+}
+
 // putBytes PUTs n bytes from r to a presigned link, returning the answer's
 // ETag. Errors never contain the link (its query is a credential).
 func (d *Destination) putBytes(ctx context.Context, op, link, contentType string, body func() io.Reader, n int64) (string, error) {

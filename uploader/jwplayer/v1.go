@@ -126,6 +126,9 @@ func (d *Destination) uploadV1(ctx context.Context, src *uploader.Source, cp *up
 		if err != nil {
 			return err
 		}
+		if err := unchanged(f, src); err != nil {
+			return err
+		}
 		return d.markUploadedV1(ctx, src, cp, s)
 	}
 }

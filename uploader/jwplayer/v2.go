@@ -134,6 +134,9 @@ func (d *Destination) uploadV2(ctx context.Context, src *uploader.Source, cp *up
 	if err != nil {
 		return err
 	}
+	if err := unchanged(f, src); err != nil {
+		return err
+	}
 	return d.markUploaded(ctx, src, cp, s)
 }
 
@@ -536,6 +539,10 @@ feed:
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("jwplayer: upload %s: %w", src.Path, err)
+	}
+	// Never complete an upload whose parts mix two versions of the file.
+	if err := unchanged(f, src); err != nil {
+		return err
 	}
 	_, err = uploader.DoAPI(ctx, d.api, uploader.Call{
 		Op: "jwplayer: complete multipart upload of " + src.Path, Method: http.MethodPut,
