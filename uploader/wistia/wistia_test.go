@@ -183,6 +183,7 @@ func (f *fakeWistia) s3Copy(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{"error":"rate limited"}`)
 		return
 	case "503":
+		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":"try later"}`)
 		return
