@@ -93,17 +93,55 @@ type Server struct {
 	indexLag   int
 	apiCalls   int
 	problems   []string
+	deny       bool
+	ops        map[string][]Fault
+	onCreated  func(ctx context.Context)
+	onReady    func(ctx context.Context)
+	links      []string
+
+	linkPresign *s3.PresignClient
+}
+
+// Options adjust a server.
+type Options struct {
+	// Secret is the v2 bearer / v1 signing secret; default random.
+	Secret string
+	// LinkBase is the S3 endpoint v2 upload links point at (e.g. a
+	// counting proxy in front of the same MinIO); default the server's
+	// own recording proxy.
+	LinkBase string
+}
+
+// Fault is a scripted answer for one operation: Status (with Retry-After
+// when set) instead of the real answer; AfterWork does the work first (the
+// platform made the media, then the answer was lost as a 5xx).
+type Fault struct {
+	Status     int
+	RetryAfter string
+	AfterWork  bool
 }
 
 // New starts a server storing bytes in bucket (which must exist on m).
 func New(t testing.TB, m *testenv.MinIO, bucket string) *Server {
+	return NewWith(t, m, bucket, Options{})
+}
+
+// NewWith starts a server with options.
+func NewWith(t testing.TB, m *testenv.MinIO, bucket string, o Options) *Server {
 	t.Helper()
 	s := &Server{Site: "SiTe1234", Secret: "v2-secret-" + randHex(6), V1Key: "v1key", Bucket: bucket, t: t, minio: m,
 		media: map[string]*media{}, byUpload: map[string]*media{}, statuses: []string{"processing", "ready"},
-		linkTTL: 15 * time.Minute}
+		linkTTL: 15 * time.Minute, ops: map[string][]Fault{}}
+	if o.Secret != "" {
+		s.Secret = o.Secret
+	}
 	s.direct = m.Client()
 	s.plain = newProxy(t, m, false)
 	s.secure = newProxy(t, m, true)
+	s.linkPresign = s.plain.presign
+	if o.LinkBase != "" {
+		s.linkPresign = presigner(m, o.LinkBase)
+	}
 	s.api = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.api.URL
 	t.Cleanup(func() {
@@ -155,6 +193,67 @@ func (s *Server) SetIndexLag(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.indexLag = n
+}
+
+// Deny makes every v2 call answer 401 while on.
+func (s *Server) Deny(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deny = on
+}
+
+// ScriptOp queues scripted answers for an operation: "create", "search",
+// "status", "reupload".
+func (s *Server) ScriptOp(op string, f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops[op] = append(s.ops[op], f...)
+}
+
+func (s *Server) take(op string) (Fault, bool) {
+	if len(s.ops[op]) == 0 {
+		return Fault{}, false
+	}
+	f := s.ops[op][0]
+	s.ops[op] = s.ops[op][1:]
+	return f, true
+}
+
+func writeFault(w http.ResponseWriter, f Fault) {
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	jwError(w, f.Status, "scripted", "scripted "+strconv.Itoa(f.Status))
+}
+
+// OnCreated runs fn after a create was answered (a crash point).
+func (s *Server) OnCreated(fn func(ctx context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onCreated = fn
+}
+
+// OnStatusWithBytes runs fn before answering a status read of a media
+// whose bytes are in (a crash point); no answer is sent when the request's
+// context is done by then.
+func (s *Server) OnStatusWithBytes(fn func(ctx context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onReady = fn
+}
+
+// LinkSignatures returns the X-Amz-Signature of every v2 upload link
+// handed out: credentials that must never be shown.
+func (s *Server) LinkSignatures() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.links {
+		if u, err := url.Parse(l); err == nil && u.Query().Get("X-Amz-Signature") != "" {
+			out = append(out, u.Query().Get("X-Amz-Signature"))
+		}
+	}
+	return out
 }
 
 // FailPart makes PUTs of part n answer 500 while on is true.
@@ -232,7 +331,16 @@ var (
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	after := s.serveLocked(w, r)
+	s.mu.Unlock()
+	if after != nil {
+		after()
+	}
+}
+
+// serveLocked answers r under s.mu; what it returns runs after the lock is
+// released (crash-point hooks, and an answer that waits for one).
+func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request) (after func()) {
 	s.apiCalls++
 	if len(s.script) > 0 {
 		st := s.script[0]
@@ -258,15 +366,40 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// [v2-docs] Management API calls authenticate with the v2 secret as a
 	// bearer token and nothing else.
-	if r.Header.Get("Authorization") != "Bearer "+s.Secret {
+	if s.deny || r.Header.Get("Authorization") != "Bearer "+s.Secret {
 		jwError(w, 401, "unauthorized", "Invalid API credentials")
 		return
 	}
 	// [py-sdk] collection paths end in "/" (POST /v2/sites/{site}/media/).
 	siteMedia := "/v2/sites/" + s.Site + "/media/"
+	op := ""
+	switch {
+	case r.Method == http.MethodPost && p == siteMedia:
+		op = "create"
+	case r.Method == http.MethodGet && p == siteMedia:
+		op = "search"
+	case r.Method == http.MethodPut && reuploadRE.MatchString(p):
+		op = "reupload"
+	case r.Method == http.MethodGet && mediaItemRE.MatchString(p):
+		op = "status"
+	}
+	f, faulted := s.take(op)
+	if faulted && !f.AfterWork {
+		writeFault(w, f)
+		return
+	}
+	if faulted {
+		// Do the work, then lose the answer.
+		orig := w
+		w = &discard{h: http.Header{}}
+		defer writeFault(orig, f)
+	}
 	switch {
 	case r.Method == http.MethodPost && p == siteMedia:
 		s.create(w, r)
+		if fn := s.onCreated; fn != nil && !faulted {
+			return func() { fn(r.Context()) }
+		}
 	case r.Method == http.MethodGet && p == siteMedia:
 		s.list(w, r)
 	case r.Method == http.MethodPut && reuploadRE.MatchString(p):
@@ -293,12 +426,29 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			jwError(w, 404, "not_found", "no media")
 			return
 		}
-		writeJSON(w, 200, s.view(m, true))
+		v := s.view(m, true)
+		if fn := s.onReady; fn != nil && m.Status != "created" && !faulted {
+			return func() {
+				fn(r.Context())
+				if r.Context().Err() == nil {
+					writeJSON(w, 200, v)
+				}
+			}
+		}
+		writeJSON(w, 200, v)
 	default:
 		s.problem("unexpected %s %s", r.Method, p)
 		jwError(w, 404, "not_found", "no route")
 	}
+	return nil
 }
+
+// discard swallows an answer whose work was done but which is "lost".
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(int)             {}
 
 type upload struct {
 	Method   string `json:"method"`
@@ -353,6 +503,15 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Conservative: a media without a title is refused (unverified
+	// whether JW requires one).
+	if t, _ := meta["title"].(string); t == "" {
+		jwError(w, 400, "invalid_body", "metadata.title is required")
+		return
+	}
+	if ext, _ := meta["external_id"].(string); ext == "" {
+		s.problem("create without metadata.external_id: no idempotency handle")
+	}
 	s.seq++
 	m := &media{Media: Media{ID: fmt.Sprintf("Md%06d", s.seq), Status: "created", Metadata: meta}}
 	m.ExternalID, _ = meta["external_id"].(string)
@@ -377,10 +536,12 @@ func (s *Server) handles(m *media, up upload) map[string]any {
 		if up.MimeType != "" {
 			in.ContentType = aws.String(up.MimeType)
 		}
-		req, err := s.plain.presign.PresignPutObject(ctx, in, s3.WithPresignExpires(s.linkTTL))
+		req, err := s.linkPresign.PresignPutObject(ctx, in, s3.WithPresignExpires(s.linkTTL))
 		if err != nil {
 			s.problem("presign: %v", err)
+			return out
 		}
+		s.links = append(s.links, req.URL)
 		out["upload_link"] = req.URL
 		return out
 	}
@@ -498,7 +659,7 @@ func (s *Server) uploads(w http.ResponseWriter, r *http.Request) {
 		// [py-sdk] the part count is never sent: the server lists links
 		// for up to 10,000 parts.
 		for n := (page-1)*pl + 1; n <= page*pl && n <= 10000; n++ {
-			req, err := s.plain.presign.PresignUploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(m.Key),
+			req, err := s.linkPresign.PresignUploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(s.Bucket), Key: aws.String(m.Key),
 				UploadId: aws.String(m.s3UploadID), PartNumber: aws.Int32(int32(n))}, s3.WithPresignExpires(s.linkTTL))
 			if err != nil {
 				s.problem("presign part: %v", err)
@@ -726,14 +887,18 @@ func newProxy(t testing.TB, m *testenv.MinIO, tls bool) *proxy {
 		p.srv = httptest.NewServer(h)
 	}
 	t.Cleanup(p.srv.Close)
-	c := s3.New(s3.Options{
-		Region: m.Region, BaseEndpoint: aws.String(p.srv.URL), UsePathStyle: true,
+	p.presign = presigner(m, p.srv.URL)
+	return p
+}
+
+// presigner signs links to MinIO's bucket as reached at base.
+func presigner(m *testenv.MinIO, base string) *s3.PresignClient {
+	return s3.NewPresignClient(s3.New(s3.Options{
+		Region: m.Region, BaseEndpoint: aws.String(base), UsePathStyle: true,
 		Credentials:                credentials.NewStaticCredentialsProvider(m.AccessKey, m.SecretKey, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
-	})
-	p.presign = s3.NewPresignClient(c)
-	return p
+	}))
 }
 
 func (p *proxy) failPart(n int, on bool) {
