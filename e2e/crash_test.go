@@ -10,6 +10,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
+	"github.com/watchfolder/watchfolder/uploader/wistia/wistiatest"
 )
 
 // platform is one fake platform wired for a test: its config table, the
@@ -44,18 +45,24 @@ func jwPlatform(t *testing.T, bucket string, px *testenv.Proxy, waitFor string) 
 	}
 }
 
-func wistiaPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*fakeWistia, *platform) {
-	f := newFakeWistia(t, bucket)
+// wistiaPlatform is the exported Wistia test server; the daemon uploads
+// to its bucket through px.
+func wistiaPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*wistiatest.Server, *platform) {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := wistiatest.New(t, minio, bucket, wistiatest.Options{Token: wistiaToken})
 	return f, &platform{
-		dest: f.table("wistia", px.URL),
+		dest: dest{"wistia", fmt.Sprintf("type = \"wistia\"\ntoken = \"${WF_E2E_WISTIA}\"\nupload_url = %q\napi_url = %q\n%s",
+			f.URL, f.URL, s3Table(bucket, px.URL))},
 		ids: func() []string {
+			ms, _, _ := f.Snapshot()
 			var ids []string
-			for _, m := range f.all() {
+			for _, m := range ms {
 				ids = append(ids, m.HashedID)
 			}
 			return ids
 		},
-		creates: func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.copies },
+		creates: func() int { ms, _, _ := f.Snapshot(); return len(ms) },
 		secrets: func() []string { return nil },
 	}
 }
@@ -178,8 +185,8 @@ func TestCrashBetweenRegistrationAndCommit(t *testing.T) {
 	}
 	wistia := func(t *testing.T, px *testenv.Proxy) *platform {
 		f, p := wistiaPlatform(t, "c2-wi", px)
-		f.afterCopy = newHook(false)
-		p.hook = f.afterCopy
+		p.hook = newHook(false)
+		f.OnCopied(p.hook.fire)
 		return p
 	}
 	cases := []struct {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"mime"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -17,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,166 +146,6 @@ func uniqueBucket(prefix string) string { return prefix + "-" + randID(6) }
 func objectExists(ctx context.Context, bucket, key string) bool {
 	_, err := minio.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	return err == nil
-}
-
-// --------------------------------------------------------------- Wistia --
-
-type wMedia struct {
-	ID       int    `json:"id"`
-	HashedID string `json:"hashed_id"`
-	Name     string `json:"name"`
-	Status   string `json:"status"`
-	Bucket   string `json:"-"`
-	Key      string `json:"-"`
-}
-
-// fakeWistia serves s3_copy (upload API) and the medias data API on one
-// server: Bearer auth, form bodies, the copied object must exist.
-type fakeWistia struct {
-	t      *testing.T
-	srv    *httptest.Server
-	bucket string
-	faults
-	problems
-
-	deny      atomic.Bool
-	afterCopy *hook
-
-	mu     sync.Mutex
-	media  []*wMedia
-	copies int // s3_copy calls that created a media
-	seq    int
-}
-
-var wItemRE = regexp.MustCompile(`^/v1/medias/([a-z0-9]+)\.json$`)
-
-func newFakeWistia(t *testing.T, bucket string) *fakeWistia {
-	bucket = uniqueBucket(bucket)
-	minio.MakeBucket(t, bucket)
-	f := &fakeWistia{t: t, bucket: bucket}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(func() { f.srv.Close(); f.report(t, "wistia") })
-	return f
-}
-
-func (f *fakeWistia) table(name, s3Endpoint string) dest {
-	return dest{name, fmt.Sprintf("type = \"wistia\"\ntoken = \"${WF_E2E_WISTIA}\"\nupload_url = %q\napi_url = %q\n%s",
-		f.srv.URL, f.srv.URL, s3Table(f.bucket, s3Endpoint))}
-}
-
-func (f *fakeWistia) serve(w http.ResponseWriter, r *http.Request) {
-	if f.deny.Load() || r.Header.Get("Authorization") != "Bearer "+wistiaToken {
-		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "Invalid credentials"})
-		return
-	}
-	p := r.URL.Path
-	switch {
-	case r.Method == http.MethodPost && p == "/s3_copy":
-		f.copy(w, r)
-	case r.Method == http.MethodGet && p == "/v1/medias.json":
-		name := r.URL.Query().Get("name")
-		if name == "" {
-			f.add("list medias without name filter")
-		}
-		list := []wMedia{}
-		f.mu.Lock()
-		for _, m := range f.media {
-			if m.Name == name {
-				list = append(list, *m)
-			}
-		}
-		f.mu.Unlock()
-		writeJSON(w, 200, list)
-	case wItemRE.MatchString(p) && (r.Method == http.MethodGet || r.Method == http.MethodPut):
-		f.mu.Lock()
-		m := f.find(wItemRE.FindStringSubmatch(p)[1])
-		f.mu.Unlock()
-		if m == nil {
-			writeJSON(w, 404, map[string]any{"error": "Media not found"})
-			return
-		}
-		if r.Method == http.MethodPut {
-			if err := r.ParseForm(); err != nil || r.PostForm.Get("name") == "" {
-				writeJSON(w, 400, map[string]any{"error": "name required"})
-				return
-			}
-			f.mu.Lock()
-			m.Name = r.PostForm.Get("name")
-			f.mu.Unlock()
-		}
-		f.mu.Lock()
-		m.Status = "ready"
-		v := *m
-		f.mu.Unlock()
-		writeJSON(w, 200, v)
-	default:
-		f.add("unexpected %s %s", r.Method, p)
-		writeJSON(w, 404, map[string]any{"error": "no route"})
-	}
-}
-
-func (f *fakeWistia) find(h string) *wMedia {
-	for _, m := range f.media {
-		if m.HashedID == h {
-			return m
-		}
-	}
-	return nil
-}
-
-func (f *fakeWistia) copy(w http.ResponseWriter, r *http.Request) {
-	x, faulted := f.take("s3_copy")
-	if faulted && !x.afterWork {
-		writeFault(w, x)
-		return
-	}
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
-		f.add("s3_copy Content-Type %q", r.Header.Get("Content-Type"))
-	}
-	if err := r.ParseForm(); err != nil {
-		writeJSON(w, 400, map[string]any{"error": err.Error()})
-		return
-	}
-	bucket, key, name := r.PostForm.Get("bucket"), r.PostForm.Get("source_file"), r.PostForm.Get("name")
-	switch {
-	case bucket != f.bucket:
-		f.add("s3_copy bucket %q, want %q", bucket, f.bucket)
-		writeJSON(w, 400, map[string]any{"error": "bucket not accessible"})
-		return
-	case key == "" || strings.HasPrefix(key, "/"):
-		f.add("s3_copy source_file %q", key)
-		writeJSON(w, 400, map[string]any{"error": "bad source_file"})
-		return
-	case name == "":
-		f.add("s3_copy without name")
-	case !objectExists(r.Context(), bucket, key):
-		f.add("s3_copy of s3://%s/%s before it exists", bucket, key)
-		writeJSON(w, 400, map[string]any{"error": "source file not found"})
-		return
-	}
-	f.mu.Lock()
-	f.seq++
-	m := &wMedia{ID: 1000 + f.seq, HashedID: randID(10), Name: name, Status: "queued", Bucket: bucket, Key: key}
-	f.media = append(f.media, m)
-	f.copies++
-	v := *m
-	f.mu.Unlock()
-	if faulted {
-		writeFault(w, x)
-		return
-	}
-	writeJSON(w, 200, v)
-	f.afterCopy.fire(r.Context())
-}
-
-func (f *fakeWistia) all() []wMedia {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []wMedia
-	for _, m := range f.media {
-		out = append(out, *m)
-	}
-	return out
 }
 
 // -------------------------------------------------------- Blue Billywig --

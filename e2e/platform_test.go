@@ -213,12 +213,12 @@ func TestRateLimitsAnd5xxDeliverOnce(t *testing.T) {
 		}, 0},
 		{"wistia-s3_copy-503-burst", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi1", px)
-			f.script("s3_copy", fault{status: 503}, fault{status: 503}, fault{status: 500})
+			f.CopyPlan("503", "503", "500")
 			return p
 		}, 0},
 		{"wistia-s3_copy-429-then-lost-answer", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi2", px)
-			f.script("s3_copy", fault{status: 429, retryAfter: "1"}, fault{status: 502, afterWork: true})
+			f.CopyPlan("429", "created-502")
 			return p
 		}, time.Second},
 		{"bb-search-429-and-5xx", func(t *testing.T, px *testenv.Proxy) *platform {

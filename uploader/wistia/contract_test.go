@@ -32,15 +32,12 @@ func TestContract(t *testing.T) {
 				return newDest(t, srv, eng, func(o *Options) { o.Token, o.WaitFor = tok, "ready" })
 			},
 			Delivered: func(t *testing.T) int {
-				medias, _, _ := f.snapshot()
+				medias, _, _ := f.Snapshot()
 				return len(medias)
 			},
 			Fault: func(status int, ra string, n int) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.copyPlan = nil
 				for range n {
-					f.copyPlan = append(f.copyPlan, map[int]string{429: "429", 503: "503"}[status])
+					f.CopyPlan(map[int]string{429: "429", 503: "503"}[status])
 				}
 			},
 			Refuse: func(on bool) {
