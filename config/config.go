@@ -128,6 +128,7 @@ type S3 struct {
 	SSE                string
 	SSEKMSKeyID        string
 	Checksum           string // crc32c | md5 | none
+	OnConflict         string // suffix | fail | overwrite (on_conflict)
 }
 
 // Destination is one [destination.NAME] table. Type selects which of the

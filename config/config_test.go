@@ -283,7 +283,7 @@ url = "https://hooks.test/x"
 	check("notify.secret set", n.Secret.IsSet(), false)
 
 	a := c.Destinations["archive"]
-	check("s3", a.S3, S3{Bucket: "media", Key: "{folder}/{relpath}", Region: "us-east-1", Checksum: "crc32c"})
+	check("s3", a.S3, S3{Bucket: "media", Key: "{folder}/{relpath}", Region: "us-east-1", Checksum: "crc32c", OnConflict: "suffix"})
 	check("s3 timeout", a.RegisterTimeout, time.Duration(0))
 
 	jw := c.Destinations["jw"]

@@ -25,7 +25,7 @@ var s3Keys = []string{
 	"bucket", "key", "region", "endpoint", "path_style",
 	"access_key_id", "secret_access_key", "session_token", "profile",
 	"acl", "content_type", "content_disposition", "cache_control", "storage_class",
-	"metadata", "sse", "sse_kms_key_id", "checksum",
+	"metadata", "sse", "sse_kms_key_id", "checksum", "on_conflict",
 }
 
 // platformKeys are the keys of the video platform types.
@@ -247,6 +247,9 @@ func buildS3(t *table, typ string) S3 {
 		PathStyle: t.boolean("path_style", false),
 		Checksum:  t.oneOf("checksum", "crc32c", "crc32c", "md5", "none"),
 		SSE:       t.oneOf("sse", "", "", "AES256", "aws:kms"),
+		// A key taken by an object another job wrote: keep both (suffix),
+		// fail the upload, or replace it.
+		OnConflict: t.oneOf("on_conflict", "suffix", "suffix", "fail", "overwrite"),
 	}
 	if b, ok := t.str("bucket"); ok && b != "" {
 		if !bucketRE.MatchString(b) {

@@ -177,6 +177,7 @@ func (e *emitter) s3(s S3, typ string) {
 	e.str("sse", s.SSE)
 	e.str("sse_kms_key_id", s.SSEKMSKeyID)
 	e.str("checksum", s.Checksum)
+	e.str("on_conflict", s.OnConflict)
 }
 
 // emitter builds TOML text; it only ever writes values of known shape, so

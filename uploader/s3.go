@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -40,7 +41,22 @@ type S3Options struct {
 	SSE                string            // "", "AES256", "aws:kms"
 	SSEKMSKeyID        string
 	Checksum           string // crc32c (default) | md5 | none
+
+	// OnConflict says what happens when the object key is already taken
+	// by an object this job did not write: "suffix" (default: keep both,
+	// the new object gets a " (1)" style suffix before its extension),
+	// "fail" (the upload fails permanently) or "overwrite". Decided
+	// atomically with conditional writes (If-None-Match: *) where the store
+	// supports them, with a HEAD check where it does not.
+	OnConflict string
 }
+
+// OnConflict policies.
+const (
+	ConflictSuffix    = "suffix"
+	ConflictFail      = "fail"
+	ConflictOverwrite = "overwrite"
+)
 
 // EngineOptions tune the transfer engine; shared by all destinations.
 type EngineOptions struct {
@@ -77,6 +93,9 @@ type S3 struct {
 	client *s3.Client
 	log    *slog.Logger
 	bufs   sync.Pool // *[]byte of scanChunk bytes
+	// noCond is set once the store refused a conditional write as not
+	// implemented: from then on a HEAD check stands in for it.
+	noCond atomic.Bool
 }
 
 const (
@@ -111,6 +130,14 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		opts.Checksum = strings.ToLower(opts.Checksum)
 	default:
 		return nil, fmt.Errorf("s3://%s: unknown checksum %q (want crc32c, md5 or none)", opts.Bucket, opts.Checksum)
+	}
+	switch strings.ToLower(opts.OnConflict) {
+	case "":
+		opts.OnConflict = ConflictSuffix
+	case ConflictSuffix, ConflictFail, ConflictOverwrite:
+		opts.OnConflict = strings.ToLower(opts.OnConflict)
+	default:
+		return nil, fmt.Errorf("s3://%s: unknown on_conflict %q (want suffix, fail or overwrite)", opts.Bucket, opts.OnConflict)
 	}
 	if eng.PartSize <= 0 {
 		eng.PartSize = defaultPartSize
