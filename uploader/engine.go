@@ -798,7 +798,9 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *Source, in *PutInpu
 		return nil
 	}
 	jobs := make(chan partJob)
-	st := newStreams(c.eng.Concurrency, time.Now)
+	// Start where the last upload to this destination settled: the link
+	// is most likely the same.
+	st := newStreams(c.eng.Concurrency, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {

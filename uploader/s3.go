@@ -60,8 +60,12 @@ const (
 
 // EngineOptions tune the transfer engine; shared by all destinations.
 type EngineOptions struct {
-	PartSize           int64 // default 16 MiB; grown to stay under 10,000 parts
-	Concurrency        int   // parts in flight per file; default 4
+	PartSize int64 // default 16 MiB; grown to stay under 10,000 parts
+	// Concurrency is the ceiling of parts in flight per file; each upload
+	// finds its own level below it (see streams.go). Default 16: parts are
+	// sent from the file, not buffered, so a stream costs only its
+	// connection's buffers (~0.3 MiB).
+	Concurrency        int
 	MultipartThreshold int64 // single PUT below this size; default PartSize
 	Limiter            *Limiter
 
@@ -96,6 +100,9 @@ type S3 struct {
 	// noCond is set once the store refused a conditional write as not
 	// implemented: from then on a HEAD check stands in for it.
 	noCond atomic.Bool
+	// learned is the parts-in-flight level the last multipart upload
+	// settled on; the next one starts there.
+	learned atomic.Int32
 }
 
 const (
@@ -106,7 +113,7 @@ const (
 	minPartSize   = 5 * mib
 
 	defaultPartSize     = 16 * mib
-	defaultConcurrency  = 4
+	defaultConcurrency  = 16
 	defaultMaxFiles     = 8
 	defaultStallTimeout = 60 * time.Second
 )
