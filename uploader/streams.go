@@ -13,14 +13,16 @@ import (
 //
 //   - As many parts at once as add throughput, up to the ceiling. An upload
 //     starts at the level the destination settled on last time (two for
-//     the first upload) and doubles it while doubling pays: the aggregate
+//     the first upload) and doubles it while doubling pays (quadruples it
+//     after a doubling that doubled the rate): the aggregate
 //     rate of the bytes the parts send is measured over a short window once
 //     every stream of a level is running, and a level is kept only if it is
 //     at least streamGain faster than the last. A stream that adds nothing
 //     (a loopback or LAN store, a shared bandwidth cap, a busy disk) only
 //     adds bytes in flight; over a WAN, where each TCP connection is held
 //     back by its window or by per-connection shaping, the level climbs in
-//     a few steps (2, 4, 8, 16) to where the link is full.
+//     a few steps (2, 4, 16) to where the link is full. A leap that does
+//     not pay is followed by a try of the level in between.
 //   - Parts in flight are staggered: a new part starts only once the most
 //     recently started one has sent 1/(2*limit) of its bytes. Parts that
 //     start together also end together, so a crash near their end would
@@ -51,6 +53,7 @@ type streams struct {
 	winSent     int64
 	bestRate    float64 // bytes/s of the best level so far
 	bestLevel   int
+	noGain      int // a level measured not to pay over bestLevel; 0: none
 	settledRate float64
 }
 
@@ -62,9 +65,12 @@ const (
 	// the rate; the margin keeps noise (a socket buffer filling as a part
 	// starts) from growing the level on a link that is already full.
 	streamGain = 1.3
+	// streamLinear: a doubling whose rate grew at least this share of
+	// the streams' growth counts as linear (the next step is x4).
+	streamLinear = 0.8
 	// streamWindow is how long a level is measured; streamWatch the window
 	// used once settled, streamDrift the change that starts a new probe.
-	streamWindow = 400 * time.Millisecond
+	streamWindow = 300 * time.Millisecond
 	streamWatch  = 2 * time.Second
 	streamDrift  = 1.5
 )
@@ -180,7 +186,7 @@ func (s *streams) tick() {
 		if rate > s.settledRate*streamDrift || rate*streamDrift < s.settledRate {
 			// The link changed under the upload: probe again from here.
 			s.settled, s.announced = false, false
-			s.bestRate, s.bestLevel = rate, s.limit
+			s.bestRate, s.bestLevel, s.noGain = rate, s.limit, 0
 			if s.limit < s.max {
 				s.setLevel(min(s.limit*2, s.max))
 			} else {
@@ -189,14 +195,41 @@ func (s *streams) tick() {
 		}
 		return
 	}
+	// A level is kept when it beat the best by streamGain for each
+	// doubling it is above it.
+	need := streamGain
+	if s.bestLevel > 0 && s.limit > 2*s.bestLevel {
+		need = streamGain * streamGain
+	}
 	switch {
-	case s.bestLevel == 0 || rate >= s.bestRate*streamGain:
+	case s.bestLevel == 0 || rate >= s.bestRate*need:
+		step := 2
+		if s.bestLevel > 0 && rate/s.bestRate >= streamLinear*float64(s.limit)/float64(s.bestLevel) {
+			// The rate grew in step with the streams: each connection is
+			// held back on its own, so leap further.
+			step = 4
+		}
 		s.bestRate, s.bestLevel = rate, s.limit
+		next := min(s.limit*step, s.max)
+		if s.noGain > 0 && next >= s.noGain {
+			// Between here and a level known not to pay: try the one in
+			// the middle, if there is one.
+			next = s.limit * 2
+			if next >= s.noGain {
+				s.settle(rate)
+				return
+			}
+		}
 		if s.limit < s.max {
-			s.setLevel(min(s.limit*2, s.max))
+			s.setLevel(next)
 			return
 		}
 		s.settle(rate)
+	case s.limit > 2*s.bestLevel:
+		// A leap overshot: try the level halfway (in doublings) before
+		// settling.
+		s.noGain = s.limit
+		s.setLevel(2 * s.bestLevel)
 	default:
 		s.limit = s.bestLevel
 		s.settle(s.bestRate)

@@ -90,7 +90,7 @@ func TestStreamsProbe(t *testing.T) {
 		wantLrnd int
 	}{
 		{"flat (loopback, busy disk)", 16, 0, perConn(400*mb, 400*mb), 10 * time.Second, 2, 2},
-		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 5 * time.Second, 16, 16},
+		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 2 * time.Second, 16, 16},
 		{"WAN with a 120 MiB/s uplink", 16, 0, perConn(20*mb, 120*mb), 6 * time.Second, 8, 8},
 		{"WAN, 5 MiB/s per connection", 32, 0, perConn(5*mb, 0), 20 * time.Second, 32, 32},
 		{"learned level", 16, 8, perConn(20*mb, 0), 3 * time.Second, 16, 16},
