@@ -273,7 +273,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
 \`sync\` and a 2 s pause before every run. Tools interleaved: run 1 of each tool, then run 2, ...
 
 - **watchfolder**: a fresh daemon per run (fresh state.db, so peak RSS is this run's),
-  engine defaults (part_size 16 MiB, concurrency up to 16, max_files 8, checksum crc32c),
+  engine defaults (part_size 16 MiB, concurrency up to 32, max_files 8, checksum crc32c),
   \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
   directory) into the watched folder and stops when every file is in \`processed/\` and the
   control socket counts every job \`done\` (so: detected, committed, uploaded, verified,

@@ -184,7 +184,7 @@ func buildRetry(t *table) Retry {
 func buildUpload(t *table) Upload {
 	u := Upload{
 		PartSize:    t.sizeIn("part_size", 16*MiB, 5*MiB, 5*GiB),
-		Concurrency: t.integer("concurrency", 16, 1, 64),
+		Concurrency: t.integer("concurrency", 32, 1, 64),
 		MaxFiles:    t.integer("max_files", 8, 1, 256),
 	}
 	// The threshold defaults to the part size: below it a file is one part

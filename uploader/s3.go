@@ -62,7 +62,7 @@ const (
 type EngineOptions struct {
 	PartSize int64 // default 16 MiB; grown to stay under 10,000 parts
 	// Concurrency is the ceiling of parts in flight per file; each upload
-	// finds its own level below it (see streams.go). Default 16: parts are
+	// finds its own level below it (see streams.go). Default 32: parts are
 	// sent from the file, not buffered, so a stream costs only its
 	// connection's buffers (~0.3 MiB).
 	Concurrency        int
@@ -113,7 +113,7 @@ const (
 	minPartSize   = 5 * mib
 
 	defaultPartSize     = 16 * mib
-	defaultConcurrency  = 16
+	defaultConcurrency  = 32
 	defaultMaxFiles     = 8
 	defaultStallTimeout = 60 * time.Second
 )
