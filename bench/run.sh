@@ -227,6 +227,8 @@ run_tool() { # scenario tool run
     wan500/watchfolder) wfwan burst -scenario wan500 -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wan500" ;;
     wan500/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/wan500" "wan/$b/wan500" ;;
     wan500/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/wan500" "wan:$b/wan500" ;;
+    wan500/wf-mf16) wfwan burst -scenario wan500 -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wan500" \
+      -max-files 16 -tool "watchfolder max_files=16" ;;
     resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" ;;
     # Variants with one setting changed, for the recommendations.
     burst/wf-rcpt) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
@@ -249,7 +251,7 @@ for sc in $SCENARIOS; do
     burst) tools_for=(watchfolder mc rclone wf-rcpt wf-mf8) ;;
     resume) tools_for=(watchfolder wf-c2) ;;
     wan1gib) tools_for=(watchfolder mc rclone mc-p16 rclone-c16) ;;
-    wan500) tools_for=(watchfolder mc rclone) ;;
+    wan500) tools_for=(watchfolder mc rclone wf-mf16) ;;
     *) die "unknown scenario $sc" ;;
   esac
   log "scenario $sc: ${tools_for[*]}, $RUNS runs"

@@ -213,6 +213,11 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		}
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		// No "Expect: 100-continue" (the SDK adds it to PUTs from 2 MB):
+		// waiting for the store's go-ahead costs a round trip per part and
+		// per file, a quarter of a 2 MiB file's time over a 40 ms WAN. What
+		// it would save (a body sent to a store that refuses it) is rare.
+		o.ContinueHeaderThresholdBytes = -1
 	})
 	return &S3{opts: opts, eng: eng, client: client, log: log}, nil
 }

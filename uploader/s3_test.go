@@ -89,6 +89,7 @@ type counter struct {
 	requests int
 	puts     int
 	payload  map[string]bool // X-Amz-Content-Sha256 values of body requests
+	expect   int             // requests that wait for "100 Continue"
 }
 
 func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -100,6 +101,9 @@ func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.payload = map[string]bool{}
 		}
 		c.payload[r.Header.Get("X-Amz-Content-Sha256")] = true
+	}
+	if r.Header.Get("Expect") != "" {
+		c.expect++
 	}
 	if r.Method == http.MethodPut && q.Has("partNumber") && q.Has("uploadId") {
 		n, _ := strconv.Atoi(q.Get("partNumber"))
@@ -393,6 +397,10 @@ func TestPutMultipart(t *testing.T) {
 			}
 			// Bodies are not SHA-256 hashed for SigV4: the explicit
 			// checksum covers them.
+			// Nor do they wait a round trip for "100 Continue" first.
+			if cnt.expect != 0 {
+				t.Errorf("%d requests sent Expect: 100-continue", cnt.expect)
+			}
 			if len(cnt.payload) != 1 || !cnt.payload["UNSIGNED-PAYLOAD"] {
 				t.Errorf("X-Amz-Content-Sha256 of part uploads: %v, want only UNSIGNED-PAYLOAD", cnt.payload)
 			}
