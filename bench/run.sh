@@ -296,6 +296,18 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   the other calls (create, list, complete), ~75 KB for this upload with no kill at all.
   Wall and CPU in that row are from the restart to done (the restart re-reads the committed
   half to finish the whole-file SHA-256).
+- **wan1gib, wan500**: the same MinIO behind \`bench/cmd/wan\`, an in-process toxiproxy
+  (github.com/Shopify/toxiproxy/v2 v2.5.0, pinned in go.mod) adding $WAN_ONE_WAY each way
+  (RTT = 2 ×) and capping each connection at $WAN_RATE/s upstream (a bandwidth toxic per
+  connection, as TCP windows and provider shaping cap each stream of a real uplink; no cap
+  on the sum). Every tool goes through it: watchfolder with its defaults (a fresh daemon,
+  so nothing learned from an earlier upload), \`mc cp\` and \`rclone copyto\` with their
+  defaults (4 parts in flight each), and with their documented parallelism settings:
+  \`mc put --parallel 16\` (mc cp has no such flag) and \`rclone copyto
+  --s3-upload-concurrency 16\`. wan500: 500 files of 2 MiB, \`mc mirror\` and \`rclone copy
+  --transfers 8\` as in the burst; the \`max_files=16\` row is watchfolder with more files
+  in flight. The proxy is a separate process on the same 2 cores: at a few hundred MiB/s it
+  is one more CPU consumer, like MinIO.
 - Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)
 - CPU and RSS are the client's only; MinIO shares the same 2 cores with it in every case.
 EOF
