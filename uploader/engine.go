@@ -1196,9 +1196,11 @@ var (
 )
 
 // jobToken identifies the job (one version of one file in one state
-// database) that writes an object: its id and when it was created.
+// database) that writes an object: its id and when it was created (to the
+// millisecond, so a store that keeps times coarser than Go's still gives
+// the same token after a restart).
 func jobToken(src *Source) string {
-	return strconv.FormatUint(src.JobID, 10) + "-" + strconv.FormatInt(src.Found.UnixNano(), 36)
+	return strconv.FormatUint(src.JobID, 10) + "-" + strconv.FormatInt(src.Found.UnixMilli(), 36)
 }
 
 // conflictKey is key's n-th alternative: " (n)" before the extension of its
