@@ -2,13 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Warnings returns problems that do not stop the daemon but that an
