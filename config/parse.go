@@ -116,6 +116,7 @@ func build(top *table) *Config {
 		}
 	}
 	m.unknown(nil)
+	c.Web = buildWeb(top.sub("web"))
 
 	for _, n := range top.tables("notify") {
 		c.Notify = append(c.Notify, buildNotify(n))
