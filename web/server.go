@@ -41,8 +41,9 @@ type Server struct {
 	pages     map[string]*template.Template
 	handler   http.Handler
 
-	srv *http.Server
-	ln  net.Listener
+	srv    *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc // ends open event streams at Close
 }
 
 // New checks the access-control settings and prepares the pages. It
@@ -100,11 +101,14 @@ func (s *Server) Start() error {
 		return fmt.Errorf("web: listen %s: %w", s.cfg.Listen, err)
 	}
 	s.ln = ln
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
 	// No WriteTimeout: the event stream stays open. Slow clients are held
 	// off by the header timeout; idle keep-alives are closed.
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("web: server stopped", "err", err)
@@ -128,6 +132,7 @@ func (s *Server) Close() error {
 	if s == nil || s.srv == nil {
 		return nil
 	}
+	s.cancel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(ctx)
