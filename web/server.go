@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -227,7 +228,8 @@ func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusUnauthorized, "Sign in through the proxy in front of this page.")
 		return
 	}
-	if r.Method == http.MethodGet && r.Header.Get("X-Partial") == "" && acceptsHTML(r) {
+	page := !strings.HasPrefix(r.URL.Path, "/api/") && r.URL.Path != "/events"
+	if page && r.Method == http.MethodGet && r.Header.Get("X-Partial") == "" && acceptsHTML(r) {
 		http.Redirect(w, r, "/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 		return
 	}
