@@ -28,7 +28,8 @@ type Web struct {
 	// SessionTTL is how long a login lasts.
 	SessionTTL time.Duration
 	// MediaLinks maps a destination name or type to a URL template with
-	// {id}, overriding the built-in links to the platforms' pages.
+	// {id} (and optionally {publication}, {site_id} from the destination),
+	// overriding the built-in links to the platforms' pages.
 	MediaLinks map[string]string
 }
 
@@ -94,7 +95,7 @@ func buildWeb(t *table) Web {
 		}
 		for k, raw := range m {
 			s, isStr := raw.(string)
-			u, err := url.Parse(strings.ReplaceAll(s, "{id}", "x"))
+			u, err := url.Parse(strings.NewReplacer("{id}", "x", "{publication}", "x", "{site_id}", "x").Replace(s))
 			switch {
 			case !isStr:
 				t.errf("media_links."+k, "want a string, got %s", typeName(raw))

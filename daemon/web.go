@@ -301,7 +301,11 @@ func mediaURL(cfg *config.Config, dest, typ, id string) string {
 	if dc := cfg.Destinations[dest]; dc != nil {
 		r = append(r, "{publication}", url.PathEscape(dc.Publication), "{site_id}", url.PathEscape(dc.SiteID))
 	}
-	return strings.NewReplacer(r...).Replace(tmpl)
+	u := strings.NewReplacer(r...).Replace(tmpl)
+	if strings.Contains(u, "{") {
+		return "" // a placeholder the destination cannot fill
+	}
+	return u
 }
 
 // changeHub tells event-stream subscribers when something visible
