@@ -37,12 +37,86 @@ func (d *Daemon) startWeb() (*web.Server, error) {
 
 // webSource is the status page's view of the daemon.
 type webSource struct {
-	d   *Daemon
-	hub *changeHub
+	d     *Daemon
+	hub   *changeHub
+	cache pageCache
 }
 
 func newWebSource(d *Daemon) *webSource {
 	return &webSource{d: d, hub: &changeHub{d: d, subs: map[chan struct{}]struct{}{}}}
+}
+
+// pageCache keeps the filtered pages (the costly ones: up to scanBudget
+// jobs read) while the per-state counts stay the same. Live pages ask
+// again every second while bytes move; the lists they show change only
+// when a job changes state, which changes the counts. The TTL bounds what
+// a change within a state (a retry's next attempt time) can leave stale.
+type pageCache struct {
+	mu      sync.Mutex
+	counts  uint64
+	entries map[string]pageEntry
+}
+
+type pageEntry struct {
+	at   time.Time
+	page *web.Page
+}
+
+const (
+	pageCacheTTL = 5 * time.Second
+	pageCacheMax = 256
+)
+
+func (c *pageCache) get(counts uint64, key string) *web.Page {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts != counts {
+		return nil
+	}
+	e, ok := c.entries[key]
+	if !ok || time.Since(e.at) > pageCacheTTL {
+		return nil
+	}
+	return e.page
+}
+
+func (c *pageCache) put(counts uint64, key string, p *web.Page) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts != counts || c.entries == nil || len(c.entries) >= pageCacheMax {
+		c.counts, c.entries = counts, map[string]pageEntry{}
+	}
+	c.entries[key] = pageEntry{at: time.Now(), page: p}
+}
+
+func (c *pageCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries = nil
+}
+
+// countsPrint sums up the counts bucket (one small read).
+func (s *webSource) countsPrint(ctx context.Context) (uint64, error) {
+	counts, err := s.d.store.Counts(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return hashCounts(counts), nil
+}
+
+func hashCounts(counts map[string]map[state.State]int) uint64 {
+	f := fnv.New64a()
+	folders := make([]string, 0, len(counts))
+	for k := range counts {
+		folders = append(folders, k)
+	}
+	slices.Sort(folders)
+	for _, k := range folders {
+		for _, st := range state.AllStates() {
+			fmt.Fprintf(f, "%s/%s=%d;", k, st, counts[k][st])
+		}
+	}
+	return f.Sum64()
 }
 
 // Listing limits. A page of a filtered list is read from the state index
@@ -104,7 +178,7 @@ func (s *webSource) Summary(ctx context.Context) (*web.Summary, error) {
 	return sum, nil
 }
 
-func (s *webSource) Jobs(ctx context.Context, q web.Query) (*web.Page, error) {
+func (s *webSource) Jobs(ctx context.Context, q web.Query) (page *web.Page, err error) {
 	var states []state.State
 	for _, name := range q.States {
 		st := state.State(name)
@@ -118,7 +192,7 @@ func (s *webSource) Jobs(ctx context.Context, q web.Query) (*web.Page, error) {
 		limit = 50
 	}
 	cfg := s.d.Config()
-	page := &web.Page{}
+	page = &web.Page{}
 	var out []*state.Job
 	if q.Folder == "" && q.Name == "" && q.Since.IsZero() {
 		// Every candidate matches: one index walk of limit+1 jobs.
@@ -129,10 +203,27 @@ func (s *webSource) Jobs(ctx context.Context, q web.Query) (*web.Page, error) {
 		page.Scanned = len(jobs)
 		out = jobs
 	} else {
+		counts, err := s.countsPrint(ctx)
+		if err != nil {
+			return nil, err
+		}
+		key := fmt.Sprintf("%q|%q|%q|%d|%d|%d", q.Folder, q.States, q.Name, q.Since.UnixNano(), q.Before, limit)
+		if p := s.cache.get(counts, key); p != nil {
+			return p, nil
+		}
+		defer func() {
+			if page != nil {
+				s.cache.put(counts, key, page)
+			}
+		}()
 		needle := strings.ToLower(q.Name)
 		after, exhausted := q.Before, false
+		// The first chunk is the page itself (a common folder fills it at
+		// once); later ones grow up to scanChunk.
+		want := limit + 1
 		for page.Scanned < scanBudget && len(out) <= limit {
-			chunk, err := s.d.store.List(ctx, state.Filter{States: states, Limit: scanChunk, AfterID: after})
+			want = min(want, scanBudget-page.Scanned)
+			chunk, err := s.d.store.List(ctx, state.Filter{States: states, Limit: want, AfterID: after})
 			if err != nil {
 				return nil, err
 			}
@@ -147,10 +238,11 @@ func (s *webSource) Jobs(ctx context.Context, q web.Query) (*web.Page, error) {
 					}
 				}
 			}
-			if len(chunk) < scanChunk {
+			if len(chunk) < want {
 				exhausted = true
 				break
 			}
+			want = min(2*want, scanChunk)
 		}
 		if len(out) <= limit && !exhausted && after > 1 {
 			page.Next, page.Partial = after, true
@@ -369,21 +461,12 @@ func (h *changeHub) poll() {
 
 // fingerprint sums up what the pages show that can change.
 func (h *changeHub) fingerprint() uint64 {
-	f := fnv.New64a()
 	counts, err := h.d.store.Counts(context.Background())
 	if err != nil {
 		return 0
 	}
-	folders := make([]string, 0, len(counts))
-	for k := range counts {
-		folders = append(folders, k)
-	}
-	slices.Sort(folders)
-	for _, k := range folders {
-		for _, st := range state.AllStates() {
-			fmt.Fprintf(f, "%s/%s=%d;", k, st, counts[k][st])
-		}
-	}
+	f := fnv.New64a()
+	fmt.Fprint(f, hashCounts(counts))
 	var prog []string
 	h.d.progress.Range(func(k, v any) bool {
 		pk := k.(progressKey)

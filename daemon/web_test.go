@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -260,4 +261,66 @@ func TestWebChangesFollowTheStore(t *testing.T) {
 	cancel()
 	for range ch { // closed once the subscriber is gone
 	}
+}
+
+// BenchmarkWebJobs measures the status page's queries on a large history
+// (WATCHFOLDER_BENCH_JOBS jobs, default 1,000,000; building it takes a
+// while): every page must cost about the same however long the history.
+func BenchmarkWebJobs(b *testing.B) {
+	n := 1_000_000
+	if v := os.Getenv("WATCHFOLDER_BENCH_JOBS"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	d, _ := newWebDaemon(b, "")
+	addJobs(b, d, n, func(i int) string {
+		if i%1000 == 0 {
+			return "sport"
+		}
+		return "news"
+	}, func(i int) string { return fmt.Sprintf("day-%03d/clip-%07d.mp4", i/5000, i) })
+	src := newWebSource(d)
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		q    web.Query
+	}{
+		{"newest", web.Query{Limit: 50}},
+		{"deep-page", web.Query{Limit: 50, Before: uint64(n / 2)}},
+		{"state", web.Query{States: []string{"queued"}, Limit: 50}},
+		{"folder-common", web.Query{Folder: "news", Limit: 50}},
+		{"folder-rare", web.Query{Folder: "sport", Limit: 50}},
+		{"name-search", web.Query{Name: "clip-0000042", Limit: 50}},
+		{"finished-today-none", web.Query{States: []string{"done"}, Since: time.Now().Add(-time.Hour), Limit: 10}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				src.cache.reset() // the cost of a first look
+				if _, err := src.Jobs(ctx, bc.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	// What a live page pays per refresh while only bytes move.
+	b.Run("folder-rare-cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := src.Jobs(ctx, web.Query{Folder: "sport", Limit: 50}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("job", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := src.Job(ctx, uint64(n/3)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("summary", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := src.Summary(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
