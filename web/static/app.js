@@ -18,16 +18,18 @@
   if (!main || !badge || !window.EventSource || !window.fetch || !window.DOMParser) {
     return;
   }
-  // Pages with forms being filled in are not swapped under the user.
-  if (document.querySelector("main form.filter, main section.login")) {
-    return;
-  }
-
   var busy = false, again = false, last = 0, timer = null;
+
+  // A form field being filled in is not swapped away under the user.
+  function typing() {
+    var el = document.activeElement;
+    return el && main.contains(el) && /^(INPUT|SELECT|TEXTAREA)$/.test(el.tagName);
+  }
 
   function refresh() {
     timer = null;
     if (busy) { again = true; return; }
+    if (typing()) { last = Date.now(); schedule(); return; }
     busy = true;
     last = Date.now();
     fetch(window.location.href, { headers: { "X-Partial": "1" }, credentials: "same-origin", cache: "no-store" })
