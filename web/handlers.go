@@ -331,6 +331,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 // checkCSRF requires the form's token to match the user's.
 func (s *Server) checkCSRF(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 		tok := r.PostFormValue("csrf")
 		want := s.csrfToken(userOf(r.Context()))
 		if tok == "" || want == "" || !hmacEqual(tok, want) {

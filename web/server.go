@@ -171,10 +171,14 @@ func (s *Server) routes() http.Handler {
 	return s.accessLog(securityHeaders(cop.Handler(mux)))
 }
 
-// cacheStatic lets browsers keep the embedded assets for a while; they
-// change only with a new release.
+// cacheStatic lets browsers keep the embedded assets for a while (they
+// change only with a new release) and lists no directories.
 func cacheStatic(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // no directory listings
+			return
+		}
 		w.Header().Set("Cache-Control", "public, max-age=3600")
 		h.ServeHTTP(w, r)
 	})

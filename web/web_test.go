@@ -128,6 +128,9 @@ func TestNewRefusesReachableListenerWithoutAccessControl(t *testing.T) {
 
 func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 	h := newTestServer(t, config.Web{Listen: "127.0.0.1:0"}, SampleSource()).Handler()
+	if w := get(t, h, "/static/"); w.Code != http.StatusNotFound {
+		t.Errorf("/static/ lists the assets: %d", w.Code)
+	}
 	for _, path := range []string{"/", "/jobs", "/jobs/2", "/jobs/999", "/folders/news", "/static/app.js", "/healthz", "/api/v1/status"} {
 		w := get(t, h, path)
 		csp := w.Header().Get("Content-Security-Policy")
