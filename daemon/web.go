@@ -160,6 +160,9 @@ func (s *webSource) Summary(ctx context.Context) (*web.Summary, error) {
 	}
 	sum := &web.Summary{Version: st.Version, Uptime: time.Duration(st.UptimeSeconds * float64(time.Second)),
 		QueueDepth: st.QueueDepth}
+	for _, s := range state.AllStates() {
+		sum.States = append(sum.States, string(s))
+	}
 	for _, name := range st.Folders {
 		f := web.Folder{Name: name, Paused: s.d.pause.paused(name), Counts: map[string]int{}}
 		for k, n := range st.Counts[name] {

@@ -12,27 +12,19 @@ import (
 
 func (s *Server) parseTemplates() error {
 	funcs := template.FuncMap{
-		"bytes":  humanBytes,
-		"rate":   humanRate,
-		"eta":    humanETA,
-		"when":   when,
-		"stamp":  func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
-		"pct":    pct,
-		"scrub":  scrub,
-		"count":  func(m map[string]int, k string) int { return m[k] },
-		"states": allStates,
+		"bytes": humanBytes,
+		"rate":  humanRate,
+		"eta":   humanETA,
+		"when":  when,
+		"stamp": func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05") },
+		"pct":   pct,
+		"scrub": scrub,
+		"count": func(m map[string]int, k string) int { return m[k] },
 		"plural": func(n int, one, many string) string {
 			if n == 1 {
 				return one
 			}
 			return many
-		},
-		"active": func(m map[string]int) int {
-			n := 0
-			for _, st := range []string{"waiting", "queued", "uploading", "registering", "retry", "moving"} {
-				n += m[st]
-			}
-			return n
 		},
 	}
 	s.pages = map[string]*template.Template{}

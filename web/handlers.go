@@ -127,6 +127,14 @@ type folderView struct {
 func (s *Server) folderViews(ctx context.Context, sum *Summary, only string, rows int) ([]folderView, error) {
 	now := time.Now()
 	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
+	// Files not yet uploading or finished; states the source does not
+	// know are left out.
+	var waiting []string
+	for _, st := range []string{"waiting", "queued", "probing", "retry", "moving"} {
+		if slices.Contains(sum.states(), st) {
+			waiting = append(waiting, st)
+		}
+	}
 	var out []folderView
 	for _, f := range sum.Folders {
 		if only != "" && f.Name != only {
@@ -134,7 +142,7 @@ func (s *Server) folderViews(ctx context.Context, sum *Summary, only string, row
 		}
 		v := folderView{Folder: f, Rows: rows, Midnight: midnight}
 		var err error
-		if v.Waiting, err = s.src.Jobs(ctx, Query{Folder: f.Name, States: []string{"waiting", "queued", "retry", "moving"}, Limit: rows}); err != nil {
+		if v.Waiting, err = s.src.Jobs(ctx, Query{Folder: f.Name, States: waiting, Limit: rows}); err != nil {
 			return nil, err
 		}
 		if v.Done, err = s.src.Jobs(ctx, Query{Folder: f.Name, States: []string{"done"}, Since: midnight, Limit: rows}); err != nil {
@@ -148,6 +156,14 @@ func (s *Server) folderViews(ctx context.Context, sum *Summary, only string, row
 	return out, nil
 }
 
+type overviewData struct {
+	base
+	Summary *Summary
+	Folders []folderView
+	Single  bool
+	States  []string
+}
+
 func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	sum, err := s.src.Summary(r.Context())
 	if err != nil {
@@ -159,12 +175,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		s.sourceError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, "overview.html", struct {
-		base
-		Summary *Summary
-		Folders []folderView
-		Single  bool
-	}{s.base(r, "Status"), sum, views, false})
+	s.render(w, r, http.StatusOK, "overview.html", overviewData{s.base(r, "Status"), sum, views, false, sum.states()})
 }
 
 func (s *Server) folderPage(w http.ResponseWriter, r *http.Request) {
@@ -183,19 +194,19 @@ func (s *Server) folderPage(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusNotFound, "No folder of that name is watched.")
 		return
 	}
-	s.render(w, r, http.StatusOK, "overview.html", struct {
-		base
-		Summary *Summary
-		Folders []folderView
-		Single  bool
-	}{s.base(r, name), sum, views, true})
+	s.render(w, r, http.StatusOK, "overview.html", overviewData{s.base(r, name), sum, views, true, sum.states()})
 }
 
 func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
+	sum, err := s.src.Summary(r.Context())
+	if err != nil {
+		s.sourceError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	query := Query{Folder: q.Get("folder"), Name: strings.TrimSpace(q.Get("q")), Limit: listRows}
 	if st := q.Get("state"); st != "" {
-		if !slices.Contains(allStates(), st) {
+		if !slices.Contains(sum.states(), st) {
 			s.errorPage(w, r, http.StatusBadRequest, "Unknown state.")
 			return
 		}
@@ -212,11 +223,6 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 	if q.Get("since") == "today" {
 		now := time.Now()
 		query.Since = time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, now.Location())
-	}
-	sum, err := s.src.Summary(r.Context())
-	if err != nil {
-		s.sourceError(w, r, err)
-		return
 	}
 	page, err := s.src.Jobs(r.Context(), query)
 	if err != nil {
@@ -262,7 +268,7 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 		States   []string
 		NextURL  string
 		FirstURL string
-	}{s.base(r, title), query, q.Get("state"), q.Get("since"), page, folders, allStates(), next, first})
+	}{s.base(r, title), query, q.Get("state"), q.Get("since"), page, folders, sum.states(), next, first})
 }
 
 func (s *Server) jobPage(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,16 @@ type Summary struct {
 	Uptime     time.Duration
 	QueueDepth int
 	Folders    []Folder
+	// States are the job states in pipeline order; empty: the usual ones.
+	States []string
+}
+
+// states is s.States or the usual list.
+func (s *Summary) states() []string {
+	if len(s.States) > 0 {
+		return s.States
+	}
+	return allStates()
 }
 
 // Folder is one watched folder's state.
@@ -141,7 +151,8 @@ type Fact struct {
 	Value string
 }
 
-// allStates are the job states in pipeline order (the filter offers them).
+// allStates are the job states in pipeline order, for a Source that does
+// not name them.
 func allStates() []string {
 	return []string{"waiting", "queued", "uploading", "registering", "retry", "moving", "done", "failed", "gone"}
 }
