@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/web"
 )
@@ -323,4 +325,34 @@ func BenchmarkWebJobs(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestStartWeb(t *testing.T) {
+	d, _ := newWebDaemon(t, "")
+	if s, err := d.startWeb(); s != nil || err != nil {
+		t.Fatalf("web off: %v %v", s, err)
+	}
+	addr, err := testenv.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = newWebDaemon(t, "[web]\nlisten = \""+addr+"\"\nusers_file = \"/nonexistent/web.htpasswd\"\n")
+	if _, err := d.startWeb(); err == nil || !strings.Contains(err.Error(), "users_file") {
+		t.Fatalf("missing users_file: %v", err)
+	}
+	d, _ = newWebDaemon(t, "[web]\nlisten = \""+addr+"\"\n")
+	s, err := d.startWeb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	resp, err := http.Get("http://" + s.Addr() + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"folders": [`) || !strings.Contains(string(body), `"news"`) {
+		t.Errorf("status: %d %s", resp.StatusCode, body)
+	}
 }
