@@ -340,8 +340,26 @@ func (s *Server) identify(r *http.Request) (*user, error) {
 			return u, nil
 		}
 	}
-	if s.open {
+	// The open page answers only requests addressed to a loopback name: a
+	// web site the editor visits cannot rebind its own name to 127.0.0.1
+	// and read the page from the editor's browser.
+	if s.open && loopbackHost(r.Host) {
 		return &user{Name: "local", Role: RoleEditor, Via: "local"}, nil
 	}
 	return nil, nil
+}
+
+// loopbackHost reports whether a Host header names this machine's
+// loopback interface.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

@@ -91,6 +91,7 @@ func SampleSource() *FakeSource {
 func get(t testing.TB, h http.Handler, target string, mod ...func(*http.Request)) *httptest.ResponseRecorder {
 	t.Helper()
 	r := httptest.NewRequest(http.MethodGet, target, nil)
+	r.Host = "127.0.0.1:8080"
 	for _, m := range mod {
 		m(r)
 	}
@@ -197,6 +198,21 @@ func TestPagesShowWhatEditorsAskFor(t *testing.T) {
 	// Editors on an open loopback page see no operator buttons.
 	if body := get(t, h, "/").Body.String(); strings.Contains(body, "op-pause") {
 		t.Error("local editor sees the pause button")
+	}
+}
+
+// The open loopback page does not answer requests for other host names
+// (DNS rebinding: a site's name pointed at 127.0.0.1).
+func TestOpenPageOnlyForLoopbackHostNames(t *testing.T) {
+	h := newTestServer(t, config.Web{Listen: "127.0.0.1:8080"}, SampleSource()).Handler()
+	for host, ok := range map[string]bool{
+		"127.0.0.1:8080": true, "localhost:8080": true, "[::1]:8080": true, "LOCALHOST": true,
+		"evil.example:8080": false, "192.168.1.5:8080": false,
+	} {
+		w := get(t, h, "/api/v1/status", func(r *http.Request) { r.Host = host })
+		if (w.Code == http.StatusOK) != ok {
+			t.Errorf("Host %s: %d", host, w.Code)
+		}
 	}
 }
 

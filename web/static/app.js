@@ -57,6 +57,10 @@
 
   var es = new EventSource("/events");
   es.addEventListener("open", function () { badge.className = "live on"; badge.textContent = "live"; });
-  es.addEventListener("error", function () { badge.className = "live off"; badge.textContent = "reconnecting"; });
+  es.addEventListener("error", function () {
+    badge.className = "live off";
+    // Closed for good (signed out, daemon gone): only a reload helps.
+    badge.textContent = es.readyState === EventSource.CLOSED ? "offline: reload the page" : "reconnecting";
+  });
   es.addEventListener("change", schedule);
 })();
