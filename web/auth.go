@@ -45,6 +45,7 @@ type user struct {
 	Name string
 	Role Role
 	Via  string // "session", "basic", "proxy", "local"
+	hash []byte // the password hash a sign-in checked, for its session
 }
 
 type userKey struct{}
@@ -243,7 +244,7 @@ func (s *Server) checkPassword(r *http.Request, name, password string) (*user, e
 	}
 	s.limits.succeeded(ipKey)
 	s.limits.succeeded(nameKey)
-	return &user{Name: name, Role: acct.role}, nil
+	return &user{Name: name, Role: acct.role, hash: acct.hash}, nil
 }
 
 // clientIP is the address the connection comes from (not a header: only
@@ -262,31 +263,35 @@ func clientIP(r *http.Request) netip.Addr {
 
 const sessionCookie = "wf_session"
 
-// sessionValue is name.expiry.mac, signed with the server's key. The key
-// is made at start, so a restart signs everyone out.
-func (s *Server) sessionValue(name string, exp time.Time) string {
+// sessionValue is name.expiry.mac, signed with the server's key over the
+// user's password hash too: a new password (or a removed user) ends the
+// user's sessions. The key is made at start, so a restart signs everyone
+// out.
+func (s *Server) sessionValue(name string, hash []byte, exp time.Time) string {
 	e := strconv.FormatInt(exp.Unix(), 10)
 	n := base64.RawURLEncoding.EncodeToString([]byte(name))
-	return n + "." + e + "." + s.mac("session", n, e)
+	return n + "." + e + "." + s.mac("session", n, e, string(hash))
 }
 
-func (s *Server) parseSession(v string) (string, bool) {
+// session returns the user a session cookie names, if it is valid.
+func (s *Server) session(v string) (*user, bool) {
 	parts := strings.Split(v, ".")
 	if len(parts) != 3 {
-		return "", false
-	}
-	if !hmac.Equal([]byte(parts[2]), []byte(s.mac("session", parts[0], parts[1]))) {
-		return "", false
+		return nil, false
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil || time.Now().Unix() > exp {
-		return "", false
+		return nil, false
 	}
 	name, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil {
-		return "", false
+		return nil, false
 	}
-	return string(name), true
+	acct, ok, _ := s.users.lookup(string(name))
+	if !ok || !hmac.Equal([]byte(parts[2]), []byte(s.mac("session", parts[0], parts[1], string(acct.hash)))) {
+		return nil, false
+	}
+	return &user{Name: string(name), Role: acct.role, Via: "session"}, true
 }
 
 // mac is a keyed hash over the parts, each length-prefixed so that no two
@@ -325,10 +330,8 @@ func (s *Server) identify(r *http.Request) (*user, error) {
 	}
 	if s.users != nil {
 		if c, err := r.Cookie(sessionCookie); err == nil {
-			if name, ok := s.parseSession(c.Value); ok {
-				if acct, ok, _ := s.users.lookup(name); ok {
-					return &user{Name: name, Role: acct.role, Via: "session"}, nil
-				}
+			if u, ok := s.session(c.Value); ok {
+				return u, nil
 			}
 		}
 		if name, pw, ok := r.BasicAuth(); ok {

@@ -409,7 +409,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := time.Now().Add(s.cfg.SessionTTL)
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.sessionValue(u.Name, exp), Path: "/",
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: s.sessionValue(u.Name, u.hash, exp), Path: "/",
 		Expires: exp, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	s.log.Info("web: signed in", "user", u.Name, "role", u.Role.String(), "remote", clientIP(r).String())
 	http.Redirect(w, r, localPath(r.PostFormValue("next")), http.StatusSeeOther)

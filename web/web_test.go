@@ -338,7 +338,8 @@ func TestUsersFileAuth(t *testing.T) {
 	}
 
 	// A forged or expired cookie is nobody.
-	bad := &http.Cookie{Name: sessionCookie, Value: s.sessionValue("op", time.Now().Add(-time.Minute))}
+	opHash, _, _ := s.users.lookup("op")
+	bad := &http.Cookie{Name: sessionCookie, Value: s.sessionValue("op", opHash.hash, time.Now().Add(-time.Minute))}
 	if w := get(t, h, "/api/v1/status", withCookie(bad)); w.Code != http.StatusUnauthorized {
 		t.Errorf("expired session: %d", w.Code)
 	}
@@ -346,6 +347,25 @@ func TestUsersFileAuth(t *testing.T) {
 	tampered.Value = strings.Replace(tampered.Value, tampered.Value[:2], "ZW", 1)
 	if w := get(t, h, "/api/v1/status", withCookie(&tampered)); w.Code != http.StatusUnauthorized {
 		t.Errorf("tampered session: %d", w.Code)
+	}
+
+	// A new password ends the user's sessions (the file is read again
+	// when it changes).
+	if w := get(t, h, "/api/v1/status", withCookie(edCookie)); w.Code != http.StatusOK {
+		t.Fatalf("editor session before the change: %d", w.Code)
+	}
+	rewritten := WriteUsers(t, "ed:new-pw", "op:oppw:operator")
+	data, _ := os.ReadFile(rewritten)
+	if err := os.WriteFile(users, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Minute)
+	os.Chtimes(users, future, future)
+	s.users.mu.Lock()
+	s.users.checked = time.Time{} // do not wait for the recheck interval
+	s.users.mu.Unlock()
+	if w := get(t, h, "/api/v1/status", withCookie(edCookie)); w.Code != http.StatusUnauthorized {
+		t.Errorf("editor session after a new password: %d", w.Code)
 	}
 
 	// Login rate limit: after loginMaxFailures wrong passwords from one
