@@ -94,7 +94,7 @@ secret_access_key = %q
 	}
 
 	const name = "evening bulletin.mp4"
-	data := make([]byte, 3<<20)
+	data := make([]byte, 4<<20)
 	for i := range data {
 		data[i] = byte(i * 7)
 	}
