@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/config/table"
 )
 
 // Web is the [web] table: the status page served by the daemon.
@@ -52,57 +54,57 @@ func IsLoopbackListen(listen string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-func buildWeb(t *table) Web {
-	w := Web{SessionTTL: t.duration("session_ttl", 12*time.Hour, time.Minute)}
-	if l, ok := t.str("listen"); ok && l != "" {
+func buildWeb(t *table.Table) Web {
+	w := Web{SessionTTL: t.Duration("session_ttl", 12*time.Hour, time.Minute)}
+	if l, ok := t.Str("listen"); ok && l != "" {
 		if err := checkListen(l); err != nil {
-			t.errf("listen", "%v", err)
+			t.Errf("listen", "%v", err)
 		} else {
 			w.Listen = l
 		}
 	}
-	if s, ok := t.str("users_file"); ok && s != "" {
+	if s, ok := t.Str("users_file"); ok && s != "" {
 		w.UsersFile = absPath(t, "users_file", "")
 	}
-	if h, ok := t.str("trusted_proxy_header"); ok && h != "" {
+	if h, ok := t.Str("trusted_proxy_header"); ok && h != "" {
 		if strings.ContainsAny(h, " :\t") {
-			t.errf("trusted_proxy_header", "%q is not a header name", h)
+			t.Errf("trusted_proxy_header", "%q is not a header name", h)
 		}
 		w.TrustedProxyHeader = h
 	}
-	for _, s := range t.strings("trusted_proxies") {
+	for _, s := range t.Strings("trusted_proxies") {
 		p, err := parsePrefix(s)
 		if err != nil {
-			t.errf("trusted_proxies", "%q is not an IP address or CIDR range", s)
+			t.Errf("trusted_proxies", "%q is not an IP address or CIDR range", s)
 			continue
 		}
 		w.TrustedProxies = append(w.TrustedProxies, p)
 	}
-	w.ProxyOperators = t.strings("proxy_operators")
+	w.ProxyOperators = t.Strings("proxy_operators")
 	if w.TrustedProxyHeader != "" && len(w.TrustedProxies) == 0 {
-		t.errf("trusted_proxies", "required with trusted_proxy_header: the addresses of the proxies allowed to set it")
+		t.Errf("trusted_proxies", "required with trusted_proxy_header: the addresses of the proxies allowed to set it")
 	}
 	if len(w.TrustedProxies) > 0 && w.TrustedProxyHeader == "" {
-		t.errf("trusted_proxy_header", "required with trusted_proxies")
+		t.Errf("trusted_proxy_header", "required with trusted_proxies")
 	}
 	if w.Listen != "" && !w.Loopback() && w.UsersFile == "" && w.TrustedProxyHeader == "" {
-		t.errf("listen", "%q is reachable from other machines: set users_file or trusted_proxy_header (or listen on 127.0.0.1)", w.Listen)
+		t.Errf("listen", "%q is reachable from other machines: set users_file or trusted_proxy_header (or listen on 127.0.0.1)", w.Listen)
 	}
-	if v, ok := t.get("media_links"); ok {
+	if v, ok := t.Get("media_links"); ok {
 		m, isMap := v.(map[string]any)
 		if !isMap {
-			t.errf("media_links", "want a table of name = \"https://...{id}\"")
+			t.Errf("media_links", "want a table of name = \"https://...{id}\"")
 		}
 		for k, raw := range m {
 			s, isStr := raw.(string)
 			u, err := url.Parse(strings.NewReplacer("{id}", "x", "{publication}", "x", "{site_id}", "x").Replace(s))
 			switch {
 			case !isStr:
-				t.errf("media_links."+k, "want a string, got %s", typeName(raw))
+				t.Errf("media_links."+k, "want a string, got %s", table.TypeName(raw))
 			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-				t.errf("media_links."+k, "%q is not an http(s) URL", s)
+				t.Errf("media_links."+k, "%q is not an http(s) URL", s)
 			case !strings.Contains(s, "{id}"):
-				t.errf("media_links."+k, "%q has no {id}", s)
+				t.Errf("media_links."+k, "%q has no {id}", s)
 			default:
 				if w.MediaLinks == nil {
 					w.MediaLinks = map[string]string{}
@@ -111,7 +113,7 @@ func buildWeb(t *table) Web {
 			}
 		}
 	}
-	t.unknown(nil)
+	t.Unknown(nil)
 	return w
 }
 

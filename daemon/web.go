@@ -384,9 +384,9 @@ func mediaURL(cfg *config.Config, dest, typ, id string) string {
 	}
 	if tmpl == "" {
 		switch typ {
-		case config.TypeJWPlayer:
+		case "jwplayer":
 			tmpl = "https://cdn.jwplayer.com/previews/{id}"
-		case config.TypeWistia:
+		case "wistia":
 			tmpl = "https://home.wistia.com/medias/{id}"
 		default:
 			return ""
@@ -394,7 +394,13 @@ func mediaURL(cfg *config.Config, dest, typ, id string) string {
 	}
 	r := []string{"{id}", url.PathEscape(id)}
 	if dc := cfg.Destinations[dest]; dc != nil {
-		r = append(r, "{publication}", url.PathEscape(dc.Publication), "{site_id}", url.PathEscape(dc.SiteID))
+		for _, k := range []string{"publication", "site_id"} {
+			if v, ok := dc.Value(k); ok {
+				if s, ok := v.(string); ok && s != "" {
+					r = append(r, "{"+k+"}", url.PathEscape(s))
+				}
+			}
+		}
 	}
 	u := strings.NewReplacer(r...).Replace(tmpl)
 	if strings.Contains(u, "{") {
