@@ -75,6 +75,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
+	c.Web.writeEffective(e)
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")
