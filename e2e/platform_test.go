@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
 	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
 )
 
@@ -148,7 +149,7 @@ func TestSidecarReachesPlatformsAndMovesWithMedia(t *testing.T) {
 		fmt.Sprint(meta["tags"]) != "[news evening]" {
 		t.Errorf("jw metadata %v", meta)
 	}
-	clips := bb.all()
+	clips := bb.Clips()
 	if len(clips) != 1 || len(clips[0].Updates) != 1 {
 		t.Fatalf("bb clips %+v, want one clip updated once", clips)
 	}
@@ -223,7 +224,7 @@ func TestRateLimitsAnd5xxDeliverOnce(t *testing.T) {
 		}, time.Second},
 		{"bb-search-429-and-5xx", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "rl-bb1", px)
-			f.script("search", fault{status: 429, retryAfter: "1"}, fault{status: 500}, fault{status: 503})
+			f.ScriptOp("search", bluebillywigtest.Fault{Status: 429, RetryAfter: "1"}, bluebillywigtest.Fault{Status: 500}, bluebillywigtest.Fault{Status: 503})
 			return p
 		}, time.Second},
 	}
