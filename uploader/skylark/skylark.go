@@ -16,14 +16,14 @@
 //     value that is not a JSON object, a uid that is not a non-empty string,
 //     or an asset object over S3's 2 KB metadata limit fails the job
 //     permanently before anything is uploaded.
-//   - Every object also carries x-amz-meta-watchfolder-job, a job-derived
+//   - Every object also carries x-amz-meta-watchfolder-handle, a job-derived
 //     handle, so the processed copy can be told apart from an older file of
 //     the same name.
 //   - Ingest confirmation (WaitFor "processed", the default; "none" skips
 //     it): Skylark moves ingested objects to the processed/ prefix. The
 //     processed copy is looked for at "processed/<key>" and, when the key has
 //     directories, at "processed/<base name>" (ListObjectsV2 on the exact
-//     key, then HeadObject). A candidate counts when its watchfolder-job
+//     key, then HeadObject). A candidate counts when its watchfolder-handle
 //     metadata equals this job's handle or, when the platform dropped the
 //     metadata, when its size equals the file's and it was written no
 //     earlier than one minute before our upload finished. The key found is
@@ -71,9 +71,9 @@ const (
 	DefaultRegisterTimeout = 2 * time.Hour
 
 	processedPrefix = "processed/"
-	metaAsset       = "asset"           // x-amz-meta-asset: Skylark's advanced mode
-	metaHandle      = "watchfolder-job" // x-amz-meta-watchfolder-job: our handle
-	maxMetaBytes    = 2048              // S3's user metadata limit
+	metaAsset       = "asset"              // x-amz-meta-asset: Skylark's advanced mode
+	metaHandle      = "watchfolder-handle" // x-amz-meta-watchfolder-handle: our handle (the engine writes its own watchfolder-job token)
+	maxMetaBytes    = 2048                 // S3's user metadata limit
 	clockSlack      = time.Minute
 )
 
