@@ -16,14 +16,14 @@
 //     value that is not a JSON object, a uid that is not a non-empty string,
 //     or an asset object over S3's 2 KB metadata limit fails the job
 //     permanently before anything is uploaded.
-//   - Every object also carries x-amz-meta-watchfolder-handle, a job-derived
+//   - Every object also carries x-amz-meta-watchfolder-job, a job-derived
 //     handle, so the processed copy can be told apart from an older file of
 //     the same name.
 //   - Ingest confirmation (WaitFor "processed", the default; "none" skips
 //     it): Skylark moves ingested objects to the processed/ prefix. The
 //     processed copy is looked for at "processed/<key>" and, when the key has
 //     directories, at "processed/<base name>" (ListObjectsV2 on the exact
-//     key, then HeadObject). A candidate counts when its watchfolder-handle
+//     key, then HeadObject). A candidate counts when its watchfolder-job
 //     metadata equals this job's handle or, when the platform dropped the
 //     metadata, when its size equals the file's and it was written no
 //     earlier than one minute before our upload finished. The key found is
@@ -43,8 +43,6 @@ package skylark
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,9 +69,9 @@ const (
 	DefaultRegisterTimeout = 2 * time.Hour
 
 	processedPrefix = "processed/"
-	metaAsset       = "asset"              // x-amz-meta-asset: Skylark's advanced mode
-	metaHandle      = "watchfolder-handle" // x-amz-meta-watchfolder-handle: our handle (the engine writes its own watchfolder-job token)
-	maxMetaBytes    = 2048                 // S3's user metadata limit
+	metaAsset       = "asset"          // x-amz-meta-asset: Skylark's advanced mode
+	metaHandle      = s3engine.MetaJob // x-amz-meta-watchfolder-job: the job token
+	maxMetaBytes    = 2048             // S3's user metadata limit
 	clockSlack      = time.Minute
 )
 
@@ -227,12 +225,6 @@ func asciiJSON(s string) string {
 	return b.String()
 }
 
-func handle(src *uploader.Source) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", src.Folder, src.RelPath, src.JobID, src.Found.UnixNano())
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
 // ---- Upload ----
 
 // Upload validates the sidecar and writes the object into the watchfolder.
@@ -248,7 +240,9 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return uploader.Permanent(fmt.Errorf("skylark %q: %s: key: %w", d.o.Name, src.RelPath, err))
 		}
 	}
-	h := handle(src)
+	// The engine tags the object with the job's token; the processed copy
+	// is recognised by it.
+	h := s3engine.JobToken(src)
 	if !cp.Uploaded {
 		// A crash after the PUT but before its commit: Skylark may have
 		// moved the object to processed/ already, so the store answers
@@ -271,7 +265,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return nil
 		}
 	}
-	meta := map[string]string{metaHandle: h}
+	meta := map[string]string{}
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}

@@ -129,7 +129,7 @@ func TestDeliver(t *testing.T) {
 			if c.stale {
 				_, err := minio.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket),
 					Key: aws.String("processed/clip.mp4"), Body: bytes.NewReader(bytes.Repeat([]byte("skylark "), 2000)),
-					Metadata: map[string]string{"watchfolder-handle": "someoneelse"}})
+					Metadata: map[string]string{"watchfolder-job": "someoneelse"}})
 				if err != nil {
 					t.Fatal(err)
 				}
