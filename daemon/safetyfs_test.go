@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/watcher"
 )
 
 // openToEditors makes the harness's inbox writable by uid 65534, the
@@ -281,5 +283,30 @@ func TestSecondDaemonOnAFolderRefusesToStart(t *testing.T) {
 	cancel2()
 	if err := <-res2; err != nil {
 		t.Fatalf("daemon on a freed folder: %v", err)
+	}
+}
+
+// include = ["*.{mov,mxf}"] passes the config and matches both extensions
+// (path.Match took the braces literally and matched nothing).
+func TestBraceIncludeFromConfig(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+state_dir = "/tmp/x"
+[[folder]]
+name = "n"
+path = "/srv/watch/n"
+destinations = ["a"]
+include = ["*.{mov,MXF}"]
+[destination.a]
+type = "s3"
+bucket = "bkt"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := watcherFolders(cfg)[0]
+	for rel, want := range map[string]bool{"a.mov": true, "sub/b.mxf": true, "c.mp4": false, "a.json": false} {
+		if got := watcher.Match(wf, rel); got != want {
+			t.Errorf("Match(%q) = %v, want %v", rel, got, want)
+		}
 	}
 }
