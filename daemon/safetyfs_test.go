@@ -310,3 +310,54 @@ bucket = "bkt"
 		}
 	}
 }
+
+// Filing across filesystems from a directory the daemon cannot remove files
+// from (append-only here; a read-only share in practice): the copy is made
+// once, the job ends done saying the original stayed, and no retry makes
+// "clip (1).mp4", "clip (2).mp4"...
+func TestCrossFilesystemOriginalKeptIsFiledOnce(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "wf-daemon-")
+	if err != nil {
+		t.Fatalf("need a second filesystem (/dev/shm): %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	processed := filepath.Join(shm, "processed")
+	h := newHarness(t, hopts{folderExtra: fmt.Sprintf("processed_dir = %q", processed)})
+	locked := filepath.Join(h.inbox, "locked")
+	writeFile(t, filepath.Join(locked, "clip.mp4"), content("kept", 3000))
+	if out, err := exec.Command("chattr", "+a", locked).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +a (needs ext4, xfs or btrfs under %s): %v %s", os.TempDir(), err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-a", locked).Run() })
+	done := h.waitState(state.Done, 1, 30*time.Second)
+	h.d.watcher.Load().Rescan()
+	time.Sleep(3 * time.Second) // room for a wrong second filing
+	assertDir := func() {
+		ents, _ := os.ReadDir(filepath.Join(processed, "locked"))
+		if len(ents) != 1 || ents[0].Name() != "clip.mp4" {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("processed/locked holds %q, want just clip.mp4", names)
+		}
+	}
+	assertDir()
+	if jobs := h.jobs(); len(jobs) != 1 {
+		t.Fatalf("%d jobs, want 1", len(jobs))
+	}
+	j := done[0]
+	noted := false
+	for _, hist := range j.History {
+		noted = noted || strings.Contains(hist.Note, "original could not be removed")
+	}
+	if !noted {
+		t.Errorf("job history does not say the original stayed: %+v", j.History)
+	}
+	if n := strings.Count(h.logs.String(), "filed as a copy"); n != 1 {
+		t.Errorf("said %d times that the original stayed, want once", n)
+	}
+	if _, err := os.Stat(filepath.Join(locked, "clip.mp4")); err != nil {
+		t.Errorf("original: %v", err)
+	}
+}
