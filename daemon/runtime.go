@@ -115,7 +115,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.waitWatching(ctx, nw, len(cfg.Folders))
 	}
 	if oldN := d.notifier.Load(); oldN != nil && !reflect.DeepEqual(old.cfg.Notify, cfg.Notify) {
-		d.notifier.Store(newNotifier(oldN.ctx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version))
+		d.notifier.Store(newNotifier(oldN.ctx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, false))
 		oldN.close() // it delivers what it has queued, then stops
 	}
 	// Jobs parked by a folder that no longer exists, or queued jobs of a
