@@ -9,7 +9,7 @@ import (
 func cmdForget(e *env, args []string) int {
 	fs, cfgPath := e.flags("forget", "ID... [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parse(fs, reorder(args)); !ok {
+	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() == 0 {
