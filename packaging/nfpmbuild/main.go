@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/goreleaser/nfpm/v2"
 	_ "github.com/goreleaser/nfpm/v2/deb"
@@ -29,7 +30,13 @@ func main() {
 }
 
 func build(cfgPath, out string, formats []string) error {
-	cfg, err := nfpm.ParseFileWithEnvMapping(cfgPath, os.Getenv)
+	// Expand ${VAR} everywhere, paths included (nfpm itself expands only
+	// some fields).
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return err
+	}
+	cfg, err := nfpm.ParseWithEnvMapping(strings.NewReader(os.ExpandEnv(string(raw))), os.Getenv)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", cfgPath, err)
 	}
