@@ -321,3 +321,9 @@ func humanBytes(n int64) string {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// stderrFile is stderr as an *os.File when it is one (not in tests).
+func (e *env) stderrFile() *os.File {
+	f, _ := e.stderr.(*os.File)
+	return f
+}
