@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build test test-deps vet demo clean install bench torture package
+.PHONY: all build test test-deps vet demo clean install bench torture package debian-root
 
 all: build
 
@@ -42,7 +42,13 @@ $(BIN)/minio.$(MINIO_VERSION):
 	GOBIN=$(BIN) GOFLAGS=-buildvcs=false $(GO) install $(MINIO_MODULE)@$(MINIO_VERSION)
 	@rm -f $(BIN)/minio.v* && touch $@
 
-test-deps: $(BIN)/minio.$(MINIO_VERSION)
+# The systemd test boots a minimal Debian root built by debootstrap (cached
+# under ~/.cache/watchfolder, outside the tree).
+debian-root:
+	@./scripts/apt-deps.sh debootstrap
+	@./scripts/debian-root.sh >/dev/null
+
+test-deps: $(BIN)/minio.$(MINIO_VERSION) debian-root
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

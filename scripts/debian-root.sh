@@ -9,7 +9,7 @@
 set -euo pipefail
 SUITE=bookworm
 PACKAGES=systemd,dbus,procps
-STAMP="$SUITE-minbase-${PACKAGES//,/-}-v1"
+STAMP="$SUITE-minbase-${PACKAGES//,/-}-v2"
 CACHE="${WATCHFOLDER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/watchfolder}"
 ROOT="$CACHE/debian-root-$STAMP"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -38,8 +38,10 @@ debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$TMP" "$MIRROR" >"
 # Keep the cache small: package archives and lists are not needed to boot.
 rm -rf "$TMP"/var/cache/apt/archives/*.deb "$TMP"/var/lib/apt/lists/*_Packages
 # No console getty, no units that wait for hardware the namespace lacks.
-ln -sf /dev/null "$TMP/etc/systemd/system/getty@tty1.service"
-ln -sf /dev/null "$TMP/etc/systemd/system/console-getty.service"
+for unit in getty.target getty@tty1.service serial-getty@ttyS0.service console-getty.service; do
+	ln -sf /dev/null "$TMP/etc/systemd/system/$unit"
+done
+ln -sf /lib/systemd/system/multi-user.target "$TMP/etc/systemd/system/default.target"
 ln -sf /dev/null "$TMP/etc/systemd/system/systemd-networkd-wait-online.service"
 echo watchfolder-test >"$TMP/etc/hostname"
 touch "$TMP/.complete"
