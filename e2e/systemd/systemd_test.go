@@ -88,7 +88,8 @@ func TestPackageUnderSystemd(t *testing.T) {
 	// start returns only once the daemon said READY=1: right away the
 	// unit is active and the control socket answers.
 	if out, code := b.sh("systemctl start watchfolder"); code != 0 {
-		t.Fatalf("systemctl start: exit %d\n%s\n%s", code, out, b.journal(""))
+		st, _ := b.sh("systemctl status --no-pager -l watchfolder; journalctl --no-pager -n 60")
+		t.Fatalf("systemctl start: exit %d\n%s\n%s", code, out, st)
 	}
 	if out, _ := b.sh("systemctl show -p ActiveState -p SubState watchfolder"); out != "ActiveState=active\nSubState=running\n" {
 		t.Errorf("right after start:\n%s", out)
@@ -111,11 +112,17 @@ func TestPackageUnderSystemd(t *testing.T) {
 	// Reload applies a changed config: a new folder.
 	b.write("/etc/watchfolder/config.toml", base+folder("promo", "promo")+dest("promo", "sd-promo"))
 	b.mustSh("systemctl reload watchfolder")
-	b.await("promo folder watched", 30*time.Second, func() bool {
-		b.write("/media/ingest/promo/p.mp4", "promo")
-		out, _ := b.sh("test -f /media/ingest/promo/processed/p.mp4 && echo yes")
-		return strings.TrimSpace(out) == "yes"
+	b.await("reload applied", 20*time.Second, func() bool {
+		return strings.Contains(b.journal(""), "configuration reloaded")
 	})
+	b.write("/media/ingest/promo/p.mp4", "promo")
+	b.await("p.mp4 filed from the new folder", 30*time.Second, func() bool {
+		_, code := b.sh("test -f /media/ingest/promo/processed/p.mp4")
+		return code == 0
+	})
+	if got := minio.GetObject(t, "sd-promo", "promo/p.mp4"); string(got) != "promo" {
+		t.Errorf("object promo/p.mp4 = %q", got)
+	}
 	// A broken config is refused; the service stays up on the old one.
 	pid := b.mainPID()
 	b.write("/etc/watchfolder/config.toml", base+"[[folder]]\nname = \"half\"\n")
@@ -158,8 +165,8 @@ func TestPackageUnderSystemd(t *testing.T) {
 		out, _ := b.sh("systemctl is-active watchfolder")
 		return p != 0 && p != pid && strings.TrimSpace(out) == "active"
 	})
-	if !strings.Contains(b.journal(""), "Watchdog timeout") {
-		t.Error("the journal does not record a watchdog timeout")
+	if j := b.journal(""); !strings.Contains(j, "Watchdog timeout") {
+		t.Errorf("the journal does not record a watchdog timeout:\n%s", j)
 	}
 
 	// Stop during an upload finishes within TimeoutStopSec; the upload
@@ -236,7 +243,7 @@ func boot(t *testing.T, rootfs string) *box {
 	script := fmt.Sprintf(`set -e
 mount -t overlay overlay -o lowerdir=%[1]s,upperdir=%[2]s,workdir=%[3]s %[4]s
 mount -t proc proc %[4]s/proc
-exec chroot %[4]s /lib/systemd/systemd --system --log-target=console`, rootfs, upper, work, merged)
+exec chroot %[4]s /lib/systemd/systemd --system`, rootfs, upper, work, merged)
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount", "--propagation", "private", "bash", "-c", script)
 	var console bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &console, &console
@@ -353,7 +360,9 @@ func (b *box) mainPID() int {
 
 func (b *box) timeoutStop() time.Duration {
 	out, _ := b.sh("systemctl show -p TimeoutStopUSec --value watchfolder")
-	d, err := time.ParseDuration(strings.ReplaceAll(strings.TrimSpace(out), "min ", "m"))
+	// systemd spells timespans "1min 30s".
+	span := strings.ReplaceAll(strings.ReplaceAll(strings.TrimSpace(out), "min", "m"), " ", "")
+	d, err := time.ParseDuration(span)
 	if err != nil {
 		b.t.Fatalf("TimeoutStopUSec %q: %v", out, err)
 	}
