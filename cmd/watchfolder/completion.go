@@ -26,7 +26,7 @@ func completionFlags() map[string][]string {
 		"status":     {"--config", "--json", "--watch", "--interval"},
 		"version":    {"--config"},
 		"retry":      {"--config", "--failed", "--json"},
-		"forget":     {"--config", "--json"},
+		"forget":     {"--config", "--json", "--state", "--older-than", "--folder", "--dry-run"},
 		"pause":      {"--config", "--json"},
 		"resume":     {"--config", "--json"},
 		"reload":     {"--config"},

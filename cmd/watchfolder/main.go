@@ -51,7 +51,7 @@ func commands() map[string]command {
 		"pause":      {"stop starting new jobs (one folder or all); survives restarts", cmdPause},
 		"resume":     {"start new jobs again (one folder or all)", cmdResume},
 		"reload":     {"reload the config without a restart (like systemctl reload)", cmdReload},
-		"db":         {"db check: verify the state database (daemon stopped)", cmdDB},
+		"db":         {"db check: verify the state database; db backup FILE: copy it", cmdDB},
 		"completion": {"print a shell completion script: completion bash|zsh|fish", cmdCompletion},
 		"man":        {"print the manual page (roff), as installed as watchfolder(1)", cmdMan},
 		"doctor":     {"check the installation: folders, inotify limits, destinations (exit code per problem class)", cmdDoctor},
