@@ -13,16 +13,14 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/state"
 )
 
 // dbBackup writes a consistent copy of the state database to FILE. With
 // the daemon running, the copy is streamed from it over the control
 // socket (GET /v1/db/backup: one read transaction, so writes go on); with
-// the daemon stopped, the file is opened read-only and copied in one read
-// transaction. The copy is written beside FILE and renamed into place.
+// the daemon stopped, the file is opened read-only and copied the same way. The copy is written beside FILE and renamed into place.
 func dbBackup(e *env, args []string) int {
 	fs, cfgPath := e.flags("db backup", "FILE [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -69,21 +67,15 @@ func dbBackup(e *env, args []string) int {
 
 // copyOffline copies the database of a stopped daemon.
 func copyOffline(src string, w io.Writer) (int64, error) {
-	db, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
-	if errors.Is(err, bolt.ErrTimeout) {
+	st, err := state.Open(src, state.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
+	if errors.Is(err, state.ErrLocked) {
 		return 0, fmt.Errorf("%s is locked by a running daemon whose control socket does not answer", src)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("open %s: %w", src, err)
+		return 0, err
 	}
-	defer db.Close()
-	var n int64
-	err = db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
+	defer st.Close()
+	return st.Backup(context.Background(), w, nil)
 }
 
 // writeAtomic writes dst through a temporary file in its directory,

@@ -253,7 +253,7 @@ func TestDBBackupOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	j := &state.Job{Folder: "news", RelPath: "a.mp4", Path: filepath.Join(s.inbox, "a.mp4"), Size: 3}
+	j := &state.Job{Folder: "news", RelPath: "a.mp4", Path: filepath.Join(s.inbox, "a.mp4"), Size: 3, State: state.Waiting}
 	if err := st.Create(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -296,5 +296,33 @@ func TestShowByRelativeAndFiledPath(t *testing.T) {
 		if err != nil || v.ID != jobs[0].ID {
 			t.Errorf("show %s from %s: %v\n%s", tc.ref, tc.dir, err, out)
 		}
+	}
+
+	// An online backup while the daemon runs.
+	dst := filepath.Join(s.dir, "online.db")
+	out, errOut, code := s.cli("db", "backup", "--json", dst)
+	if code != exitOK || !strings.Contains(out, `"online": true`) {
+		t.Fatalf("db backup (online): exit %d\n%s%s", code, out, errOut)
+	}
+	cp, err := state.Open(dst, state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Get(t.Context(), jobs[0].ID); err != nil {
+		t.Errorf("job %d not in the online copy: %v", jobs[0].ID, err)
+	}
+	cp.Close()
+
+	// Retention: a dry run names the job, the real run forgets it.
+	out, _, code = s.cli("forget", "--state", "done", "--older-than", "1ms", "--dry-run", "--json")
+	if code != exitOK || !strings.Contains(out, fmt.Sprint(jobs[0].ID)) {
+		t.Errorf("forget --dry-run: exit %d\n%s", code, out)
+	}
+	out, errOut, code = s.cli("forget", "--state", "done", "--older-than", "1ms")
+	if code != exitOK || !strings.Contains(out, "1 jobs forgotten") {
+		t.Errorf("forget --state done: exit %d\n%s%s", code, out, errOut)
+	}
+	if left := s.list(); len(left) != 0 {
+		t.Errorf("jobs left after forget: %+v", left)
 	}
 }

@@ -60,6 +60,19 @@ func cmdForget(e *env, args []string) int {
 				return exitUsage
 			}
 		}
+		if *folder == "" && !*dryRun && age > 0 {
+			// The daemon prunes in one transaction.
+			var res daemon.PruneResult
+			pq := url.Values{"older_than": {age.String()}, "state": {*states}}
+			if err := controlDo(ctx, cfg, http.MethodPost, "/v1/db/prune", pq, &res); err != nil {
+				return e.failure("forget", cfg, err)
+			}
+			if *asJSON {
+				return e.writeJSON(res)
+			}
+			fmt.Fprintf(e.stdout, "%d jobs forgotten\n", res.Pruned)
+			return exitOK
+		}
 		if *folder != "" {
 			q.Set("folder", *folder)
 		}
