@@ -22,6 +22,7 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
+	State        StateSettings
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
 

@@ -71,6 +71,13 @@ func (c *Config) WriteEffective(w io.Writer) error {
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
 
+	e.section("[state]")
+	if c.State.KeepDone > 0 {
+		e.dur("keep_done", c.State.KeepDone)
+	} else {
+		e.str("keep_done", "")
+	}
+
 	for _, n := range c.Notify {
 		e.section("[[notify]]")
 		e.str("url", redactQuery(n.URL))

@@ -106,6 +106,7 @@ func build(top *table) *Config {
 
 	c.Retry = buildRetry(top.sub("retry"))
 	c.Upload = buildUpload(top.sub("upload"))
+	c.State = buildState(top.sub("state"))
 
 	m := top.sub("metrics")
 	if l, ok := m.str("listen"); ok && l != "" {

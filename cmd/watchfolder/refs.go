@@ -10,28 +10,8 @@ import (
 	"github.com/watchfolder/watchfolder/config"
 )
 
-// parseAge reads a duration that may also be given in days ("7d",
-// "1d12h"), since retention and --since are thought of in days.
-func parseAge(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	var days time.Duration
-	if i := strings.IndexByte(s, 'd'); i > 0 {
-		n, err := strconv.ParseFloat(s[:i], 64)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("%q is not a duration (e.g. 90m, 24h, 7d)", s)
-		}
-		days = time.Duration(n * float64(24*time.Hour))
-		s = s[i+1:]
-		if s == "" {
-			return days, nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%q is not a duration (e.g. 90m, 24h, 7d)", s)
-	}
-	return days + d, nil
-}
+// parseAge reads a duration that may be given in days ("7d", "1d12h").
+func parseAge(s string) (time.Duration, error) { return config.ParseAge(s) }
 
 // checkFolder reports an unknown folder name the same way for every
 // command: exit 2 with the names that exist.

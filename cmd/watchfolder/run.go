@@ -55,7 +55,7 @@ func cmdRun(e *env, args []string) int {
 	}
 	path := e.configPath(*cfgPath)
 	d, err := daemon.New(ctx, daemon.Options{
-		Config: cfg, Logger: log, Version: version,
+		Config: cfg, Logger: log, Version: version, KeepDone: cfg.State.KeepDone,
 		Ready:     func() { notify(sddaemon.SdNotifyReady) },
 		Reloading: func() { notify(reloadingState()) },
 		Stopping:  func() { notify(sddaemon.SdNotifyStopping) },
