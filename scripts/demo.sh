@@ -17,7 +17,7 @@ if curl -fsS "http://127.0.0.1:$PORT/minio/health/live" >/dev/null 2>&1 || (exec
   exit 1
 fi
 MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off MINIO_UPDATE=off \
-  "$ROOT/.bin/minio" server "$DEMO/minio" --address "127.0.0.1:$PORT" --quiet >"$DEMO/minio.log" 2>&1 &
+  "${WATCHFOLDER_BIN_DIR:-$ROOT/.bin}/minio" server "$DEMO/minio" --address "127.0.0.1:$PORT" --quiet >"$DEMO/minio.log" 2>&1 &
 MINIO_PID=$!
 DAEMON_PID=
 cleanup() {
