@@ -97,6 +97,11 @@ func TestPackageUnderSystemd(t *testing.T) {
 	if out, code := b.sh("watchfolder status"); code != 0 {
 		t.Errorf("status right after start: exit %d\n%s", code, out)
 	}
+	// The packaged modes (0640 root:watchfolder) are the intended setup:
+	// no warning about them.
+	if j := b.journal("-p warning"); strings.Contains(j, "readable by") {
+		t.Errorf("warnings about the packaged file modes:\n%s", j)
+	}
 
 	// A dropped file is delivered and filed, inside the sandbox.
 	clip := bytes.Repeat([]byte("news clip "), 10000)
