@@ -43,9 +43,9 @@ $(BIN)/minio.$(MINIO_VERSION):
 	@rm -f $(BIN)/minio.v* && touch $@
 
 # The systemd test boots a minimal Debian root built by debootstrap (cached
-# under ~/.cache/watchfolder, outside the tree).
+# under ~/.cache/watchfolder, outside the tree); it reads the .rpm with rpm.
 debian-root:
-	@./scripts/apt-deps.sh debootstrap
+	@./scripts/apt-deps.sh debootstrap rpm
 	@./scripts/debian-root.sh >/dev/null
 
 test-deps: $(BIN)/minio.$(MINIO_VERSION) debian-root

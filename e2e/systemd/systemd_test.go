@@ -39,7 +39,7 @@ func TestPackageUnderSystemd(t *testing.T) {
 	}
 	started := time.Now()
 	rootfs := debianRoot(t, repo)
-	deb := buildDeb(t, repo)
+	deb := buildPackages(t, repo)
 	t.Logf("root file system and package ready after %s", time.Since(started).Round(time.Millisecond))
 
 	minio := testenv.StartMinIOT(t)
@@ -221,16 +221,43 @@ func debianRoot(t *testing.T, repo string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// buildDeb runs `make package` into a temporary directory.
-func buildDeb(t *testing.T, repo string) string {
+// buildPackages runs `make package` into a temporary directory, checks
+// the .rpm from the outside (rpm is not what the Debian root runs) and
+// returns the .deb.
+func buildPackages(t *testing.T, repo string) string {
 	dist := filepath.Join(t.TempDir(), "dist")
 	cmd := exec.Command("make", "-s", "-C", repo, "package", "DIST="+dist)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make package: %v\n%s", err, out)
 	}
 	debs, _ := filepath.Glob(filepath.Join(dist, "*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("make package made %v", debs)
+	rpms, _ := filepath.Glob(filepath.Join(dist, "*.rpm"))
+	if len(debs) != 1 || len(rpms) != 1 {
+		t.Fatalf("make package made %v %v", debs, rpms)
+	}
+	out, err := exec.Command("rpm", "-qp", "--qf", "[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:octal} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]", rpms[0]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rpm -qp: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"/etc/watchfolder/config.toml cn 100640 root:watchfolder",
+		"/etc/watchfolder  40750 root:watchfolder",
+		"/usr/bin/watchfolder  100755 root:root",
+		"/usr/lib/systemd/system/watchfolder.service",
+		"/usr/share/man/man1/watchfolder.1.gz",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("rpm lacks %q:\n%s", want, out)
+		}
+	}
+	scripts, _ := exec.Command("rpm", "-qp", "--scripts", rpms[0]).CombinedOutput()
+	for _, want := range []string{"systemd-sysusers", "systemd-tmpfiles", "daemon-reload", "is-enabled"} {
+		if !strings.Contains(string(scripts), want) {
+			t.Errorf("rpm scriptlets lack %s", want)
+		}
+	}
+	if strings.Contains(string(scripts), "systemctl start") || strings.Contains(string(scripts), "enable --now") {
+		t.Errorf("rpm scriptlets start the service:\n%s", scripts)
 	}
 	return debs[0]
 }
