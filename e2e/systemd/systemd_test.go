@@ -9,6 +9,7 @@ package systemd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -81,7 +82,9 @@ func TestPackageUnderSystemd(t *testing.T) {
 	folder := func(name, destName string) string {
 		return fmt.Sprintf("[[folder]]\nname = %q\npath = \"/media/ingest/%s\"\ndestinations = [%q]\nstable_after = \"1s\"\nrescan_interval = \"2s\"\n", name, name, destName)
 	}
-	base := "[upload]\nmax_bandwidth = \"4MiB/s\"\npart_size = \"5MiB\"\n\n" +
+	// A short shutdown_timeout: stop must cut the 24 MiB upload below short
+	// (at 4 MiB/s) so that it resumes after the next start.
+	base := "shutdown_timeout = \"4s\"\n[upload]\nmax_bandwidth = \"4MiB/s\"\npart_size = \"5MiB\"\n\n" +
 		folder("news", "news") + folder("broken", "nobucket") + dest("news", "sd-news") + dest("nobucket", "sd-no-such-bucket")
 	b.write("/etc/watchfolder/config.toml", base)
 
@@ -178,9 +181,20 @@ func TestPackageUnderSystemd(t *testing.T) {
 	// resumes after the next start.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 24<<20/16) // 24 MiB at 4 MiB/s
 	b.write("/media/ingest/news/big.mp4", string(big))
+	var bigID uint64
 	b.await("big.mp4 uploading", 30*time.Second, func() bool {
-		out, _ := b.sh("watchfolder list --state uploading")
-		return strings.Contains(out, "big.mp4")
+		out, _ := b.sh("watchfolder list --state uploading --json")
+		var jobs []struct {
+			ID      uint64
+			RelPath string
+		}
+		json.Unmarshal([]byte(out), &jobs)
+		for _, j := range jobs {
+			if j.RelPath == "big.mp4" {
+				bigID = j.ID
+			}
+		}
+		return bigID != 0
 	})
 	stopAt := time.Now()
 	b.mustSh("systemctl stop watchfolder")
@@ -201,8 +215,11 @@ func TestPackageUnderSystemd(t *testing.T) {
 	if got := minio.GetObject(t, "sd-news", "news/big.mp4"); !bytes.Equal(got, big) {
 		t.Errorf("object news/big.mp4 differs after resume (%d bytes)", len(got))
 	}
-	if out, _ := b.sh("watchfolder show --json /media/ingest/news/processed/big.mp4"); !strings.Contains(out, `"state": "done"`) {
-		t.Errorf("show by filed path:\n%s", out)
+	if out, _ := b.sh("watchfolder show --json /media/ingest/news/processed/big.mp4"); !strings.Contains(out, `"state": "done"`) || !strings.Contains(out, fmt.Sprintf(`"id": %d,`, bigID)) {
+		t.Errorf("show by filed path: want job %d done:\n%s", bigID, out)
+	}
+	if !strings.Contains(b.journal(""), "resuming unfinished jobs") {
+		t.Error("the restarted daemon did not resume the interrupted job")
 	}
 	t.Logf("whole test %s", time.Since(started).Round(time.Millisecond))
 }
