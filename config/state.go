@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/config/table"
 )
 
 // StateSettings is the [state] table.
@@ -13,17 +15,17 @@ type StateSettings struct {
 	KeepDone time.Duration
 }
 
-func buildState(t *table) StateSettings {
+func buildState(t *table.Table) StateSettings {
 	var s StateSettings
-	if v, ok := t.str("keep_done"); ok && v != "" {
+	if v, ok := t.Str("keep_done"); ok && v != "" {
 		d, err := ParseAge(v)
 		if err != nil || d <= 0 {
-			t.errf("keep_done", `invalid age %q: want a positive duration such as "90d", "36h" or "1d12h"`, v)
+			t.Errf("keep_done", `invalid age %q: want a positive duration such as "90d", "36h" or "1d12h"`, v)
 		} else {
 			s.KeepDone = d
 		}
 	}
-	t.unknown(nil)
+	t.Unknown(nil)
 	return s
 }
 

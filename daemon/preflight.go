@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Problem classes reported by the checks below; watchfolder doctor turns
@@ -221,23 +223,34 @@ func probeLease(dir string) error {
 	return err
 }
 
-// CheckDestinations asks each S3 store whether it takes the credentials
-// and region, with a read of an object that does not exist (its error
-// code tells bad credentials from a missing permission, which HEAD cannot
-// say). With write, it also puts and removes a small probe object.
+// s3Backed is a destination that delivers through an S3 engine of its
+// own (plain S3; platforms that ingest from a bucket may expose theirs).
+type s3Backed interface{ S3() *s3engine.S3 }
+
+// CheckDestinations builds each destination as the daemon would and asks
+// each S3 store whether it takes the credentials and region, with a read
+// of an object that does not exist (its error code tells bad credentials
+// from a missing permission, which HEAD cannot say). With write, it also
+// puts and removes a small probe object.
 func CheckDestinations(ctx context.Context, cfg *config.Config, write bool) []Problem {
 	var out []Problem
+	quiet := slog.New(slog.DiscardHandler)
 	for name, dc := range cfg.Destinations {
-		if dc.Type == "jwplayer" || dc.S3.Bucket == "" {
-			continue // no S3 store of its own
+		if dc.Settings == nil {
+			continue // config reports unknown types
 		}
 		subj := "destination " + name
-		s, err := uploader.NewS3(ctx, s3Options(dc.S3), uploader.EngineOptions{})
+		d, err := dc.Settings.Build(ctx, uploader.BuildEnv{Name: name, Logger: quiet, APIClient: &http.Client{Timeout: 30 * time.Second}})
 		if err != nil {
 			out = append(out, Problem{ClassDestination, subj, err.Error(), true})
 			continue
 		}
-		out = append(out, probeBucket(ctx, subj, dc.S3.Bucket, s.Client(), write)...)
+		sb, ok := d.(s3Backed)
+		if !ok {
+			continue
+		}
+		eng := sb.S3()
+		out = append(out, probeBucket(ctx, subj, eng.Bucket(), eng.Client(), write)...)
 	}
 	return out
 }

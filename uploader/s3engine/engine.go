@@ -1,4 +1,4 @@
-package uploader
+package s3engine
 
 // The resumable transfer engine behind (*S3).Put.
 //
@@ -44,6 +44,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"hash"
 	"hash/crc32"
 	"io"
@@ -94,18 +95,18 @@ var errStalled = errors.New("no progress")
 // reset, so a retry uploads it again.
 var ErrVerify = errors.New("verification failed")
 
-func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, s Session) error {
+func (c *S3) put(ctx context.Context, src *uploader.Source, in PutInput, cp *uploader.Checkpoint, s uploader.Session) error {
 	bucket, key := c.opts.Bucket, in.Key
 	obj := objectURL(bucket, key)
 	wrap := func(err error) error { return fmt.Errorf("upload %s to %s: %w", src.Path, obj, err) }
 	if key == "" {
-		return Permanent(wrap(errors.New("empty object key")))
+		return uploader.Permanent(wrap(errors.New("empty object key")))
 	}
 	if cp.Uploaded && cp.Bucket == bucket && cp.Key == key {
 		return nil
 	}
 	if src.Size > maxObjectSize {
-		return Permanent(wrap(fmt.Errorf("file is %d bytes, over the 5 TiB S3 object size limit", src.Size)))
+		return uploader.Permanent(wrap(fmt.Errorf("file is %d bytes, over the 5 TiB S3 object size limit", src.Size)))
 	}
 	if (cp.Bucket != "" && cp.Bucket != bucket) || (cp.Key != "" && cp.Key != key) {
 		// The destination's bucket or key template changed since the last
@@ -121,7 +122,7 @@ func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, 
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			c.abandon(ctx, src, cp, s)
-			return wrap(fmt.Errorf("%w: %w", ErrSourceChanged, err))
+			return wrap(fmt.Errorf("%w: %w", uploader.ErrSourceChanged, err))
 		}
 		return wrap(err)
 	}
@@ -143,7 +144,7 @@ func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, 
 
 // resetS3 forgets everything the engine recorded in cp, keeping what the
 // platform destinations own (VendorID, Extra).
-func resetS3(cp *Checkpoint) {
+func resetS3(cp *uploader.Checkpoint) {
 	cp.Bucket, cp.Key, cp.UploadID, cp.PartSize, cp.Checksum = "", "", "", 0, ""
 	cp.Parts, cp.Uploaded, cp.SHA256, cp.ETag, cp.Object = nil, false, "", "", ""
 	cp.Creating = false
@@ -151,7 +152,7 @@ func resetS3(cp *Checkpoint) {
 
 // abandon aborts the open upload of a file that changed or vanished and
 // records that, best effort: the caller's error matters more.
-func (c *S3) abandon(ctx context.Context, src *Source, cp *Checkpoint, s Session) {
+func (c *S3) abandon(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) {
 	if cp.UploadID == "" {
 		return
 	}
@@ -166,7 +167,7 @@ func (c *S3) abandon(ctx context.Context, src *Source, cp *Checkpoint, s Session
 
 // sameVersion checks that the open file is the version src describes. An
 // Inode or Device of 0 in src means "not recorded" and is not compared.
-func sameVersion(f *os.File, src *Source) error {
+func sameVersion(f *os.File, src *uploader.Source) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat: %w", err)
@@ -200,7 +201,7 @@ func sameVersion(f *os.File, src *Source) error {
 		diffs = append(diffs, "replaced by another file at its path")
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("%w (%s)", ErrSourceChanged, strings.Join(diffs, ", "))
+		return fmt.Errorf("%w (%s)", uploader.ErrSourceChanged, strings.Join(diffs, ", "))
 	}
 	return nil
 }
@@ -234,7 +235,7 @@ func (c *S3) contentType(in PutInput) string {
 	case c.opts.ContentType != "":
 		return c.opts.ContentType
 	}
-	return ContentTypeFor(in.Key)
+	return uploader.ContentTypeFor(in.Key)
 }
 
 func optString(s string) *string {
@@ -267,7 +268,7 @@ func (c *S3) scanRange(ctx context.Context, f *os.File, off, n int64, sha hash.H
 		k, err := f.ReadAt(chunk, off+done)
 		if k < len(chunk) {
 			if err == nil || err == io.EOF {
-				err = fmt.Errorf("%w (file shorter than recorded: read ended at %d of %d bytes)", ErrSourceChanged, off+done+int64(k), off+n)
+				err = fmt.Errorf("%w (file shorter than recorded: read ended at %d of %d bytes)", uploader.ErrSourceChanged, off+done+int64(k), off+n)
 			}
 			return nil, fmt.Errorf("read at offset %d: %w", off+done, err)
 		}
@@ -290,7 +291,7 @@ func (c *S3) scanRange(ctx context.Context, f *os.File, off, n int64, sha hash.H
 type progress struct {
 	mu   sync.Mutex
 	done int64
-	s    Session
+	s    uploader.Session
 }
 
 func (p *progress) add(n int64) {
@@ -306,7 +307,7 @@ func (p *progress) add(n int64) {
 type partBody struct {
 	ctx   context.Context
 	sr    *io.SectionReader
-	lim   *Limiter
+	lim   *uploader.Limiter
 	prog  *progress
 	timer *time.Timer
 	stall time.Duration
@@ -328,8 +329,8 @@ func (b *partBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	if b.lim != nil && len(p) > limiterChunk {
-		p = p[:limiterChunk]
+	if b.lim != nil && len(p) > uploader.LimiterChunk {
+		p = p[:uploader.LimiterChunk]
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -388,7 +389,7 @@ func (c *S3) send(ctx context.Context, f io.ReaderAt, off, n int64, prog *progre
 	return err
 }
 
-func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
+func (c *S3) putSingle(ctx context.Context, f *os.File, src *uploader.Source, in PutInput, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
 	bucket, key, size := c.opts.Bucket, in.Key, src.Size
 	sha := sha256.New()
 	buf := c.scanBuf()
@@ -471,7 +472,7 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 // platform watch folders must not ingest it, and it cannot be "aborted" once
 // complete. Then cp is reset so the retry starts over. Other errors (the
 // HEAD itself failed) leave everything as is for the retry to verify again.
-func (c *S3) verifyFailed(ctx context.Context, cp *Checkpoint, s Session, bucket, key string, err error) error {
+func (c *S3) verifyFailed(ctx context.Context, cp *uploader.Checkpoint, s uploader.Session, bucket, key string, err error) error {
 	if !errors.Is(err, ErrVerify) {
 		return err
 	}
@@ -562,7 +563,7 @@ type partJob struct {
 	sum []byte
 }
 
-func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
+func (c *S3) putMultipart(ctx context.Context, f *os.File, src *uploader.Source, in PutInput, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
 	bucket, key, size, alg := c.opts.Bucket, in.Key, src.Size, c.opts.Checksum
 	partSize := partSizeFor(size, c.eng.PartSize)
 
@@ -593,7 +594,7 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 	}
 
 	nParts := int32((size + partSize - 1) / partSize)
-	committed := make(map[int32]Part, len(cp.Parts))
+	committed := make(map[int32]uploader.Part, len(cp.Parts))
 	prog := &progress{s: s}
 	for _, p := range cp.Parts {
 		committed[p.Number] = p
@@ -610,7 +611,7 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		saveFailed bool
 		wg         sync.WaitGroup
 	)
-	commit := func(p Part) error {
+	commit := func(p uploader.Part) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if saveFailed {
@@ -677,11 +678,11 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 				// send it again.
 				c.log.Warn("committed part differs from file, resending", "file", src.Path, "part", n)
 				mu.Lock()
-				cp.Parts = slices.DeleteFunc(cp.Parts, func(q Part) bool { return q.Number == n })
+				cp.Parts = slices.DeleteFunc(cp.Parts, func(q uploader.Part) bool { return q.Number == n })
 				mu.Unlock()
 			} else if sp, ok := unrecorded[n]; ok && adoptable(alg, sp, j) {
 				b64 := base64.StdEncoding.EncodeToString(sum)
-				if err := commit(Part{Number: n, ETag: aws.ToString(sp.ETag), Checksum: b64, Size: j.len}); err != nil {
+				if err := commit(uploader.Part{Number: n, ETag: aws.ToString(sp.ETag), Checksum: b64, Size: j.len}); err != nil {
 					cancel(err)
 					return err
 				}
@@ -701,13 +702,13 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		return wrap(classify(err))
 	}
 	if scanErr != nil {
-		if errors.Is(scanErr, ErrSourceChanged) {
+		if errors.Is(scanErr, uploader.ErrSourceChanged) {
 			c.abandon(ctx, src, cp, s)
 		}
 		return wrap(scanErr)
 	}
 
-	slices.SortFunc(cp.Parts, func(a, b Part) int { return int(a.Number) - int(b.Number) })
+	slices.SortFunc(cp.Parts, func(a, b uploader.Part) int { return int(a.Number) - int(b.Number) })
 	if len(cp.Parts) != int(nParts) {
 		return wrap(fmt.Errorf("internal error: %d of %d parts committed", len(cp.Parts), nParts))
 	}
@@ -761,7 +762,7 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 
 // create starts a multipart upload and records it in cp before any part is
 // sent, so a crash after this point resumes (or cleans up) this upload.
-func (c *S3) create(ctx context.Context, in PutInput, cp *Checkpoint, partSize int64, s Session) error {
+func (c *S3) create(ctx context.Context, in PutInput, cp *uploader.Checkpoint, partSize int64, s uploader.Session) error {
 	bucket, key := c.opts.Bucket, in.Key
 	if cp.Creating && cp.Bucket == bucket && cp.Key != "" {
 		// An earlier attempt died between creating an upload and saving its
@@ -842,7 +843,7 @@ func (c *S3) abortUnrecorded(ctx context.Context, key string) (int, error) {
 // returns the parts the store holds that cp does not record: sent before a
 // crash that came before their commit; the caller adopts those whose
 // checksum matches the file instead of sending them again.
-func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) (map[int32]types.Part, error) {
+func (c *S3) keepStoredParts(ctx context.Context, cp *uploader.Checkpoint, size int64) (map[int32]types.Part, error) {
 	stored := make(map[int32]types.Part)
 	p := s3.NewListPartsPaginator(c.client, &s3.ListPartsInput{
 		Bucket: aws.String(cp.Bucket), Key: aws.String(cp.Key), UploadId: aws.String(cp.UploadID),
@@ -892,7 +893,7 @@ func adoptable(alg string, sp types.Part, j partJob) bool {
 	return false
 }
 
-func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress, w *partWatch) (Part, error) {
+func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress, w *partWatch) (uploader.Part, error) {
 	b64 := base64.StdEncoding.EncodeToString(j.sum)
 	var etag string
 	err := c.send(ctx, f, j.off, j.len, prog, w, func(ctx context.Context, body io.ReadSeeker) error {
@@ -914,19 +915,19 @@ func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j
 		return nil
 	})
 	if err != nil {
-		return Part{}, fmt.Errorf("upload part %d (bytes %d-%d): %w", j.n, j.off, j.off+j.len-1, err)
+		return uploader.Part{}, fmt.Errorf("upload part %d (bytes %d-%d): %w", j.n, j.off, j.off+j.len-1, err)
 	}
 	if j.sum == nil {
 		b64 = ""
 	}
-	return Part{Number: j.n, ETag: etag, Checksum: b64, Size: j.len}, nil
+	return uploader.Part{Number: j.n, ETag: etag, Checksum: b64, Size: j.len}, nil
 }
 
 // compositeSums derives what the store reports for a multipart object from
 // the part checksums: CRC32C over the concatenated binary part CRCs plus
 // "-N" (S3's COMPOSITE checksum type), or for MD5 the ETag: MD5 over the
 // concatenated binary part MD5s, hex, plus "-N".
-func compositeSums(alg string, parts []Part) (crc, etag string, err error) {
+func compositeSums(alg string, parts []uploader.Part) (crc, etag string, err error) {
 	var h hash.Hash
 	switch alg {
 	case ChecksumCRC32C:

@@ -1,6 +1,10 @@
-package uploader
+package s3engine
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/watchfolder/watchfolder/uploader"
+)
 
 // permanentCodes are S3 error codes a retry cannot fix: wrong credentials or
 // configuration, or an object the store will never accept. Everything else
@@ -41,11 +45,11 @@ func errorCode(err error) string {
 // classify marks err permanent when its S3 error code says retrying is
 // pointless; other errors are returned unchanged.
 func classify(err error) error {
-	if err == nil || IsPermanent(err) {
+	if err == nil || uploader.IsPermanent(err) {
 		return err
 	}
 	if permanentCodes[errorCode(err)] {
-		return Permanent(err)
+		return uploader.Permanent(err)
 	}
 	return err
 }

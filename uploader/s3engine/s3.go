@@ -1,9 +1,10 @@
-package uploader
+package s3engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"log/slog"
 	"net"
 	"net/http"
@@ -30,6 +31,9 @@ type S3Options struct {
 	SecretAccessKey string
 	SessionToken    string
 	Profile         string
+	// Anonymous sends unsigned requests (buckets that grant writes by
+	// policy); no credentials are looked up.
+	Anonymous bool
 
 	ACL                string // private, public-read, ...; empty: bucket default
 	ContentType        string // empty: by extension
@@ -47,7 +51,7 @@ type EngineOptions struct {
 	PartSize           int64 // default 16 MiB; grown to stay under 10,000 parts
 	Concurrency        int   // parts in flight per file; default 4
 	MultipartThreshold int64 // single PUT below this size; default PartSize
-	Limiter            *Limiter
+	Limiter            *uploader.Limiter
 
 	// MaxFiles is how many files are uploaded at once (all folders
 	// together); it only sizes the connection pool. Default 4.
@@ -142,6 +146,8 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		lopts = append(lopts, config.WithRegion(opts.Region))
 	}
 	switch {
+	case opts.Anonymous:
+		lopts = append(lopts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
 	case opts.AccessKeyID != "":
 		lopts = append(lopts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken)))
@@ -239,14 +245,14 @@ func (c *S3) Bucket() string { return c.opts.Bucket }
 // Errors name the file and s3://bucket/key; IsPermanent reports those a retry
 // cannot fix; errors.Is(err, ErrSourceChanged) when the file is no longer the
 // version in src (any open multipart upload is then aborted).
-func (c *S3) Put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, s Session) error {
+func (c *S3) Put(ctx context.Context, src *uploader.Source, in PutInput, cp *uploader.Checkpoint, s uploader.Session) error {
 	return c.put(ctx, src, in, cp, s)
 }
 
 // Abort aborts the multipart upload recorded in cp, if any, and clears
 // cp.UploadID and cp.Parts (the caller saves cp). An upload the store no
 // longer knows (already aborted or completed) is not an error.
-func (c *S3) Abort(ctx context.Context, cp *Checkpoint) error {
+func (c *S3) Abort(ctx context.Context, cp *uploader.Checkpoint) error {
 	if cp == nil || cp.UploadID == "" {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package uploader
+package s3engine
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -155,7 +156,7 @@ func newEngine(tb testing.TB, bucket string, cfg engineCfg) *S3 {
 
 // writeFile writes size pseudo-random bytes (fixed seed) and returns the
 // Source for that version.
-func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*Source, []byte) {
+func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*uploader.Source, []byte) {
 	tb.Helper()
 	data := make([]byte, size)
 	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
@@ -167,14 +168,14 @@ func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*Sourc
 	return sourceFor(tb, p, name), data
 }
 
-func sourceFor(tb testing.TB, p, rel string) *Source {
+func sourceFor(tb testing.TB, p, rel string) *uploader.Source {
 	tb.Helper()
 	fi, err := os.Stat(p)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	return &Source{
+	return &uploader.Source{
 		JobID: 7, Folder: "news", Path: p, RelPath: rel, Size: fi.Size(), ModTime: fi.ModTime(),
 		Inode: st.Ino, Device: uint64(st.Dev), Found: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
 	}
@@ -192,7 +193,7 @@ type memSession struct {
 
 func newSession() *memSession { return &memSession{okSaves: -1} }
 
-func (s *memSession) Save(ctx context.Context, cp *Checkpoint) error {
+func (s *memSession) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.okSaves >= 0 && s.saves >= s.okSaves {
@@ -215,11 +216,11 @@ func (s *memSession) Progress(n int64) {
 
 // saved returns the last durably saved checkpoint, as a restarted daemon
 // would load it.
-func (s *memSession) saved(tb testing.TB) *Checkpoint {
+func (s *memSession) saved(tb testing.TB) *uploader.Checkpoint {
 	tb.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var cp Checkpoint
+	var cp uploader.Checkpoint
 	if err := json.Unmarshal(s.last, &cp); err != nil {
 		tb.Fatalf("saved checkpoint: %v", err)
 	}
@@ -259,7 +260,7 @@ func TestPutSingle(t *testing.T) {
 		o.ACL = "private"
 	}})
 	src, data := writeFile(t, t.TempDir(), "clip.mov", 3*mib+17, 1)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	err := c.Put(ctxT(t), src, PutInput{Key: "in/clip.mov", Metadata: map[string]string{"Job": "7"}}, cp, s)
 	if err != nil {
 		t.Fatalf("Put: %v", err)
@@ -318,7 +319,7 @@ func TestPutSingleRoundTrips(t *testing.T) {
 			cnt := &counter{}
 			c := newEngine(t, bucket, engineCfg{opts: func(o *S3Options) { o.Checksum = alg }, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "clip.mp4", 256<<10, 4)
-			cp := &Checkpoint{}
+			cp := &uploader.Checkpoint{}
 			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, newSession()); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
@@ -343,7 +344,7 @@ func TestPutEmptyFile(t *testing.T) {
 	bucket := newBucket(t)
 	c := newEngine(t, bucket, engineCfg{})
 	src, _ := writeFile(t, t.TempDir(), "empty.wav", 0, 1)
-	cp := &Checkpoint{}
+	cp := &uploader.Checkpoint{}
 	if err := c.Put(ctxT(t), src, PutInput{Key: "empty.wav"}, cp, newSession()); err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -364,7 +365,7 @@ func TestPutMultipart(t *testing.T) {
 				count: cnt,
 			})
 			src, data := writeFile(t, t.TempDir(), "big.mp4", size, 2)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			if err := c.Put(ctxT(t), src, PutInput{Key: "big.mp4"}, cp, s); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
@@ -441,7 +442,7 @@ func TestPutResume(t *testing.T) {
 			cnt := &counter{}
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: conc}, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "r.mxf", size, 3)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			s.okSaves = 2 + k // the create mark, the upload id, k parts
 			err := c.Put(ctxT(t), src, PutInput{Key: "r.mxf"}, cp, s)
 			if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "s3://"+bucket+"/r.mxf") {
@@ -503,7 +504,7 @@ func TestPutNoSuchUpload(t *testing.T) {
 	bucket := newBucket(t)
 	c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}})
 	src, data := writeFile(t, t.TempDir(), "n.mp4", 12*mib, 4)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	s.okSaves = 2
 	if err := c.Put(ctxT(t), src, PutInput{Key: "n.mp4"}, cp, s); err == nil {
 		t.Fatal("Put with failing Save succeeded")
@@ -562,7 +563,7 @@ func TestPutSourceChanged(t *testing.T) {
 			bucket := newBucket(t)
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}})
 			src, _ := writeFile(t, t.TempDir(), "c.mp4", 11*mib, 5)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			s.okSaves = 2
 			if err := c.Put(ctxT(t), src, PutInput{Key: "c.mp4"}, cp, s); err == nil {
 				t.Fatal("Put with failing Save succeeded")
@@ -573,7 +574,7 @@ func TestPutSourceChanged(t *testing.T) {
 			tc.change(t, src.Path)
 			s.okSaves = -1
 			err := c.Put(ctxT(t), src, PutInput{Key: "c.mp4"}, cp, s)
-			if !errors.Is(err, ErrSourceChanged) {
+			if !errors.Is(err, uploader.ErrSourceChanged) {
 				t.Fatalf("Put of a changed file: %v, want ErrSourceChanged", err)
 			}
 			if ids := openUploads(t, bucket); len(ids) != 0 {
@@ -670,12 +671,12 @@ func TestPutCorruptedInTransit(t *testing.T) {
 			opts := func(o *S3Options) { o.Checksum = tc.alg }
 			c := newEngine(t, bucket, engineCfg{opts: opts, eng: eng, endpoint: proxy})
 			src, data := writeFile(t, t.TempDir(), "x.mp4", tc.size, 6)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			err := c.Put(ctxT(t), src, PutInput{Key: "x.mp4"}, cp, s)
 			if err == nil {
 				t.Fatal("Put through a corrupting proxy succeeded")
 			}
-			if IsPermanent(err) || !strings.Contains(err.Error(), "s3://"+bucket+"/x.mp4") {
+			if uploader.IsPermanent(err) || !strings.Contains(err.Error(), "s3://"+bucket+"/x.mp4") {
 				t.Errorf("error %v: want transient, naming the object", err)
 			}
 			t.Logf("error: %v", err)
@@ -700,16 +701,16 @@ func TestPutBandwidthCap(t *testing.T) {
 		rate = 8 * mib
 	)
 	bucket := newBucket(t)
-	lim := NewLimiter(rate)
+	lim := uploader.NewLimiter(rate)
 	c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 4, Limiter: lim}})
 	src, _ := writeFile(t, t.TempDir(), "bw.mp4", size, 7)
 	start := time.Now()
-	if err := c.Put(ctxT(t), src, PutInput{Key: "bw.mp4"}, &Checkpoint{}, newSession()); err != nil {
+	if err := c.Put(ctxT(t), src, PutInput{Key: "bw.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
 	// The bucket starts full (burst), the rest is paced at rate.
-	want := time.Duration(float64(size-int64(lim.burst)) / rate * float64(time.Second))
+	want := time.Duration((float64(size) - max(float64(rate)/20, uploader.LimiterChunk)) / rate * float64(time.Second))
 	t.Logf("12 MiB at 8 MiB/s: %v (ideal %v)", elapsed, want)
 	if elapsed < want*9/10 || elapsed > want*115/100+150*time.Millisecond {
 		t.Errorf("elapsed %v, want %v -10%%/+15%%", elapsed, want)
@@ -738,11 +739,11 @@ func TestPutErrorClasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newEngine(t, bucket, tc.cfg)
 			src, _ := writeFile(t, t.TempDir(), "e.mp4", tc.size, 8)
-			err := c.Put(ctxT(t), src, PutInput{Key: "e.mp4"}, &Checkpoint{}, newSession())
+			err := c.Put(ctxT(t), src, PutInput{Key: "e.mp4"}, &uploader.Checkpoint{}, newSession())
 			if err == nil {
 				t.Fatal("Put succeeded")
 			}
-			if IsPermanent(err) != tc.permanent {
+			if uploader.IsPermanent(err) != tc.permanent {
 				t.Errorf("IsPermanent = %v, want %v: %v", !tc.permanent, tc.permanent, err)
 			}
 			if !strings.Contains(err.Error(), "/e.mp4") || !strings.Contains(err.Error(), "s3://") {
@@ -768,8 +769,8 @@ func TestPutTooLarge(t *testing.T) {
 		t.Skipf("filesystem cannot hold a 5 TiB sparse file: %v", err)
 	}
 	f.Close()
-	err = c.Put(ctxT(t), sourceFor(t, p, "huge.mxf"), PutInput{Key: "huge.mxf"}, &Checkpoint{}, newSession())
-	if !IsPermanent(err) || !strings.Contains(err.Error(), "5 TiB") {
+	err = c.Put(ctxT(t), sourceFor(t, p, "huge.mxf"), PutInput{Key: "huge.mxf"}, &uploader.Checkpoint{}, newSession())
+	if !uploader.IsPermanent(err) || !strings.Contains(err.Error(), "5 TiB") {
 		t.Fatalf("Put of a 5 TiB+1 file: %v, want a permanent size error", err)
 	}
 	if _, n := cnt.snapshot(); n != 0 {
@@ -784,7 +785,7 @@ func TestAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &Checkpoint{Bucket: bucket, Key: "a", UploadID: aws.ToString(out.UploadId), Parts: []Part{{Number: 1}}}
+	cp := &uploader.Checkpoint{Bucket: bucket, Key: "a", UploadID: aws.ToString(out.UploadId), Parts: []uploader.Part{{Number: 1}}}
 	for i := range 2 { // the second time the store no longer knows it: fine
 		cp.UploadID = aws.ToString(out.UploadId)
 		if err := c.Abort(ctxT(t), cp); err != nil {
@@ -809,7 +810,7 @@ func TestS3Destination(t *testing.T) {
 	p := filepath.Join(dir, "sub", "clip.mp4")
 	os.WriteFile(p, data, 0o644)
 	src := sourceFor(t, p, "sub/clip.mp4")
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	if err := d.Upload(ctxT(t), src, cp, s); err != nil {
 		t.Fatal(err)
 	}
@@ -825,7 +826,7 @@ func TestS3Destination(t *testing.T) {
 	}
 	bad := NewS3Destination("archive", "{dir}", c) // empty for a top-level file
 	src.RelPath = "clip.mp4"
-	if err := bad.Upload(ctxT(t), src, &Checkpoint{}, s); !IsPermanent(err) {
+	if err := bad.Upload(ctxT(t), src, &uploader.Checkpoint{}, s); !uploader.IsPermanent(err) {
 		t.Errorf("bad key: %v, want permanent", err)
 	}
 }
@@ -873,7 +874,7 @@ func TestContentTypeFor(t *testing.T) {
 		{".mp4", "video/mp4"}, {"a.mp4.part", "application/octet-stream"},
 	}
 	for _, tc := range tests {
-		if got := ContentTypeFor(tc.name); got != tc.want {
+		if got := uploader.ContentTypeFor(tc.name); got != tc.want {
 			t.Errorf("ContentTypeFor(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
@@ -884,8 +885,8 @@ func TestCompositeSums(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc32.Checksum([]byte(s), castagnoli)))
 	}
 	b64md5 := func(s string) string { m := md5.Sum([]byte(s)); return base64.StdEncoding.EncodeToString(m[:]) }
-	parts := func(f func(string) string) []Part {
-		return []Part{{Number: 1, Checksum: f("a")}, {Number: 2, Checksum: f("b")}}
+	parts := func(f func(string) string) []uploader.Part {
+		return []uploader.Part{{Number: 1, Checksum: f("a")}, {Number: 2, Checksum: f("b")}}
 	}
 	crcA := crc32.Checksum([]byte("a"), castagnoli)
 	crcB := crc32.Checksum([]byte("b"), castagnoli)
@@ -899,7 +900,7 @@ func TestCompositeSums(t *testing.T) {
 	if _, etag, err := compositeSums("md5", parts(b64md5)); err != nil || etag != wantETag {
 		t.Errorf("md5 ETag = %q, %v; want %q", etag, err, wantETag)
 	}
-	if _, _, err := compositeSums("md5", []Part{{Number: 1, Checksum: "!"}}); err == nil {
+	if _, _, err := compositeSums("md5", []uploader.Part{{Number: 1, Checksum: "!"}}); err == nil {
 		t.Error("bad recorded checksum accepted")
 	}
 	tests := []struct {
@@ -916,7 +917,7 @@ func TestCompositeSums(t *testing.T) {
 	}
 }
 
-func compositeSumsETag(parts []Part) (string, error) {
+func compositeSumsETag(parts []uploader.Part) (string, error) {
 	_, etag, err := compositeSums("md5", parts)
 	return etag, err
 }
@@ -945,7 +946,7 @@ func TestPutRetriedPart(t *testing.T) {
 	cnt := &counter{}
 	c := newEngine(t, bucket, engineCfg{endpoint: srv.URL, eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}, count: cnt})
 	src, data := writeFile(t, t.TempDir(), "retry.mp4", 12*mib, 10)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	if err := c.Put(ctxT(t), src, PutInput{Key: "retry.mp4"}, cp, s); err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -982,9 +983,9 @@ func TestPutObjectOptions(t *testing.T) {
 				c := newEngine(t, bucket, engineCfg{opts: tc.opts, eng: EngineOptions{PartSize: 5 * mib}})
 				src, _ := writeFile(t, t.TempDir(), "o.mp4", size, 11)
 				key := nonBucket.ReplaceAllString(t.Name(), "-")
-				err := c.Put(ctxT(t), src, PutInput{Key: key}, &Checkpoint{}, newSession())
+				err := c.Put(ctxT(t), src, PutInput{Key: key}, &uploader.Checkpoint{}, newSession())
 				if tc.permanent {
-					if !IsPermanent(err) {
+					if !uploader.IsPermanent(err) {
 						t.Fatalf("Put: %v, want permanent", err)
 					}
 					return

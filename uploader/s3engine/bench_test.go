@@ -1,6 +1,7 @@
-package uploader
+package s3engine
 
 import (
+	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -42,7 +43,7 @@ func BenchmarkPut256MiB(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := range b.N {
-		cp := &Checkpoint{}
+		cp := &uploader.Checkpoint{}
 		if err := c.Put(ctxT(b), src, PutInput{Key: "bench-" + strconv.Itoa(i) + ".mp4"}, cp, newSession()); err != nil {
 			b.Fatal(err)
 		}
@@ -91,7 +92,7 @@ func BenchmarkPutBurst(b *testing.B) {
 	c := newEngine(b, bucket, engineCfg{})
 	dir := b.TempDir()
 	rng := rand.NewChaCha8([32]byte{7})
-	srcs := make([]*Source, files)
+	srcs := make([]*uploader.Source, files)
 	for i := range srcs {
 		p := filepath.Join(dir, "clip-"+strconv.Itoa(i)+".mp4")
 		f, err := os.Create(p)
@@ -109,13 +110,13 @@ func BenchmarkPutBurst(b *testing.B) {
 	b.SetBytes(files * size)
 	b.ResetTimer()
 	for i := range b.N {
-		next := make(chan *Source)
+		next := make(chan *uploader.Source)
 		var wg sync.WaitGroup
 		for range conc {
 			wg.Go(func() {
 				for src := range next {
 					key := "burst-" + strconv.Itoa(i) + "/" + src.RelPath
-					if err := c.Put(ctxT(b), src, PutInput{Key: key}, &Checkpoint{}, newSession()); err != nil {
+					if err := c.Put(ctxT(b), src, PutInput{Key: key}, &uploader.Checkpoint{}, newSession()); err != nil {
 						b.Error(err)
 					}
 				}
