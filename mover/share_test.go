@@ -60,3 +60,21 @@ func TestFollowFolderGroupAndMode(t *testing.T) {
 		}
 	}
 }
+
+func TestFollowFolderLeavesSymlinks(t *testing.T) {
+	root := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(outside, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(root, "clip.mp4.error.txt")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := FollowFolder(root, link); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(outside); fi.Mode().Perm() != 0o600 {
+		t.Errorf("the link's target was changed: %v", fi.Mode())
+	}
+}
