@@ -188,10 +188,14 @@ func writeFish(b *strings.Builder, cmds []string, flags map[string][]string, sta
 // "folders" (names from the config) or "jobs" (recent job ids). It is
 // quiet on any error: a completion must never print noise.
 func (e *env) complete(args []string) int {
+	cfgFlag := ""
+	if len(args) == 3 && args[0] == "--config" {
+		cfgFlag, args = args[1], args[2:]
+	}
 	if len(args) != 1 {
 		return exitUsage
 	}
-	cfg, err := config.LoadClient(e.configPath(""))
+	cfg, err := config.LoadClient(e.configPath(cfgFlag))
 	if err != nil {
 		return exitError
 	}

@@ -58,6 +58,9 @@ bucket = "abc"
 			}
 		})
 	}
+	if out, _, code := runMain("--config", cfg, "__complete", "folders"); code != exitOK || out != "news\n" {
+		t.Errorf("folder completion: exit %d, %q", code, out)
+	}
 	// --since 7d is taken (the daemon is not running and there is no
 	// database yet: that is the error, not the duration).
 	if _, errOut, _ := runMain("list", "--config", cfg, "--since", "7d"); strings.Contains(errOut, "since") {
@@ -296,6 +299,11 @@ func TestShowByRelativeAndFiledPath(t *testing.T) {
 		if err != nil || v.ID != jobs[0].ID {
 			t.Errorf("show %s from %s: %v\n%s", tc.ref, tc.dir, err, out)
 		}
+	}
+
+	// Completion offers the job ids.
+	if out, _, code := s.cli("__complete", "jobs"); code != exitOK || !strings.Contains(out, fmt.Sprint(jobs[0].ID)) {
+		t.Errorf("job completion: exit %d, %q", code, out)
 	}
 
 	// An online backup while the daemon runs.
