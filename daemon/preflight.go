@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -233,33 +235,48 @@ type s3Backed interface{ S3() *s3engine.S3 }
 // from a missing permission, which HEAD cannot say). With write, it also
 // puts and removes a small probe object.
 func CheckDestinations(ctx context.Context, cfg *config.Config, write bool) []Problem {
-	var out []Problem
 	quiet := slog.New(slog.DiscardHandler)
+	var (
+		mu  sync.Mutex
+		out []Problem
+		wg  sync.WaitGroup
+	)
+	add := func(p ...Problem) {
+		mu.Lock()
+		out = append(out, p...)
+		mu.Unlock()
+	}
+	// Side by side: a start must not wait for one slow store after another.
 	for name, dc := range cfg.Destinations {
 		if dc.Settings == nil {
 			continue // config reports unknown types
 		}
-		subj := "destination " + name
-		d, err := dc.Settings.Build(ctx, uploader.BuildEnv{Name: name, Logger: quiet, APIClient: &http.Client{Timeout: 30 * time.Second}})
-		if err != nil {
-			out = append(out, Problem{ClassDestination, subj, err.Error(), true})
-			continue
-		}
-		sb, ok := d.(s3Backed)
-		if !ok {
-			continue
-		}
-		eng := sb.S3()
-		out = append(out, probeBucket(ctx, subj, eng.Bucket(), eng.Client(), write)...)
+		wg.Go(func() {
+			subj := "destination " + name
+			d, err := dc.Settings.Build(ctx, uploader.BuildEnv{Name: name, Logger: quiet, APIClient: &http.Client{Timeout: 30 * time.Second}})
+			if err != nil {
+				add(Problem{ClassDestination, subj, err.Error(), true})
+				return
+			}
+			if sb, ok := d.(s3Backed); ok {
+				eng := sb.S3()
+				add(probeBucket(ctx, subj, eng.Bucket(), eng.Client(), write)...)
+			}
+		})
 	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i].Subject < out[j].Subject })
 	return out
 }
 
 func probeBucket(ctx context.Context, subj, bucket string, c *s3.Client, write bool) []Problem {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	// One try, bounded: an unreachable store is only a warning and must
+	// not hold the start up (the uploads retry on their own).
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	once := func(o *s3.Options) { o.RetryMaxAttempts = 1 }
 	key := fmt.Sprintf(".watchfolder-probe-%d", time.Now().UnixNano())
-	_, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	_, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}, once)
 	if p, done := classify(subj, bucket, err); done {
 		return p
 	}
