@@ -221,6 +221,35 @@ func TestPackageUnderSystemd(t *testing.T) {
 	if !strings.Contains(b.journal(""), "resuming unfinished jobs") {
 		t.Error("the restarted daemon did not resume the interrupted job")
 	}
+
+	// Upgrades: a service the admin has not enabled is neither restarted
+	// nor started; an enabled, running one is restarted; the admin's
+	// config is kept.
+	reinstall := func() {
+		t.Helper()
+		if out, code := b.sh("dpkg -i /root/watchfolder.deb"); code != 0 {
+			t.Fatalf("dpkg -i (upgrade): exit %d\n%s", code, out)
+		}
+	}
+	pid = b.mainPID()
+	reinstall()
+	if p := b.mainPID(); p != pid {
+		t.Errorf("upgrade restarted a service that is not enabled (pid %d -> %d)", pid, p)
+	}
+	b.mustSh("systemctl enable watchfolder")
+	reinstall()
+	b.await("restart of the enabled service on upgrade", 30*time.Second, func() bool {
+		p := b.mainPID()
+		return p != 0 && p != pid
+	})
+	b.mustSh("systemctl stop watchfolder")
+	reinstall()
+	if out, _ := b.sh("systemctl is-active watchfolder"); strings.TrimSpace(out) != "inactive" {
+		t.Errorf("upgrade started a stopped service: %s", out)
+	}
+	if out, _ := b.sh("cat /etc/watchfolder/config.toml"); out != base {
+		t.Errorf("upgrade replaced the admin's config:\n%s", out)
+	}
 	t.Logf("whole test %s", time.Since(started).Round(time.Millisecond))
 }
 
