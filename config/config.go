@@ -25,6 +25,7 @@ type Config struct {
 	Upload       Upload
 	Metrics      Metrics
 	State        StateSettings
+	Web          Web // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
 

@@ -2,13 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Warnings returns problems that do not stop the daemon but that an
@@ -76,6 +77,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
+	c.Web.writeEffective(e)
 
 	e.section("[state]")
 	if c.State.KeepDone > 0 {

@@ -2,7 +2,6 @@ package s3engine
 
 import (
 	"context"
-	"github.com/watchfolder/watchfolder/uploader"
 	"net/url"
 	"regexp"
 	"slices"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config/table"
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // DefaultKeyTemplate is the plain S3 destination's default object key.
@@ -80,6 +80,8 @@ func DecodeS3(t *table.Table, k S3Keys) S3Settings {
 		if err := keytmpl.Validate(s.KeyTemplate); err != nil {
 			t.Errf("key", "%v", err)
 		}
+		// Types that fix their own unique keys never meet a taken key.
+		o.OnConflict = t.OneOf("on_conflict", ConflictSuffix, ConflictSuffix, ConflictFail, ConflictOverwrite)
 	} else if t.Has("key") {
 		t.Get("key")
 		t.Errf("key", "%s", k.NoKeyReason)
@@ -219,7 +221,8 @@ func (s S3Settings) Fields() []uploader.Field {
 	o := s.Options
 	f := []uploader.Field{{Key: "bucket", Value: o.Bucket}}
 	if s.hasKey {
-		f = append(f, uploader.Field{Key: "key", Value: s.KeyTemplate})
+		f = append(f, uploader.Field{Key: "key", Value: s.KeyTemplate},
+			uploader.Field{Key: "on_conflict", Value: o.OnConflict})
 	}
 	f = append(f,
 		uploader.Field{Key: "region", Value: o.Region},

@@ -57,3 +57,33 @@ func classify(err error) error {
 func isNoSuchUpload(err error) bool {
 	return errorCode(err) == "NoSuchUpload"
 }
+
+// httpStatus returns the HTTP status of the response in err's chain, or 0.
+func httpStatus(err error) int {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// isNotFound reports a missing object (HeadObject answers a bare 404).
+func isNotFound(err error) bool {
+	switch errorCode(err) {
+	case "NotFound", "NoSuchKey":
+		return true
+	}
+	return httpStatus(err) == 404
+}
+
+// isPreconditionFailed reports a conditional write refused because the key
+// is taken (If-None-Match: *).
+func isPreconditionFailed(err error) bool {
+	return errorCode(err) == "PreconditionFailed" || httpStatus(err) == 412
+}
+
+// isConditionalUnsupported reports a store that refused a conditional write
+// because it does not implement the condition header.
+func isConditionalUnsupported(err error) bool {
+	return errorCode(err) == "NotImplemented" || httpStatus(err) == 501
+}

@@ -11,55 +11,82 @@ import (
 // rules, both about what a crash throws away (the bytes of parts that were
 // being sent) without costing throughput:
 //
-//   - As many parts at once as add throughput, up to Concurrency. An upload
-//     starts with two streams and probes one more at a time: each level is
-//     measured over a few parts and kept only if it is at least
-//     streamGain (25 %) faster than the last. A stream that adds nothing (a
-//     loopback or LAN store, a bandwidth cap, a busy disk) only adds bytes
-//     in flight; on a long fat link, where each TCP stream is limited by
-//     its window, the upload climbs to Concurrency.
+//   - As many parts at once as add throughput, up to the ceiling. An upload
+//     starts at the level the destination settled on last time (two for
+//     the first upload) and doubles it while doubling pays (quadruples it
+//     after a doubling that doubled the rate): the aggregate
+//     rate of the bytes the parts send is measured over a short window once
+//     every stream of a level is running, and a level is kept only if it is
+//     at least streamGain faster than the last. A stream that adds nothing
+//     (a loopback or LAN store, a shared bandwidth cap, a busy disk) only
+//     adds bytes in flight; over a WAN, where each TCP connection is held
+//     back by its window or by per-connection shaping, the level climbs in
+//     a few steps (2, 4, 16) to where the link is full. A leap that does
+//     not pay is followed by a try of the level in between.
 //   - Parts in flight are staggered: a new part starts only once the most
-//     recently started one has sent 1/limit of its bytes. Parts that start
-//     together also end together, so a crash near their end would lose
-//     nearly limit whole parts; staggered, the parts in flight add up to
-//     about limit/2 parts at any moment. Parts that drifted into step are
-//     pulled apart again.
+//     recently started one has sent 1/(2*limit) of its bytes. Parts that
+//     start together also end together, so a crash near their end would
+//     lose nearly limit whole parts; staggered, they end spread out. (A
+//     stagger of a full 1/limit would hold the level below its limit:
+//     parts do not finish evenly spaced.)
+//
+// Once settled, the rate keeps being watched over longer windows: a link
+// that gets much faster or slower (a route change, shaping that kicks in)
+// starts the probe again from the current level.
 type streams struct {
-	now func() time.Time
-	max int
+	now   func() time.Time
+	max   int
+	learn func(level int) // told the settled level; may be nil
 
 	mu       sync.Mutex
 	wake     chan struct{} // closed and replaced on every change
 	limit    int
 	inflight int
 	youngest *partWatch // most recently started part still in flight
+	sent     int64      // body bytes sent by every part so far
 
 	// Probing state.
-	settled   bool
-	warmup    int       // completions still to skip at this level
-	measured  int       // completions counted at this level
-	bytes     int64     // bytes of those completions
-	since     time.Time // when measuring at this level began
-	bestRate  float64   // bytes/s of the best level so far
-	bestLevel int
+	settled     bool
+	announced   bool // release reported the settling
+	winOpen     bool
+	winStart    time.Time
+	winSent     int64
+	bestRate    float64 // bytes/s of the best level so far
+	bestLevel   int
+	noGain      int // a level measured not to pay over bestLevel; 0: none
+	settledRate float64
 }
 
-// Probing knobs: how many parts per stream a level is measured over, and
-// how much faster a level must be to be kept.
+// Probing knobs.
 const (
-	streamProbeParts = 3
-	streamGain       = 1.25
-	streamStart      = 2
+	streamStart = 2
+	// streamGain is how much faster a doubled level must be to be kept.
+	// Doubling the streams of a per-connection-limited link nearly doubles
+	// the rate; the margin keeps noise (a socket buffer filling as a part
+	// starts) from growing the level on a link that is already full.
+	streamGain = 1.3
+	// streamLinear: a doubling whose rate grew at least this share of
+	// the streams' growth counts as linear (the next step is x4).
+	streamLinear = 0.8
+	// streamWindow is how long a level is measured; streamWatch the window
+	// used once settled, streamDrift the change that starts a new probe.
+	streamWindow = 300 * time.Millisecond
+	streamWatch  = 2 * time.Second
+	streamDrift  = 1.5
 )
 
-func newStreams(maxStreams int, now func() time.Time) *streams {
+// newStreams returns the pacing of one upload: at most maxStreams parts in
+// flight, starting with start (0: streamStart).
+func newStreams(maxStreams, start int, now func() time.Time, learn func(int)) *streams {
 	maxStreams = max(1, maxStreams)
-	s := &streams{now: now, max: maxStreams, limit: min(streamStart, maxStreams), wake: make(chan struct{})}
-	s.settled = s.limit == s.max
-	// The first parts include the ramp-up (connections, the stagger):
-	// measured, they would make the next level look faster than it is.
-	s.warmup = s.limit
-	s.since = now()
+	if start <= 0 {
+		start = streamStart
+	}
+	s := &streams{now: now, max: maxStreams, learn: learn, limit: min(start, maxStreams), wake: make(chan struct{})}
+	if s.limit == s.max && s.max <= streamStart {
+		// Nothing to probe.
+		s.settled, s.announced = true, true
+	}
 	return s
 }
 
@@ -74,11 +101,15 @@ type partWatch struct {
 
 // sentBytes is called by the part's body as bytes go out.
 func (w *partWatch) sentBytes(n int64) {
-	if w.sent.Add(n) >= w.threshold && w.crossed.CompareAndSwap(false, true) {
-		w.s.mu.Lock()
-		w.s.signal()
-		w.s.mu.Unlock()
+	crossed := w.sent.Add(n) >= w.threshold && w.crossed.CompareAndSwap(false, true)
+	s := w.s
+	s.mu.Lock()
+	s.sent += n
+	if crossed {
+		s.signal()
 	}
+	s.tick()
+	s.mu.Unlock()
 }
 
 // signal wakes waiters; s.mu is held.
@@ -105,7 +136,7 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	}
 	defer s.mu.Unlock()
 	s.inflight++
-	w := &partWatch{len: n, threshold: n / int64(s.limit), s: s}
+	w := &partWatch{len: n, threshold: n / int64(2*s.limit), s: s}
 	if w.threshold <= 0 {
 		w.crossed.Store(true)
 	}
@@ -113,9 +144,8 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	return w, nil
 }
 
-// release ends a part; ok reports whether it was sent (it counts towards
-// the rate of the current level). settled reports that this part ended the
-// probe.
+// release ends a part. settled reports that the probe settled while this
+// part was in flight (for a log line).
 func (s *streams) release(w *partWatch, ok bool) (settled bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -123,55 +153,100 @@ func (s *streams) release(w *partWatch, ok bool) (settled bool) {
 	if s.youngest == w {
 		s.youngest = nil
 	}
-	was := s.settled
-	if ok {
-		s.completed(w.len)
-	}
 	s.signal()
-	return s.settled && !was
+	if s.settled && !s.announced {
+		s.announced = true
+		return true
+	}
+	return false
 }
 
-// completed feeds the probe; s.mu is held.
-func (s *streams) completed(n int64) {
-	if s.settled {
-		return
-	}
-	if s.warmup > 0 {
-		// Parts started at the previous level: skip them.
-		s.warmup--
-		if s.warmup == 0 {
-			s.since = s.now()
+// tick advances the probe; s.mu is held.
+func (s *streams) tick() {
+	now := s.now()
+	if !s.winOpen {
+		// Measure once (nearly) every stream of the level is running; the
+		// stagger keeps the last one or two from starting at once.
+		if s.inflight >= s.limit-s.limit/4 {
+			s.winOpen, s.winStart, s.winSent = true, now, s.sent
 		}
 		return
 	}
-	s.measured++
-	s.bytes += n
-	if s.measured < streamProbeParts*s.limit {
+	el := now.Sub(s.winStart)
+	win := streamWindow
+	if s.settled {
+		win = streamWatch
+	}
+	if el < win {
 		return
 	}
-	elapsed := s.now().Sub(s.since).Seconds()
-	rate := float64(s.bytes) / max(elapsed, 1e-9)
+	rate := float64(s.sent-s.winSent) / el.Seconds()
+	s.winOpen = false
+	if s.settled {
+		if rate > s.settledRate*streamDrift || rate*streamDrift < s.settledRate {
+			// The link changed under the upload: probe again from here.
+			s.settled, s.announced = false, false
+			s.bestRate, s.bestLevel, s.noGain = rate, s.limit, 0
+			if s.limit < s.max {
+				s.setLevel(min(s.limit*2, s.max))
+			} else {
+				s.settle(rate)
+			}
+		}
+		return
+	}
+	// A level is kept when it beat the best by streamGain for each
+	// doubling it is above it.
+	need := streamGain
+	if s.bestLevel > 0 && s.limit > 2*s.bestLevel {
+		need = streamGain * streamGain
+	}
 	switch {
-	case s.bestLevel == 0 || rate >= s.bestRate*streamGain:
+	case s.bestLevel == 0 || rate >= s.bestRate*need:
+		step := 2
+		if s.bestLevel > 0 && rate/s.bestRate >= streamLinear*float64(s.limit)/float64(s.bestLevel) {
+			// The rate grew in step with the streams: each connection is
+			// held back on its own, so leap further.
+			step = 4
+		}
 		s.bestRate, s.bestLevel = rate, s.limit
+		next := min(s.limit*step, s.max)
+		if s.noGain > 0 && next >= s.noGain {
+			// Between here and a level known not to pay: try the one in
+			// the middle, if there is one.
+			next = s.limit * 2
+			if next >= s.noGain {
+				s.settle(rate)
+				return
+			}
+		}
 		if s.limit < s.max {
-			s.setLevel(s.limit + 1)
+			s.setLevel(next)
 			return
 		}
-		s.settled = true
+		s.settle(rate)
+	case s.limit > 2*s.bestLevel:
+		// A leap overshot: try the level halfway (in doublings) before
+		// settling.
+		s.noGain = s.limit
+		s.setLevel(2 * s.bestLevel)
 	default:
 		s.limit = s.bestLevel
-		s.settled = true
+		s.settle(s.bestRate)
 	}
 }
 
-// setLevel moves to a new level and starts measuring it once the parts in
-// flight (started under the old one) have finished.
 func (s *streams) setLevel(l int) {
 	s.limit = l
-	s.measured, s.bytes = 0, 0
-	s.warmup = s.inflight
-	s.since = s.now()
+	s.signal()
+}
+
+// settle ends probing at the current limit; s.mu is held.
+func (s *streams) settle(rate float64) {
+	s.settled, s.settledRate = true, rate
+	if s.learn != nil {
+		s.learn(s.limit)
+	}
 }
 
 // level reports the current limit and whether probing has ended.

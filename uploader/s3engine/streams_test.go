@@ -11,70 +11,128 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time { return c.t }
 
-// The probe keeps a level only when it adds throughput: simulated uploads
-// whose aggregate rate depends on the number of streams settle where the
-// rate stops growing.
-func TestStreamsProbeSettlesWhereThroughputStopsGrowing(t *testing.T) {
+// link is a simulated network: the aggregate rate (bytes/s) of n parts in
+// flight.
+type link func(n int) float64
+
+// perConn is a link where each connection is capped (TCP window, shaping)
+// and the whole at total (0: no cap).
+func perConn(conn, total float64) link {
+	return func(n int) float64 {
+		r := conn * float64(n)
+		if total > 0 {
+			r = min(r, total)
+		}
+		return r
+	}
+}
+
+// simulate sends parts of part bytes through st over a fake clock for d,
+// the link's rate shared by the parts in flight, and returns the level at
+// the end. at, when set, switches the link at a time.
+func simulate(t *testing.T, st *streams, clk *fakeClock, part int64, d time.Duration, l link, at time.Duration, l2 link) int {
+	t.Helper()
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // acquire must not wait: the loop is the only goroutine
+	const dt = 5 * time.Millisecond
+	type inflight struct {
+		w    *partWatch
+		left int64
+	}
+	var parts []*inflight
+	start := clk.t
+	for clk.t.Sub(start) < d {
+		for {
+			w, err := st.acquire(done, part)
+			if err != nil {
+				break
+			}
+			parts = append(parts, &inflight{w: w, left: part})
+		}
+		clk.t = clk.t.Add(dt)
+		cur := l
+		if l2 != nil && clk.t.Sub(start) >= at {
+			cur = l2
+		}
+		each := int64(cur(len(parts)) / float64(len(parts)) * dt.Seconds())
+		for _, p := range parts {
+			n := min(each, p.left)
+			p.left -= n
+			p.w.sentBytes(n)
+		}
+		kept := parts[:0]
+		for _, p := range parts {
+			if p.left == 0 {
+				st.release(p.w, true)
+				continue
+			}
+			kept = append(kept, p)
+		}
+		parts = kept
+	}
+	got, _ := st.level()
+	return got
+}
+
+// The probe doubles the parts in flight while that adds throughput and
+// settles where it stops adding: on a loopback store it stays at two, on a
+// per-connection-limited WAN link it climbs to the ceiling within seconds.
+func TestStreamsProbe(t *testing.T) {
 	const part = 16 << 20
+	const mb = 1 << 20
 	tests := []struct {
-		name string
-		max  int
-		rate map[int]float64 // streams -> aggregate bytes/s
-		want int
+		name     string
+		max      int
+		start    int
+		link     link
+		within   time.Duration
+		want     int
+		wantLrnd int
 	}{
-		{"flat (loopback, cap, busy disk)", 4, map[int]float64{2: 400e6, 3: 410e6, 4: 405e6}, 2},
-		{"each stream adds (long fat link)", 4, map[int]float64{2: 20e6, 3: 30e6, 4: 40e6}, 4},
-		{"third helps, fourth not", 4, map[int]float64{2: 20e6, 3: 30e6, 4: 31e6}, 3},
-		{"slower with more", 8, map[int]float64{2: 100e6, 3: 80e6}, 2},
-		{"concurrency 2", 2, map[int]float64{2: 100e6}, 2},
-		{"concurrency 1", 1, map[int]float64{1: 100e6}, 1},
+		{"flat (loopback, busy disk)", 16, 0, perConn(400*mb, 400*mb), 10 * time.Second, 2, 2},
+		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 2 * time.Second, 16, 16},
+		{"WAN with a 120 MiB/s uplink", 16, 0, perConn(20*mb, 120*mb), 6 * time.Second, 8, 8},
+		{"WAN, 5 MiB/s per connection", 32, 0, perConn(5*mb, 0), 20 * time.Second, 32, 32},
+		{"learned level", 16, 8, perConn(20*mb, 0), 3 * time.Second, 16, 16},
+		{"ceiling 2", 2, 0, perConn(20*mb, 0), 2 * time.Second, 2, 0},
+		{"ceiling 1", 1, 0, perConn(20*mb, 0), 2 * time.Second, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := &fakeClock{t: time.Unix(0, 0)}
-			st := newStreams(tt.max, clk.now)
-			ctx := context.Background()
-			var inflight []*partWatch
-			for range 200 {
-				// Fill every free stream (each part sends its bytes at
-				// once, so staggering never holds one back here)...
-				for {
-					l, _ := st.level()
-					if len(inflight) >= l {
-						break
-					}
-					w, err := st.acquire(ctx, part)
-					if err != nil {
-						t.Fatal(err)
-					}
-					w.sentBytes(part)
-					inflight = append(inflight, w)
-				}
-				// ...then the oldest finishes: at the level's aggregate
-				// rate, one part's worth of time after the last.
-				l, _ := st.level()
-				r := tt.rate[l]
-				if r == 0 {
-					t.Fatalf("probed level %d, beyond the table", l)
-				}
-				clk.t = clk.t.Add(time.Duration(float64(part) / r * float64(time.Second)))
-				st.release(inflight[0], true)
-				inflight = inflight[1:]
+			learned := 0
+			st := newStreams(tt.max, tt.start, clk.now, func(l int) { learned = l })
+			if got := simulate(t, st, clk, part, tt.within, tt.link, 0, nil); got != tt.want {
+				t.Fatalf("level %d after %s, want %d", got, tt.within, tt.want)
 			}
-			got, settled := st.level()
-			if got != tt.want || !settled {
-				t.Fatalf("level %d (settled %v), want %d settled", got, settled, tt.want)
+			if _, settled := st.level(); !settled {
+				t.Errorf("not settled")
+			}
+			if learned != tt.wantLrnd {
+				t.Errorf("learned %d, want %d", learned, tt.wantLrnd)
 			}
 		})
 	}
 }
 
+// A link that changes during a long upload is probed again: shaping that
+// cuts each connection to a fifth makes more streams pay.
+func TestStreamsReprobeWhenLinkChanges(t *testing.T) {
+	const mb = 1 << 20
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	st := newStreams(16, 0, clk.now, nil)
+	got := simulate(t, st, clk, 16<<20, 30*time.Second, perConn(200*mb, 200*mb), 10*time.Second, perConn(10*mb, 0))
+	if got != 16 {
+		t.Fatalf("level %d after the link changed, want 16", got)
+	}
+}
+
 // A part may start only once the most recently started one has sent
-// 1/limit of its bytes, so parts in flight stay out of step. A context
+// 1/(2*limit) of its bytes, so parts in flight stay out of step. A context
 // that is already done shows whether acquire would wait.
 func TestStreamsStaggerParts(t *testing.T) {
 	const part = 16 << 20
-	st := newStreams(4, time.Now) // starts at 2 streams
+	st := newStreams(4, 0, time.Now, nil) // starts at 2 streams
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
 
@@ -85,14 +143,14 @@ func TestStreamsStaggerParts(t *testing.T) {
 	if _, err := st.acquire(done, part); err == nil {
 		t.Fatal("second part started while the first had sent nothing")
 	}
-	first.sentBytes(part/2 - 1)
+	first.sentBytes(part/4 - 1)
 	if _, err := st.acquire(done, part); err == nil {
-		t.Fatal("second part started before the first had sent half")
+		t.Fatal("second part started before the first had sent a quarter")
 	}
 	first.sentBytes(1)
 	second, err := st.acquire(done, part)
 	if err != nil {
-		t.Fatalf("second part must start once the first sent half: %v", err)
+		t.Fatalf("second part must start once the first sent a quarter: %v", err)
 	}
 	second.sentBytes(part)
 	if _, err := st.acquire(done, part); err == nil {
@@ -107,7 +165,7 @@ func TestStreamsStaggerParts(t *testing.T) {
 // A waiting acquire wakes when the part ahead of it crosses its share.
 func TestStreamsWaiterWakes(t *testing.T) {
 	const part = 1 << 20
-	st := newStreams(2, time.Now)
+	st := newStreams(2, 0, time.Now, nil)
 	first, err := st.acquire(context.Background(), part)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +177,7 @@ func TestStreamsWaiterWakes(t *testing.T) {
 		_, err := st.acquire(ctx, part)
 		got <- err
 	}()
-	first.sentBytes(part / 2)
+	first.sentBytes(part / 4)
 	if err := <-got; err != nil {
 		t.Fatalf("waiting acquire: %v", err)
 	}
