@@ -225,6 +225,13 @@ func probeLease(dir string) error {
 	return err
 }
 
+// tokenChecked is a destination that can ask its platform's API whether
+// its token is accepted (a cheap authenticated read). Platforms that
+// implement it are checked by doctor.
+type tokenChecked interface {
+	CheckToken(ctx context.Context) error
+}
+
 // s3Backed is a destination that delivers through an S3 engine of its
 // own (plain S3; platforms that ingest from a bucket may expose theirs).
 type s3Backed interface{ S3() *s3engine.S3 }
@@ -261,6 +268,13 @@ func CheckDestinations(ctx context.Context, cfg *config.Config, write bool) []Pr
 			if sb, ok := d.(s3Backed); ok {
 				eng := sb.S3()
 				add(probeBucket(ctx, subj, eng.Bucket(), eng.Client(), write)...)
+			}
+			if tc, ok := d.(tokenChecked); ok && write {
+				tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				if err := tc.CheckToken(tctx); err != nil {
+					add(Problem{ClassDestination, subj, "the platform refuses the API token: " + err.Error(), true})
+				}
+				cancel()
 			}
 		})
 	}
