@@ -27,7 +27,10 @@ PKG_VERSION = $(shell packaging/version.sh '$(VERSION)')
 package:
 	rm -rf $(DIST) && mkdir -p $(DIST)/completions
 	CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(DIST)/watchfolder ./cmd/watchfolder
-	$(GO) build -o $(DIST)/host-watchfolder ./cmd/watchfolder
+	@# Completions and the man page come from the binary itself (a host build
+	@# when cross-building).
+	if [ "$(ARCH)" = "$$($(GO) env GOHOSTARCH)" ]; then cp $(DIST)/watchfolder $(DIST)/host-watchfolder; \
+	else $(GO) build -o $(DIST)/host-watchfolder ./cmd/watchfolder; fi
 	$(DIST)/host-watchfolder completion bash > $(DIST)/completions/watchfolder.bash
 	$(DIST)/host-watchfolder completion zsh > $(DIST)/completions/_watchfolder
 	$(DIST)/host-watchfolder completion fish > $(DIST)/completions/watchfolder.fish
