@@ -661,6 +661,7 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"literal secret, world readable", lit, 0o644, []string{"holds literal secrets and is readable by others (mode 0644)", "destination.spare is not used"}},
 		{"literal secret, private", lit, 0o600, []string{"destination.spare is not used"}},
+		{"literal secret, group only (packaged 0640 root:watchfolder)", lit, 0o640, []string{"destination.spare is not used"}},
 		{"no secrets, world readable", minimal, 0o644, nil},
 		{"secret file readable by others", minimal + "access_key_id = \"AKIA1\"\nsecret_access_key = \"file:" + loose + "\"\n", 0o600,
 			[]string{"destination.archive.secret_access_key: secret file " + loose + " is readable by others (mode 0644)"}},
