@@ -43,25 +43,45 @@ func FollowFolder(root, path string) error {
 // needs the service user to be in that group: when it is not, the group is
 // left as it is and the mode is still applied.
 func ShareFd(fd int, folder fs.FileInfo) error {
+	gid := -1
+	if fst, ok := folder.Sys().(*syscall.Stat_t); ok {
+		gid = int(fst.Gid)
+	}
+	return share(fd, gid, folder.Mode())
+}
+
+// shareLikeParent is ShareFd for fd just created in the directory parentFd:
+// it follows the parent's group and mode.
+func shareLikeParent(parentFd, fd int) error {
+	var pst unix.Stat_t
+	if err := unix.Fstat(parentFd, &pst); err != nil {
+		return err
+	}
+	mode := fs.FileMode(pst.Mode & 0o777)
+	if pst.Mode&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	return share(fd, int(pst.Gid), mode)
+}
+
+func share(fd, gid int, folderMode fs.FileMode) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if fst, ok := folder.Sys().(*syscall.Stat_t); ok && fst.Gid != st.Gid {
-		if err := unix.Fchown(fd, -1, int(fst.Gid)); err != nil && !errors.Is(err, unix.EPERM) {
+	if gid >= 0 && uint32(gid) != st.Gid {
+		// EPERM: the daemon is not in that group; the mode still follows.
+		if err := unix.Fchown(fd, -1, gid); err != nil && !errors.Is(err, unix.EPERM) {
 			return fmt.Errorf("chgrp: %w", err)
 		}
 	}
-	// chmod after chown: chown clears the setgid bit.
-	if err := unix.Fchmod(fd, unixMode(ShareMode(folder.Mode(), dir))); err != nil {
+	if err := unix.Fchmod(fd, unixMode(ShareMode(folderMode, dir))); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil
 }
 
-// ShareMode is the mode FollowFolder gives a directory or file created in
-// a folder whose mode is folder.
 func ShareMode(folder fs.FileMode, dir bool) fs.FileMode {
 	perm := folder.Perm()
 	if dir {

@@ -78,3 +78,42 @@ func TestFollowFolderLeavesSymlinks(t *testing.T) {
 		t.Errorf("the link's target was changed: %v", fi.Mode())
 	}
 }
+
+// What the daemon files for editors (directories it makes below processed/,
+// receipts and reason files) follows the directory it lands in, whatever
+// the daemon's umask.
+func TestFiledItemsFollowTheirDirectory(t *testing.T) {
+	root := t.TempDir()
+	const gid = 65534
+	if err := os.Chown(root, -1, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root, fs.ModeSetgid|0o775); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	receipt := filepath.Join(root, "sub", "deeper", "clip.mp4.receipt.json")
+	if err := WriteNew(root, receipt, []byte("{}"), 0o600, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		want fs.FileMode
+	}{
+		{filepath.Join(root, "sub"), fs.ModeDir | fs.ModeSetgid | 0o775},
+		{filepath.Join(root, "sub", "deeper"), fs.ModeDir | fs.ModeSetgid | 0o775},
+		{receipt, 0o664},
+	} {
+		fi, err := os.Lstat(tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != tc.want {
+			t.Errorf("%s: mode %v, want %v", tc.path, fi.Mode(), tc.want)
+		}
+		if g := fi.Sys().(*syscall.Stat_t).Gid; g != gid {
+			t.Errorf("%s: group %d, want %d", tc.path, g, gid)
+		}
+	}
+}
