@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build test test-deps vet demo clean install bench torture
+.PHONY: all build test test-deps media-deps vet demo clean install bench torture
 
 all: build
 
@@ -26,6 +26,11 @@ $(BIN)/minio.$(MINIO_VERSION):
 	@rm -f $(BIN)/minio.v* && touch $@
 
 test-deps: $(BIN)/minio.$(MINIO_VERSION)
+
+# ffmpeg encodes the real media the probe's tests check (Debian package).
+test-deps: media-deps
+media-deps:
+	./scripts/apt-deps.sh ffmpeg
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

@@ -114,6 +114,7 @@ type bmff struct {
 	s     *src
 	facts Facts
 	nodes int
+	depth int // boxes descended below trak
 	// movieScale is mvhd's timescale (mehd counts in it).
 	movieScale uint32
 	// per track, reset for each trak
@@ -375,6 +376,13 @@ func (w *bmff) trak(b box) error {
 			w.trk.height = int(binary.BigEndian.Uint32(p[o+4:o+8]) >> 16)
 		}
 	case "mdia", "minf", "stbl":
+		// trak/mdia/minf/stbl: three levels; a file nesting deeper is
+		// not descended (its recursion would be the file's to choose).
+		if w.depth >= 3 {
+			return nil
+		}
+		w.depth++
+		defer func() { w.depth-- }()
 		return w.children(b, b.body(), w.trak)
 	case "mdhd":
 		p, ok := w.fixed(b, 20)
