@@ -406,10 +406,18 @@ func (w *bmff) trak(b box) error {
 	case "stsd":
 		w.stsd(b)
 	case "stts":
+		// The frame duration is the delta that covers the most samples
+		// among the first entries (one bounded read): a stream-copied or
+		// edited file has a few odd entries around its joins.
 		p, ok := w.fixed(b, 16)
 		if ok {
 			w.trk.sttsCount = binary.BigEndian.Uint32(p[4:8])
-			w.trk.sttsDelta = binary.BigEndian.Uint32(p[12:16])
+			var most uint32
+			for i := 8; i+8 <= len(p) && uint32(i/8) <= w.trk.sttsCount; i += 8 {
+				if n := binary.BigEndian.Uint32(p[i : i+4]); n > most {
+					most, w.trk.sttsDelta = n, binary.BigEndian.Uint32(p[i+4:i+8])
+				}
+			}
 		}
 	case "stsz", "stz2":
 		p, ok := w.fixed(b, 12)
@@ -520,7 +528,7 @@ func (w *bmff) endTrack() error {
 		}
 		v := &Video{Codec: codecName(t.codec), Width: t.width, Height: t.height}
 		switch {
-		case t.sttsCount == 1 && t.sttsDelta > 0:
+		case t.sttsCount >= 1 && t.sttsCount <= maxRead/8-1 && t.sttsDelta > 0:
 			v.FrameRate = float64(t.timescale) / float64(t.sttsDelta)
 		case t.duration > 0 && t.samples > 0:
 			v.FrameRate = float64(t.samples) * float64(t.timescale) / float64(t.duration)
