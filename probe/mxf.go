@@ -329,6 +329,9 @@ const (
 	tagPictureCoding = 0x3201
 	tagStoredHeight  = 0x3202
 	tagStoredWidth   = 0x3203
+	tagDisplayHeight = 0x3208
+	tagDisplayWidth  = 0x3209
+	tagFrameLayout   = 0x320c
 	tagAudioRate     = 0x3d03
 	tagChannels      = 0x3d07
 )
@@ -444,6 +447,18 @@ func (m *mxf) set(key [16]byte, v []byte, tracks *[]mxfTrack, seqs map[[16]byte]
 	}
 	if w, ok := u32(items[tagStoredWidth]); ok {
 		h, _ := u32(items[tagStoredHeight])
+		// The display size is the picture (1080); stored may be the coded
+		// size (1088 for MPEG-2).
+		if dw, ok := u32(items[tagDisplayWidth]); ok && dw > 0 {
+			if dh, ok := u32(items[tagDisplayHeight]); ok && dh > 0 {
+				w, h = dw, dh
+			}
+		}
+		// Interlaced layouts (separate, mixed fields, segmented frame)
+		// give the height of one field.
+		if fl := items[tagFrameLayout]; len(fl) == 1 && (fl[0] == 1 || fl[0] == 3 || fl[0] == 4) {
+			h *= 2
+		}
 		m.facts.Tracks++
 		if m.facts.Video == nil {
 			v := &Video{Width: int(w), Height: int(h), Codec: pictureCodec(items[tagPictureCoding])}

@@ -49,6 +49,9 @@ type Facts struct {
 	Audio   *Audio
 	// Tracks counts the tracks (MP4/MOV) or essence tracks (MXF) seen.
 	Tracks int
+	// Problem is the check's complaint when the caller chose to deliver
+	// the file anyway (a folder that only warns); empty otherwise.
+	Problem string
 }
 
 // Video describes the first video track.
@@ -76,13 +79,14 @@ type factsJSON struct {
 	Video     *Video  `json:"video,omitempty"`
 	Audio     *Audio  `json:"audio,omitempty"`
 	Tracks    int     `json:"tracks,omitempty"`
+	Problem   string  `json:"problem,omitempty"`
 }
 
 // MarshalJSON writes the duration as seconds.
 func (f Facts) MarshalJSON() ([]byte, error) {
 	return json.Marshal(factsJSON{
 		Container: f.Container, Checked: f.Checked, Duration: math.Round(f.Duration.Seconds()*1000) / 1000,
-		Pattern: f.Pattern, Video: f.Video, Audio: f.Audio, Tracks: f.Tracks,
+		Pattern: f.Pattern, Video: f.Video, Audio: f.Audio, Tracks: f.Tracks, Problem: f.Problem,
 	})
 }
 
@@ -94,7 +98,7 @@ func (f *Facts) UnmarshalJSON(b []byte) error {
 	}
 	*f = Facts{
 		Container: w.Container, Checked: w.Checked, Duration: time.Duration(w.Duration * float64(time.Second)),
-		Pattern: w.Pattern, Video: w.Video, Audio: w.Audio, Tracks: w.Tracks,
+		Pattern: w.Pattern, Video: w.Video, Audio: w.Audio, Tracks: w.Tracks, Problem: w.Problem,
 	}
 	return nil
 }
