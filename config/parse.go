@@ -294,6 +294,7 @@ func buildFolder(t *table, dests *table) Folder {
 		Sidecar:        t.oneOf("sidecar", "optional", "optional", "required", "ignore"),
 		SidecarWait:    t.duration("sidecar_wait", 30*time.Second, 0),
 		Receipts:       t.boolean("receipts", false),
+		Probe:          t.oneOf("probe", "require", "require", "warn", "off", "ffprobe"),
 	}
 	if name, ok := t.str("name"); !ok {
 		if !t.has("name") {
