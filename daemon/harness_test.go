@@ -88,6 +88,9 @@ func newHarness(t *testing.T, o hopts) *harness {
 	if o.secret == "" {
 		o.secret = minio.SecretKey
 	}
+	if !strings.Contains(o.folderExtra, "probe =") {
+		o.folderExtra += "\nprobe = \"off\"\n" // test files are not media; probe tests set it
+	}
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, inbox: filepath.Join(dir, "inbox"), bucket: bucket,
 		proxy: testenv.NewProxy(t, minio.Endpoint), logs: &syncBuffer{}}

@@ -66,7 +66,7 @@ func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
 		}
 		var st step
 		switch j.State {
-		case state.Queued, state.Retry:
+		case state.Queued, state.Retry, state.Probing:
 			st = d.start(ctx, j)
 		case state.Uploading, state.Registering:
 			st = d.deliver(ctx, j, nil)
@@ -127,6 +127,9 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 			}
 		}
 		return stepIf(d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err)))
+	}
+	if st, ok := d.probeMedia(ctx, j, f, sidecar); !ok {
+		return st
 	}
 	if quickStart(j, d.rt.Load()) {
 		// The move into uploading is folded into the destinations' final
@@ -212,6 +215,7 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	src := &uploader.Source{
 		JobID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath, Size: j.Size,
 		ModTime: j.ModTime, Inode: j.Inode, Device: j.Device, Found: j.Created, Meta: meta,
+		Media: mediaFacts(j),
 	}
 	rt := d.rt.Load()
 	// A changed source makes every sibling's work moot: cancel them.
@@ -278,6 +282,7 @@ func (d *Daemon) resultCommit(mem *state.Job, rt *runtime, results []destResult)
 	target := d.planTarget(mem, rt)
 	return func(j *state.Job) error {
 		if j.State == state.Queued || j.State == state.Retry {
+			j.Media = mem.Media // a quickStart job's probe facts
 			beginUpload(j, mem.Sidecar)
 		}
 		for _, r := range results {
@@ -373,6 +378,7 @@ func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp
 	}
 	_, err = d.store.Update(ctx, id, func(j *state.Job) error {
 		if j.State == state.Queued || j.State == state.Retry {
+			j.Media = mem.Media         // a quickStart job's probe facts
 			beginUpload(j, mem.Sidecar) // a quickStart job
 		}
 		ds := j.Dest(name)

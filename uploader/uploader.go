@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/watchfolder/watchfolder/probe"
 )
 
 // Source describes one version of a file to deliver. The daemon builds it
@@ -25,6 +27,11 @@ type Source struct {
 	Device  uint64
 	Found   time.Time // when the job was created; drives {yyyy} {mm} {dd}
 	Meta    Metadata
+	// Media is what the media check found (duration, codecs, picture
+	// size); nil when the folder's probe is off. A platform with rules on
+	// the media (JW Player: at least 2 s) checks them before it creates
+	// anything.
+	Media *probe.Facts
 }
 
 // Metadata is the sidecar (<stem>.json) content, or what is derived from the
