@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -385,5 +386,55 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	if s := f.Summary(); s != "mp4, 2.5 s, h264 1920x1080 25 fps" {
 		t.Fatalf("summary %q", s)
+	}
+}
+
+// An MXF whose header does not know where its footer is (a writer that
+// cannot seek back): the footer is found through the Random Index Pack.
+func TestMXFFooterFromRIP(t *testing.T) {
+	dir := t.TempDir()
+	makeMedia(t, dir, []fixture{fixtures()[5]})
+	orig, err := os.ReadFile(filepath.Join(dir, "op1a.mxf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &src{r: bytesReader(orig), size: int64(len(orig)), ctx: context.Background()}
+	hk, err := s.klvAt(0, s.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	footer := int64(binary.BigEndian.Uint64(orig[hk.value()+24:]))
+	open := append([]byte(nil), orig...)
+	binary.BigEndian.PutUint64(open[hk.value()+24:], 0) // FooterPartition unknown
+	open[14] = 0x01                                     // header open and incomplete
+	ripLen := int(binary.BigEndian.Uint32(orig[len(orig)-4:]))
+	footerOpen := append([]byte(nil), open...)
+	footerOpen[footer+14] = 0x01
+	ripPast := append([]byte(nil), open...)
+	binary.BigEndian.PutUint64(ripPast[len(ripPast)-12:], uint64(2*len(ripPast)))
+
+	for _, tc := range []struct {
+		name string
+		data []byte
+		code string
+	}{
+		{"footer through the RIP", open, ""},
+		{"RIP cut off, header open", open[:len(open)-ripLen], CodeNoFooter},
+		{"footer partition open", footerOpen, CodeFooterOpen},
+		{"RIP points past the end", ripPast, CodeFooterPastEnd},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := run(tc.data)
+			if tc.code == "" {
+				if err != nil || !f.Checked || f.Pattern != "OP1a" {
+					t.Fatalf("got %+v %v, want a pass", f, err)
+				}
+				return
+			}
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Code != tc.code {
+				t.Fatalf("got %v, want %s", err, tc.code)
+			}
+		})
 	}
 }

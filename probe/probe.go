@@ -270,7 +270,7 @@ func probe(ctx context.Context, r io.ReaderAt, size int64, byName string) (Facts
 		kind = Unknown
 	}
 	if byName != "" {
-		return Facts{Container: byName}, damaged(byName, CodeNotContainer, "it is named like a %s file but its contents are not %s", describe(byName), describe(byName))
+		return Facts{Container: byName}, damaged(byName, CodeNotContainer, "its name says %s but its contents are not %s", describe(byName), describe(byName))
 	}
 	return Facts{Container: kind}, nil
 }
