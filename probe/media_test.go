@@ -438,3 +438,48 @@ func TestMXFFooterFromRIP(t *testing.T) {
 		})
 	}
 }
+
+// A render killed mid-way (SIGKILL, no trailer written): whatever the
+// encoder left must fail as incomplete.
+func TestKilledWriterFails(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code string
+	}{
+		{"killed.mxf", []string{"-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+			"-c:v", "mpeg2video", "-c:a", "pcm_s16le", "-ac", "2", "-f", "mxf"}, CodeNoFooter},
+		{"killed.wav", []string{"-f", "lavfi", "-i", "sine=sample_rate=48000", "-c:a", "pcm_s16le", "-ac", "2"}, CodeRIFFSize},
+		{"killed.mov", []string{"-f", "lavfi", "-i", "testsrc=size=640x480:rate=25", "-c:v", "mpeg4", "-q:v", "1"}, CodeNoMoov},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // ffmpeg -re mostly waits for the clock
+			p := filepath.Join(t.TempDir(), tc.name)
+			args := append([]string{"-nostdin", "-v", "error", "-y", "-re"}, tc.args...)
+			cmd := exec.Command("ffmpeg", append(append(args, "-t", "60"), p)...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				if st, err := os.Stat(p); err == nil && st.Size() > 128<<10 {
+					break
+				}
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					cmd.Wait()
+					t.Fatal("ffmpeg wrote less than 128 KiB in 30 s")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			_, err := File(context.Background(), p)
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Code != tc.code || !pe.Incomplete {
+				t.Fatalf("got %v, want incomplete %s", err, tc.code)
+			}
+			t.Log(err)
+		})
+	}
+}

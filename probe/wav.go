@@ -41,6 +41,9 @@ func walkWAV(s *src) (Facts, error) {
 		riff, dataSize64 = int64(r64), int64(d64)
 	}
 	switch want := riff + 8; {
+	case !rf64 && (riff == 0 || riff == 0xffffffff) && want != s.size:
+		// A writer puts a placeholder here and the real size at the end.
+		return facts, incomplete(WAV, CodeRIFFSize, "the RIFF header still holds the writer's placeholder size (the writer did not finish)")
 	case want > s.size:
 		return facts, incomplete(WAV, CodeRIFFSize, "the file is shorter than its RIFF header says: %d of %d bytes present", s.size, want)
 	case want < s.size:
