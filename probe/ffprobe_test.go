@@ -13,10 +13,9 @@ func TestFFprobeAddsFacts(t *testing.T) {
 	if _, err := exec.LookPath("ffprobe"); err != nil {
 		t.Fatalf("ffprobe is required (make test-deps installs ffmpeg): %v", err)
 	}
-	dir := t.TempDir()
+	dir := shared.get(t)
 	fs := fixtures()
 	frag := fs[3]
-	makeMedia(t, dir, []fixture{fs[0], frag})
 	ctx := context.Background()
 
 	// The fragmented MP4's duration and frame rate are not in its header;
@@ -43,7 +42,7 @@ func TestFFprobeAddsFacts(t *testing.T) {
 	}
 
 	// A file ffprobe cannot read fails with a reason.
-	bad := filepath.Join(dir, "noise.ts")
+	bad := filepath.Join(t.TempDir(), "noise.ts")
 	if err := os.WriteFile(bad, []byte("not a transport stream at all"), 0o644); err != nil {
 		t.Fatal(err)
 	}

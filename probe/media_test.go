@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -67,12 +68,17 @@ func fixtures() []fixture {
 	}
 }
 
-// makeMedia encodes the fixtures into dir (once per test binary run would
-// be faster, but each test owning its files keeps them independent).
+// makeMedia encodes the fixtures into dir.
 func makeMedia(t testing.TB, dir string, fs []fixture) {
 	t.Helper()
+	if err := encodeFixtures(dir, fs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func encodeFixtures(dir string, fs []fixture) error {
 	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Fatalf("ffmpeg is required (make test-deps installs it): %v", err)
+		return fmt.Errorf("ffmpeg is required (make test-deps installs it): %w", err)
 	}
 	for _, f := range fs {
 		args := []string{"-nostdin", "-v", "error", "-y"}
@@ -88,15 +94,47 @@ func makeMedia(t testing.TB, dir string, fs []fixture) {
 		args = append(args, f.args...)
 		args = append(args, filepath.Join(dir, f.name))
 		if out, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ffmpeg %s: %v\n%s", f.name, err, out)
+			return fmt.Errorf("ffmpeg %s: %v\n%s", f.name, err, out)
 		}
 	}
+	return nil
+}
+
+// testMedia is the directory of the encoded fixtures, made once per test
+// binary (encoding them takes seconds) and removed by TestMain. Tests only
+// read these files; a test that changes one works on its own copy.
+type testMedia struct {
+	dir  string
+	once sync.Once
+	err  error
+}
+
+func (m *testMedia) get(t testing.TB) string {
+	t.Helper()
+	m.once.Do(func() { m.err = encodeFixtures(m.dir, fixtures()) })
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	return m.dir
+}
+
+var shared *testMedia
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "probe-media-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shared = &testMedia{dir: dir}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func TestWholeFilesPass(t *testing.T) {
-	dir := t.TempDir()
+	dir := shared.get(t)
 	fs := fixtures()
-	makeMedia(t, dir, fs)
 	for _, f := range fs {
 		t.Run(f.name, func(t *testing.T) {
 			got, err := File(context.Background(), filepath.Join(dir, f.name))
@@ -158,9 +196,8 @@ type cut struct {
 }
 
 func TestTruncatedFilesFail(t *testing.T) {
-	dir := t.TempDir()
+	dir := shared.get(t)
 	fs := fixtures()
-	makeMedia(t, dir, fs)
 	cases := map[string][]cut{
 		"moov-at-end.mp4": {
 			{"inside mdat", midBox("mdat"), CodeTruncated, "mdat"},
@@ -220,9 +257,7 @@ func TestTruncatedFilesFail(t *testing.T) {
 }
 
 func TestTrailingGarbageFails(t *testing.T) {
-	dir := t.TempDir()
-	fs := fixtures()
-	makeMedia(t, dir, []fixture{fs[0], fs[5], fs[6]})
+	dir := shared.get(t)
 	for _, tc := range []struct {
 		name, code string
 		tail       []byte
@@ -392,8 +427,7 @@ func TestJSONRoundTrip(t *testing.T) {
 // An MXF whose header does not know where its footer is (a writer that
 // cannot seek back): the footer is found through the Random Index Pack.
 func TestMXFFooterFromRIP(t *testing.T) {
-	dir := t.TempDir()
-	makeMedia(t, dir, []fixture{fixtures()[5]})
+	dir := shared.get(t)
 	orig, err := os.ReadFile(filepath.Join(dir, "op1a.mxf"))
 	if err != nil {
 		t.Fatal(err)
