@@ -57,9 +57,6 @@ func TestProbeRequireStopsIncompleteExports(t *testing.T) {
 		facts.Video.Width != 160 || facts.Audio == nil || facts.Duration < 1900*time.Millisecond || facts.Duration > 2100*time.Millisecond {
 		t.Fatalf("media facts on the delivered job: %+v", facts)
 	}
-	if !slices.ContainsFunc(done.History, func(tr state.Transition) bool { return tr.From == state.Queued && tr.To == state.Probing }) {
-		t.Errorf("no committed probing step in the history: %+v", done.History)
-	}
 	receipt, err := os.ReadFile(filepath.Join(h.processed, "whole.mp4"+ReceiptSuffix))
 	if err != nil || !strings.Contains(string(receipt), `"container": "mp4"`) {
 		t.Errorf("receipt lacks the media facts: %s %v", receipt, err)
@@ -85,6 +82,15 @@ func TestProbeRequireStopsIncompleteExports(t *testing.T) {
 		if err != nil || !strings.Contains(string(reason), tc.reason) {
 			t.Errorf("%s: reason file %q, %v", tc.name, reason, err)
 		}
+	}
+	// The check is a committed step (the small whole.mp4 folds it into
+	// its single final commit, as it does its upload).
+	cut := jobNamed(t, failed, "cut.mp4")
+	if !slices.ContainsFunc(cut.History, func(tr state.Transition) bool { return tr.From == state.Queued && tr.To == state.Probing }) {
+		t.Errorf("no committed probing step in the history: %+v", cut.History)
+	}
+	if f := mediaFacts(cut); f == nil || f.Container != probe.MP4 || f.Checked {
+		t.Errorf("facts of the failed job: %+v", f)
 	}
 	// An incomplete export gets one retry (a writer may have paused), a
 	// file that is not what its name says fails at once.
