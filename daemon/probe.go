@@ -64,18 +64,23 @@ func (d *Daemon) probeMedia(ctx context.Context, j *state.Job, f *config.Folder,
 			return next, true
 		}
 	}
-	cur, uerr := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+	mem := j
+	cur, uerr := d.commit(ctx, j.ID, "media check", func(j *state.Job) error {
 		j.State = state.Probing
 		j.Media = raw
 		j.Sidecar = sidecar // travels to failed_dir with the file
+		if j.CTime.IsZero() {
+			j.CTime = mem.CTime // the version this attempt read
+		}
 		return nil
 	})
 	if uerr != nil {
-		d.log.Error("commit probing", "job", j.ID, "err", uerr)
-		return stop, false
+		return stop, false // commit logged it and tries again
 	}
 	if verdict == nil || facts.Problem != "" {
-		*j = *cur
+		// Keep the worker's copy (what it learnt of the file this
+		// attempt); only the state and the facts moved on.
+		j.State, j.Media = cur.State, cur.Media
 		return next, true
 	}
 	// An export cut short may be one still being written by a writer that

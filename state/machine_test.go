@@ -17,7 +17,7 @@ func specTransitions() map[State][]State {
 		Queued:      {Probing, Uploading, Waiting, Gone, Moving, Retry},
 		Probing:     {Uploading, Moving, Retry, Waiting, Gone},
 		Uploading:   {Registering, Moving, Retry, Waiting, Gone},
-		Registering: {Moving, Retry},
+		Registering: {Moving, Retry, Waiting, Gone},
 		Retry:       {Queued, Probing, Uploading, Moving, Gone, Waiting},
 		Moving:      {Done, Failed},
 		Failed:      {Queued},

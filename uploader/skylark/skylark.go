@@ -61,6 +61,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Defaults for Options.
@@ -87,7 +88,7 @@ const (
 type Options struct {
 	Name            string
 	KeyTemplate     string        // key in the watchfolder bucket; default "{name}"
-	S3              *uploader.S3  // engine for the account's watchfolder bucket
+	S3              *s3engine.S3  // engine for the account's watchfolder bucket
 	WaitFor         string        // "" or "processed" (default) | "none"
 	APIURL          string        // optional: fetch the asset by file name and record its uid
 	Token           string        // Bearer for APIURL
@@ -152,7 +153,7 @@ func New(o Options) (*Destination, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Destination{o: o, log: log.With("destination", o.Name, "type", "skylark")}, nil
+	return &Destination{o: o, log: log.With("type", "skylark")}, nil
 }
 
 // Name returns the configured destination name.
@@ -252,7 +253,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}
-	if err := d.o.S3.Put(ctx, src, uploader.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
+	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
 		return fmt.Errorf("skylark %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {

@@ -1,8 +1,9 @@
-package uploader
+package s3engine
 
 import (
 	"context"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"strings"
 	"time"
 
@@ -30,16 +31,16 @@ func (d *S3Destination) Name() string { return d.name }
 func (d *S3Destination) Type() string { return "s3" }
 
 // Key renders the object key for src.
-func (d *S3Destination) Key(src *Source) (string, error) {
+func (d *S3Destination) Key(src *uploader.Source) (string, error) {
 	key, err := keytmpl.Render(d.tmpl, keytmpl.Vars{Folder: src.Folder, RelPath: src.RelPath, ID: src.JobID, Time: src.Found})
 	if err != nil {
-		return "", Permanent(fmt.Errorf("%s: key for %s: %w", d.name, src.Path, err))
+		return "", uploader.Permanent(fmt.Errorf("%s: key for %s: %w", d.name, src.Path, err))
 	}
 	return key, nil
 }
 
 // Upload writes the file to its object, resuming from cp.
-func (d *S3Destination) Upload(ctx context.Context, src *Source, cp *Checkpoint, s Session) error {
+func (d *S3Destination) Upload(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) error {
 	key, err := d.Key(src)
 	if err != nil {
 		return err
@@ -49,7 +50,7 @@ func (d *S3Destination) Upload(ctx context.Context, src *Source, cp *Checkpoint,
 
 // Register has nothing to do for plain S3 beyond making sure the operator
 // sees where the object is.
-func (d *S3Destination) Register(ctx context.Context, src *Source, cp *Checkpoint, s Session) error {
+func (d *S3Destination) Register(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) error {
 	if cp.Object != "" || cp.Key == "" {
 		return nil
 	}
@@ -69,7 +70,7 @@ func (d *S3Destination) Register(ctx context.Context, src *Source, cp *Checkpoin
 func (d *S3Destination) RegisterIsLocal() bool { return true }
 
 // Abort aborts the unfinished multipart upload recorded in cp.
-func (d *S3Destination) Abort(ctx context.Context, cp *Checkpoint) error {
+func (d *S3Destination) Abort(ctx context.Context, cp *uploader.Checkpoint) error {
 	return d.s3.Abort(ctx, cp)
 }
 
@@ -97,7 +98,7 @@ func (d *S3Destination) Prefix(folder string) string {
 // S3 returns the engine the destination writes with.
 func (d *S3Destination) S3() *S3 { return d.s3 }
 
-var _ Destination = (*S3Destination)(nil)
+var _ uploader.Destination = (*S3Destination)(nil)
 
 // CleanOrphans aborts multipart uploads under this destination's key
 // prefixes for folders that no job knows of and that began more than

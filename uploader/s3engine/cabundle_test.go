@@ -1,8 +1,9 @@
-package uploader
+package s3engine
 
 import (
 	"bytes"
 	"context"
+	"github.com/watchfolder/watchfolder/uploader"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,7 +40,7 @@ func TestNewS3WithAWSCABundleSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := sourceFor(t, path, "clip.mp4")
-	cp := &Checkpoint{}
+	cp := &uploader.Checkpoint{}
 	if err := s3c.Put(ctx, src, PutInput{Key: "k/clip.mp4"}, cp, newSession()); err != nil {
 		t.Fatalf("put: %v", err)
 	}

@@ -1,4 +1,4 @@
-package uploader
+package s3engine
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 )
@@ -88,6 +90,7 @@ type counter struct {
 	requests int
 	puts     int
 	payload  map[string]bool // X-Amz-Content-Sha256 values of body requests
+	expect   int             // requests that wait for "100 Continue"
 }
 
 func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -99,6 +102,9 @@ func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.payload = map[string]bool{}
 		}
 		c.payload[r.Header.Get("X-Amz-Content-Sha256")] = true
+	}
+	if r.Header.Get("Expect") != "" {
+		c.expect++
 	}
 	if r.Method == http.MethodPut && q.Has("partNumber") && q.Has("uploadId") {
 		n, _ := strconv.Atoi(q.Get("partNumber"))
@@ -154,8 +160,8 @@ func newEngine(tb testing.TB, bucket string, cfg engineCfg) *S3 {
 }
 
 // writeFile writes size pseudo-random bytes (fixed seed) and returns the
-// Source for that version.
-func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*Source, []byte) {
+// uploader.Source for that version.
+func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*uploader.Source, []byte) {
 	tb.Helper()
 	data := make([]byte, size)
 	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
@@ -167,14 +173,14 @@ func writeFile(tb testing.TB, dir, name string, size int64, seed uint64) (*Sourc
 	return sourceFor(tb, p, name), data
 }
 
-func sourceFor(tb testing.TB, p, rel string) *Source {
+func sourceFor(tb testing.TB, p, rel string) *uploader.Source {
 	tb.Helper()
 	fi, err := os.Stat(p)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	return &Source{
+	return &uploader.Source{
 		JobID: 7, Folder: "news", Path: p, RelPath: rel, Size: fi.Size(), ModTime: fi.ModTime(),
 		Inode: st.Ino, Device: uint64(st.Dev), Found: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC),
 	}
@@ -192,7 +198,7 @@ type memSession struct {
 
 func newSession() *memSession { return &memSession{okSaves: -1} }
 
-func (s *memSession) Save(ctx context.Context, cp *Checkpoint) error {
+func (s *memSession) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.okSaves >= 0 && s.saves >= s.okSaves {
@@ -215,11 +221,11 @@ func (s *memSession) Progress(n int64) {
 
 // saved returns the last durably saved checkpoint, as a restarted daemon
 // would load it.
-func (s *memSession) saved(tb testing.TB) *Checkpoint {
+func (s *memSession) saved(tb testing.TB) *uploader.Checkpoint {
 	tb.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var cp Checkpoint
+	var cp uploader.Checkpoint
 	if err := json.Unmarshal(s.last, &cp); err != nil {
 		tb.Fatalf("saved checkpoint: %v", err)
 	}
@@ -259,7 +265,7 @@ func TestPutSingle(t *testing.T) {
 		o.ACL = "private"
 	}})
 	src, data := writeFile(t, t.TempDir(), "clip.mov", 3*mib+17, 1)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	err := c.Put(ctxT(t), src, PutInput{Key: "in/clip.mov", Metadata: map[string]string{"Job": "7"}}, cp, s)
 	if err != nil {
 		t.Fatalf("Put: %v", err)
@@ -318,7 +324,7 @@ func TestPutSingleRoundTrips(t *testing.T) {
 			cnt := &counter{}
 			c := newEngine(t, bucket, engineCfg{opts: func(o *S3Options) { o.Checksum = alg }, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "clip.mp4", 256<<10, 4)
-			cp := &Checkpoint{}
+			cp := &uploader.Checkpoint{}
 			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, newSession()); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
@@ -343,7 +349,7 @@ func TestPutEmptyFile(t *testing.T) {
 	bucket := newBucket(t)
 	c := newEngine(t, bucket, engineCfg{})
 	src, _ := writeFile(t, t.TempDir(), "empty.wav", 0, 1)
-	cp := &Checkpoint{}
+	cp := &uploader.Checkpoint{}
 	if err := c.Put(ctxT(t), src, PutInput{Key: "empty.wav"}, cp, newSession()); err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -364,7 +370,7 @@ func TestPutMultipart(t *testing.T) {
 				count: cnt,
 			})
 			src, data := writeFile(t, t.TempDir(), "big.mp4", size, 2)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			if err := c.Put(ctxT(t), src, PutInput{Key: "big.mp4"}, cp, s); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
@@ -392,6 +398,10 @@ func TestPutMultipart(t *testing.T) {
 			}
 			// Bodies are not SHA-256 hashed for SigV4: the explicit
 			// checksum covers them.
+			// Nor do they wait a round trip for "100 Continue" first.
+			if cnt.expect != 0 {
+				t.Errorf("%d requests sent Expect: 100-continue", cnt.expect)
+			}
 			if len(cnt.payload) != 1 || !cnt.payload["UNSIGNED-PAYLOAD"] {
 				t.Errorf("X-Amz-Content-Sha256 of part uploads: %v, want only UNSIGNED-PAYLOAD", cnt.payload)
 			}
@@ -441,7 +451,7 @@ func TestPutResume(t *testing.T) {
 			cnt := &counter{}
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: conc}, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "r.mxf", size, 3)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			s.okSaves = 2 + k // the create mark, the upload id, k parts
 			err := c.Put(ctxT(t), src, PutInput{Key: "r.mxf"}, cp, s)
 			if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "s3://"+bucket+"/r.mxf") {
@@ -503,7 +513,7 @@ func TestPutNoSuchUpload(t *testing.T) {
 	bucket := newBucket(t)
 	c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}})
 	src, data := writeFile(t, t.TempDir(), "n.mp4", 12*mib, 4)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	s.okSaves = 2
 	if err := c.Put(ctxT(t), src, PutInput{Key: "n.mp4"}, cp, s); err == nil {
 		t.Fatal("Put with failing Save succeeded")
@@ -562,7 +572,7 @@ func TestPutSourceChanged(t *testing.T) {
 			bucket := newBucket(t)
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}})
 			src, _ := writeFile(t, t.TempDir(), "c.mp4", 11*mib, 5)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			s.okSaves = 2
 			if err := c.Put(ctxT(t), src, PutInput{Key: "c.mp4"}, cp, s); err == nil {
 				t.Fatal("Put with failing Save succeeded")
@@ -573,8 +583,8 @@ func TestPutSourceChanged(t *testing.T) {
 			tc.change(t, src.Path)
 			s.okSaves = -1
 			err := c.Put(ctxT(t), src, PutInput{Key: "c.mp4"}, cp, s)
-			if !errors.Is(err, ErrSourceChanged) {
-				t.Fatalf("Put of a changed file: %v, want ErrSourceChanged", err)
+			if !errors.Is(err, uploader.ErrSourceChanged) {
+				t.Fatalf("Put of a changed file: %v, want uploader.ErrSourceChanged", err)
 			}
 			if ids := openUploads(t, bucket); len(ids) != 0 {
 				t.Errorf("upload not aborted: %v", ids)
@@ -670,12 +680,12 @@ func TestPutCorruptedInTransit(t *testing.T) {
 			opts := func(o *S3Options) { o.Checksum = tc.alg }
 			c := newEngine(t, bucket, engineCfg{opts: opts, eng: eng, endpoint: proxy})
 			src, data := writeFile(t, t.TempDir(), "x.mp4", tc.size, 6)
-			cp, s := &Checkpoint{}, newSession()
+			cp, s := &uploader.Checkpoint{}, newSession()
 			err := c.Put(ctxT(t), src, PutInput{Key: "x.mp4"}, cp, s)
 			if err == nil {
 				t.Fatal("Put through a corrupting proxy succeeded")
 			}
-			if IsPermanent(err) || !strings.Contains(err.Error(), "s3://"+bucket+"/x.mp4") {
+			if uploader.IsPermanent(err) || !strings.Contains(err.Error(), "s3://"+bucket+"/x.mp4") {
 				t.Errorf("error %v: want transient, naming the object", err)
 			}
 			t.Logf("error: %v", err)
@@ -700,16 +710,16 @@ func TestPutBandwidthCap(t *testing.T) {
 		rate = 8 * mib
 	)
 	bucket := newBucket(t)
-	lim := NewLimiter(rate)
+	lim := uploader.NewLimiter(rate)
 	c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 4, Limiter: lim}})
 	src, _ := writeFile(t, t.TempDir(), "bw.mp4", size, 7)
 	start := time.Now()
-	if err := c.Put(ctxT(t), src, PutInput{Key: "bw.mp4"}, &Checkpoint{}, newSession()); err != nil {
+	if err := c.Put(ctxT(t), src, PutInput{Key: "bw.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
 	// The bucket starts full (burst), the rest is paced at rate.
-	want := time.Duration(float64(size-int64(lim.burst)) / rate * float64(time.Second))
+	want := time.Duration((float64(size) - max(float64(rate)/20, uploader.LimiterChunk)) / rate * float64(time.Second))
 	t.Logf("12 MiB at 8 MiB/s: %v (ideal %v)", elapsed, want)
 	if elapsed < want*9/10 || elapsed > want*115/100+150*time.Millisecond {
 		t.Errorf("elapsed %v, want %v -10%%/+15%%", elapsed, want)
@@ -738,12 +748,12 @@ func TestPutErrorClasses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newEngine(t, bucket, tc.cfg)
 			src, _ := writeFile(t, t.TempDir(), "e.mp4", tc.size, 8)
-			err := c.Put(ctxT(t), src, PutInput{Key: "e.mp4"}, &Checkpoint{}, newSession())
+			err := c.Put(ctxT(t), src, PutInput{Key: "e.mp4"}, &uploader.Checkpoint{}, newSession())
 			if err == nil {
 				t.Fatal("Put succeeded")
 			}
-			if IsPermanent(err) != tc.permanent {
-				t.Errorf("IsPermanent = %v, want %v: %v", !tc.permanent, tc.permanent, err)
+			if uploader.IsPermanent(err) != tc.permanent {
+				t.Errorf("uploader.IsPermanent = %v, want %v: %v", !tc.permanent, tc.permanent, err)
 			}
 			if !strings.Contains(err.Error(), "/e.mp4") || !strings.Contains(err.Error(), "s3://") {
 				t.Errorf("error does not name the object: %v", err)
@@ -768,8 +778,8 @@ func TestPutTooLarge(t *testing.T) {
 		t.Skipf("filesystem cannot hold a 5 TiB sparse file: %v", err)
 	}
 	f.Close()
-	err = c.Put(ctxT(t), sourceFor(t, p, "huge.mxf"), PutInput{Key: "huge.mxf"}, &Checkpoint{}, newSession())
-	if !IsPermanent(err) || !strings.Contains(err.Error(), "5 TiB") {
+	err = c.Put(ctxT(t), sourceFor(t, p, "huge.mxf"), PutInput{Key: "huge.mxf"}, &uploader.Checkpoint{}, newSession())
+	if !uploader.IsPermanent(err) || !strings.Contains(err.Error(), "5 TiB") {
 		t.Fatalf("Put of a 5 TiB+1 file: %v, want a permanent size error", err)
 	}
 	if _, n := cnt.snapshot(); n != 0 {
@@ -784,7 +794,7 @@ func TestAbort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &Checkpoint{Bucket: bucket, Key: "a", UploadID: aws.ToString(out.UploadId), Parts: []Part{{Number: 1}}}
+	cp := &uploader.Checkpoint{Bucket: bucket, Key: "a", UploadID: aws.ToString(out.UploadId), Parts: []uploader.Part{{Number: 1}}}
 	for i := range 2 { // the second time the store no longer knows it: fine
 		cp.UploadID = aws.ToString(out.UploadId)
 		if err := c.Abort(ctxT(t), cp); err != nil {
@@ -809,7 +819,7 @@ func TestS3Destination(t *testing.T) {
 	p := filepath.Join(dir, "sub", "clip.mp4")
 	os.WriteFile(p, data, 0o644)
 	src := sourceFor(t, p, "sub/clip.mp4")
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	if err := d.Upload(ctxT(t), src, cp, s); err != nil {
 		t.Fatal(err)
 	}
@@ -825,7 +835,7 @@ func TestS3Destination(t *testing.T) {
 	}
 	bad := NewS3Destination("archive", "{dir}", c) // empty for a top-level file
 	src.RelPath = "clip.mp4"
-	if err := bad.Upload(ctxT(t), src, &Checkpoint{}, s); !IsPermanent(err) {
+	if err := bad.Upload(ctxT(t), src, &uploader.Checkpoint{}, s); !uploader.IsPermanent(err) {
 		t.Errorf("bad key: %v, want permanent", err)
 	}
 }
@@ -873,8 +883,8 @@ func TestContentTypeFor(t *testing.T) {
 		{".mp4", "video/mp4"}, {"a.mp4.part", "application/octet-stream"},
 	}
 	for _, tc := range tests {
-		if got := ContentTypeFor(tc.name); got != tc.want {
-			t.Errorf("ContentTypeFor(%q) = %q, want %q", tc.name, got, tc.want)
+		if got := uploader.ContentTypeFor(tc.name); got != tc.want {
+			t.Errorf("uploader.ContentTypeFor(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
@@ -884,8 +894,8 @@ func TestCompositeSums(t *testing.T) {
 		return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc32.Checksum([]byte(s), castagnoli)))
 	}
 	b64md5 := func(s string) string { m := md5.Sum([]byte(s)); return base64.StdEncoding.EncodeToString(m[:]) }
-	parts := func(f func(string) string) []Part {
-		return []Part{{Number: 1, Checksum: f("a")}, {Number: 2, Checksum: f("b")}}
+	parts := func(f func(string) string) []uploader.Part {
+		return []uploader.Part{{Number: 1, Checksum: f("a")}, {Number: 2, Checksum: f("b")}}
 	}
 	crcA := crc32.Checksum([]byte("a"), castagnoli)
 	crcB := crc32.Checksum([]byte("b"), castagnoli)
@@ -899,7 +909,7 @@ func TestCompositeSums(t *testing.T) {
 	if _, etag, err := compositeSums("md5", parts(b64md5)); err != nil || etag != wantETag {
 		t.Errorf("md5 ETag = %q, %v; want %q", etag, err, wantETag)
 	}
-	if _, _, err := compositeSums("md5", []Part{{Number: 1, Checksum: "!"}}); err == nil {
+	if _, _, err := compositeSums("md5", []uploader.Part{{Number: 1, Checksum: "!"}}); err == nil {
 		t.Error("bad recorded checksum accepted")
 	}
 	tests := []struct {
@@ -916,7 +926,7 @@ func TestCompositeSums(t *testing.T) {
 	}
 }
 
-func compositeSumsETag(parts []Part) (string, error) {
+func compositeSumsETag(parts []uploader.Part) (string, error) {
 	_, etag, err := compositeSums("md5", parts)
 	return etag, err
 }
@@ -945,7 +955,7 @@ func TestPutRetriedPart(t *testing.T) {
 	cnt := &counter{}
 	c := newEngine(t, bucket, engineCfg{endpoint: srv.URL, eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}, count: cnt})
 	src, data := writeFile(t, t.TempDir(), "retry.mp4", 12*mib, 10)
-	cp, s := &Checkpoint{}, newSession()
+	cp, s := &uploader.Checkpoint{}, newSession()
 	if err := c.Put(ctxT(t), src, PutInput{Key: "retry.mp4"}, cp, s); err != nil {
 		t.Fatalf("Put: %v", err)
 	}
@@ -982,9 +992,9 @@ func TestPutObjectOptions(t *testing.T) {
 				c := newEngine(t, bucket, engineCfg{opts: tc.opts, eng: EngineOptions{PartSize: 5 * mib}})
 				src, _ := writeFile(t, t.TempDir(), "o.mp4", size, 11)
 				key := nonBucket.ReplaceAllString(t.Name(), "-")
-				err := c.Put(ctxT(t), src, PutInput{Key: key}, &Checkpoint{}, newSession())
+				err := c.Put(ctxT(t), src, PutInput{Key: key}, &uploader.Checkpoint{}, newSession())
 				if tc.permanent {
-					if !IsPermanent(err) {
+					if !uploader.IsPermanent(err) {
 						t.Fatalf("Put: %v, want permanent", err)
 					}
 					return
@@ -1001,5 +1011,475 @@ func TestPutObjectOptions(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// hookTransport calls before (if set) ahead of every request, and after (if
+// set) with every answer, around the engine's own transport.
+type hookTransport struct {
+	next   http.RoundTripper
+	before func(r *http.Request)
+	after  func(r *http.Request, resp *http.Response)
+}
+
+func (h *hookTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.before != nil {
+		h.before(r)
+	}
+	resp, err := h.next.RoundTrip(r)
+	if err == nil && h.after != nil {
+		h.after(r, resp)
+	}
+	return resp, err
+}
+
+// hookedEngine is newEngine with h wrapped around the engine's transport.
+func hookedEngine(t *testing.T, bucket string, cfg engineCfg, h *hookTransport) *S3 {
+	t.Helper()
+	h.next = NewTransport(cfg.eng)
+	cfg.eng.HTTPClient = &http.Client{Transport: h}
+	return newEngine(t, bucket, cfg)
+}
+
+// putOther writes an object as another writer would.
+func putOther(t *testing.T, bucket, key string, body []byte) {
+	t.Helper()
+	_, err := minioT(t).Client().PutObject(ctxT(t), &s3.PutObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), Body: bytes.NewReader(body),
+	})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// TestMinIOConditionalWrites: the pinned MinIO refuses PutObject and
+// CompleteMultipartUpload with If-None-Match: * on an existing key with 412,
+// which the conflict policy relies on.
+func TestMinIOConditionalWrites(t *testing.T) {
+	bucket := newBucket(t)
+	cl := minioT(t).Client()
+	ctx := ctxT(t)
+	put := func(key string) error {
+		_, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			Body: strings.NewReader("x"), IfNoneMatch: aws.String("*")})
+		return err
+	}
+	if err := put("a"); err != nil {
+		t.Fatalf("conditional put of a new key: %v", err)
+	}
+	err := put("a")
+	if !isPreconditionFailed(err) || httpStatus(err) != 412 {
+		t.Fatalf("conditional put of an existing key: %v (status %d), want 412", err, httpStatus(err))
+	}
+	complete := func(key string) error {
+		out, err := cl.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		up, err := cl.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			UploadId: out.UploadId, PartNumber: aws.Int32(1), Body: strings.NewReader("y")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cl.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			UploadId: out.UploadId, IfNoneMatch: aws.String("*"),
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: up.ETag}}}})
+		return err
+	}
+	if err := complete("b"); err != nil {
+		t.Fatalf("conditional complete of a new key: %v", err)
+	}
+	if err := complete("a"); !isPreconditionFailed(err) || httpStatus(err) != 412 {
+		t.Fatalf("conditional complete on an existing key: %v (status %d), want 412", err, httpStatus(err))
+	}
+	if got := string(minioT(t).GetObject(t, bucket, "a")); got != "x" {
+		t.Errorf("existing object replaced: %q", got)
+	}
+}
+
+// TestOnConflict: a key taken by another writer's object is never replaced
+// unless on_conflict says so.
+func TestOnConflict(t *testing.T) {
+	other := []byte("another job's clip")
+	tests := []struct {
+		mode, size string
+		taken      []string // keys that hold other objects before the upload
+		wantKey    string   // "" when the upload fails
+	}{
+		{"", "single", []string{"clip.mp4"}, "clip (1).mp4"},
+		{"suffix", "single", []string{"clip.mp4", "clip (1).mp4"}, "clip (2).mp4"},
+		{"suffix", "multipart", []string{"clip.mp4"}, "clip (1).mp4"},
+		{"fail", "single", []string{"clip.mp4"}, ""},
+		{"fail", "multipart", []string{"clip.mp4"}, ""},
+		{"overwrite", "single", []string{"clip.mp4"}, "clip.mp4"},
+		{"overwrite", "multipart", []string{"clip.mp4"}, "clip.mp4"},
+		{"suffix", "single", nil, "clip.mp4"},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s/%s/%d", tc.mode, tc.size, len(tc.taken)), func(t *testing.T) {
+			bucket := newBucket(t)
+			c := newEngine(t, bucket, engineCfg{
+				opts: func(o *S3Options) { o.OnConflict = tc.mode },
+				eng:  EngineOptions{PartSize: 5 * mib, Concurrency: 2},
+			})
+			for _, k := range tc.taken {
+				putOther(t, bucket, k, other)
+			}
+			size := int64(mib)
+			if tc.size == "multipart" {
+				size = 12 * mib
+			}
+			src, data := writeFile(t, t.TempDir(), "clip.mp4", size, 9)
+			cp, s := &uploader.Checkpoint{}, newSession()
+			err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s)
+			if tc.wantKey == "" {
+				if !uploader.IsPermanent(err) || !errors.Is(err, ErrObjectExists) || !strings.Contains(err.Error(), "s3://"+bucket+"/clip.mp4") {
+					t.Fatalf("Put onto a taken key: %v, want permanent ErrObjectExists naming the object", err)
+				}
+			} else if err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			for _, k := range tc.taken {
+				if k == tc.wantKey {
+					continue
+				}
+				if got := minioT(t).GetObject(t, bucket, k); !bytes.Equal(got, other) {
+					t.Errorf("%s replaced", k)
+				}
+			}
+			if tc.wantKey != "" {
+				if got := minioT(t).GetObject(t, bucket, tc.wantKey); !bytes.Equal(got, data) {
+					t.Errorf("%s does not hold the file", tc.wantKey)
+				}
+				if cp.Key != tc.wantKey || cp.Object != "s3://"+bucket+"/"+tc.wantKey || s.saved(t).Key != tc.wantKey {
+					t.Errorf("checkpoint names %q (%s), want %q", cp.Key, cp.Object, tc.wantKey)
+				}
+			}
+			if keys := minioT(t).ListKeys(t, bucket); len(keys) != len(tc.taken)+btoi(tc.wantKey != "" && !slices.Contains(tc.taken, tc.wantKey)) {
+				t.Errorf("keys in the bucket: %q", keys)
+			}
+			if ids := openUploads(t, bucket); len(ids) != 0 {
+				t.Errorf("open uploads: %v", ids)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestOnConflictTwoJobs: two jobs whose files render the same key both
+// deliver, to different objects, through the S3 destination.
+func TestOnConflictTwoJobs(t *testing.T) {
+	bucket := newBucket(t)
+	d := NewS3Destination("archive", "{folder}/{name}", newEngine(t, bucket, engineCfg{}))
+	var objects []string
+	for i, rel := range []string{"a/x.mp4", "b/x.mp4"} {
+		src, _ := writeFile(t, t.TempDir(), "x.mp4", 1000+int64(i), uint64(i))
+		src.RelPath, src.JobID = rel, uint64(10+i)
+		cp, s := &uploader.Checkpoint{}, newSession()
+		if err := d.Upload(ctxT(t), src, cp, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Register(ctxT(t), src, cp, s); err != nil {
+			t.Fatal(err)
+		}
+		objects = append(objects, cp.Object)
+	}
+	want := []string{"s3://" + bucket + "/news/x.mp4", "s3://" + bucket + "/news/x (1).mp4"}
+	if !slices.Equal(objects, want) {
+		t.Errorf("objects %q, want %q", objects, want)
+	}
+	if got := minioT(t).GetObject(t, bucket, "news/x.mp4"); len(got) != 1000 {
+		t.Errorf("first job's object replaced (%d bytes)", len(got))
+	}
+}
+
+// TestOnConflictDuringUpload: another writer creates the key while the
+// parts are sent; the conditional Complete refuses to replace it.
+func TestOnConflictDuringUpload(t *testing.T) {
+	for _, mode := range []string{"suffix", "fail"} {
+		t.Run(mode, func(t *testing.T) {
+			bucket := newBucket(t)
+			var once sync.Once
+			h := &hookTransport{before: func(r *http.Request) {
+				if r.URL.Query().Has("partNumber") {
+					once.Do(func() { putOther(t, bucket, "clip.mp4", []byte("other")) })
+				}
+			}}
+			c := hookedEngine(t, bucket, engineCfg{
+				opts: func(o *S3Options) { o.OnConflict = mode },
+				eng:  EngineOptions{PartSize: 5 * mib, Concurrency: 2},
+			}, h)
+			src, data := writeFile(t, t.TempDir(), "clip.mp4", 11*mib, 3)
+			cp, s := &uploader.Checkpoint{}, newSession()
+			err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s)
+			switch mode {
+			case "suffix":
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cp.Key != "clip (1).mp4" || !bytes.Equal(minioT(t).GetObject(t, bucket, "clip (1).mp4"), data) {
+					t.Errorf("cp.Key %q", cp.Key)
+				}
+			case "fail":
+				if !errors.Is(err, ErrObjectExists) {
+					t.Errorf("Put: %v, want ErrObjectExists", err)
+				}
+			}
+			if got := string(minioT(t).GetObject(t, bucket, "clip.mp4")); got != "other" {
+				t.Errorf("the other writer's object was replaced")
+			}
+			if ids := openUploads(t, bucket); len(ids) != 0 {
+				t.Errorf("open uploads: %v", ids)
+			}
+		})
+	}
+}
+
+// TestOwnObjectAfterCrash: the process dies after the object was written
+// but before that was recorded; the retry recognises the object as the
+// job's own: no suffixed copy, nothing sent again for a multipart upload.
+func TestOwnObjectAfterCrash(t *testing.T) {
+	for _, mode := range []string{"suffix", "fail", "overwrite"} {
+		for _, size := range []int64{mib, 12 * mib} {
+			t.Run(fmt.Sprintf("%s/%d", mode, size), func(t *testing.T) {
+				bucket := newBucket(t)
+				cnt := &counter{}
+				c := newEngine(t, bucket, engineCfg{
+					opts:  func(o *S3Options) { o.OnConflict = mode },
+					eng:   EngineOptions{PartSize: 5 * mib, Concurrency: 2},
+					count: cnt,
+				})
+				src, data := writeFile(t, t.TempDir(), "clip.mp4", size, 4)
+				nParts := int((size + 5*mib - 1) / (5 * mib))
+				s := newSession()
+				s.okSaves = 0 // single PUT: the only save is the final one
+				if size >= 5*mib {
+					s.okSaves = 2 + nParts // creating, upload id, parts
+				}
+				cp := &uploader.Checkpoint{}
+				if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err == nil {
+					t.Fatal("Put with a failing final save succeeded")
+				}
+				if keys := minioT(t).ListKeys(t, bucket); !slices.Equal(keys, []string{"clip.mp4"}) {
+					t.Fatalf("keys after the first attempt: %q", keys)
+				}
+				// Restart: the last durable checkpoint.
+				cp = &uploader.Checkpoint{}
+				if s.last != nil {
+					cp = s.saved(t)
+				}
+				s.okSaves = -1
+				if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				if keys := minioT(t).ListKeys(t, bucket); !slices.Equal(keys, []string{"clip.mp4"}) {
+					t.Errorf("keys after the retry: %q", keys)
+				}
+				if !cp.Uploaded || cp.Key != "clip.mp4" || cp.SHA256 != sha256Hex(data) || cp.ETag == "" {
+					t.Errorf("cp = %+v", cp)
+				}
+				if !bytes.Equal(minioT(t).GetObject(t, bucket, "clip.mp4"), data) {
+					t.Error("object differs from the file")
+				}
+				if parts, _ := cnt.snapshot(); size >= 5*mib && len(parts) != nParts {
+					t.Errorf("parts sent %v, want each of %d once", parts, nParts)
+				}
+			})
+		}
+	}
+}
+
+// noConditionalProxy stands in front of MinIO like a store that does not
+// implement conditional writes: it answers them 501 NotImplemented.
+func noConditionalProxy(t *testing.T, refused *atomic.Int64) string {
+	target, _ := url.Parse(minioT(t).Endpoint)
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" {
+			refused.Add(1)
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusNotImplemented)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestOnConflictWithoutConditionalWrites: where the store does not
+// implement If-None-Match, a HEAD check keeps the other object.
+func TestOnConflictWithoutConditionalWrites(t *testing.T) {
+	for _, size := range []int64{mib, 12 * mib} {
+		t.Run(strconv.FormatInt(size, 10), func(t *testing.T) {
+			bucket := newBucket(t)
+			var refused atomic.Int64
+			c := newEngine(t, bucket, engineCfg{
+				endpoint: noConditionalProxy(t, &refused),
+				eng:      EngineOptions{PartSize: 5 * mib, Concurrency: 2},
+			})
+			putOther(t, bucket, "clip.mp4", []byte("other"))
+			for i := range 2 {
+				src, data := writeFile(t, t.TempDir(), "clip.mp4", size, uint64(i))
+				src.JobID = uint64(20 + i)
+				cp := &uploader.Checkpoint{}
+				if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, newSession()); err != nil {
+					t.Fatal(err)
+				}
+				want := fmt.Sprintf("clip (%d).mp4", i+1)
+				if cp.Key != want || !bytes.Equal(minioT(t).GetObject(t, bucket, want), data) {
+					t.Errorf("job %d wrote %q, want %q", i, cp.Key, want)
+				}
+			}
+			if got := string(minioT(t).GetObject(t, bucket, "clip.mp4")); got != "other" {
+				t.Errorf("the other object was replaced")
+			}
+			if n := refused.Load(); n != 1 {
+				t.Errorf("%d conditional writes tried, want 1 (then HEAD checks)", n)
+			}
+		})
+	}
+}
+
+// TestPutObjectGoneAfterUpload: a consumer (a platform's watch folder)
+// moves the object away right after it was written, before the engine's
+// HEAD: the upload counts as delivered, and nothing is sent twice.
+func TestPutObjectGoneAfterUpload(t *testing.T) {
+	for _, tc := range []struct {
+		alg  string
+		size int64
+	}{{"none", mib}, {"crc32c", 12 * mib}, {"md5", 12 * mib}} {
+		t.Run(fmt.Sprintf("%s/%d", tc.alg, tc.size), func(t *testing.T) {
+			bucket := newBucket(t)
+			var written, writes atomic.Int64
+			h := &hookTransport{
+				before: func(r *http.Request) {
+					if r.Method == http.MethodHead && written.Load() > 0 {
+						// Ingested and moved away.
+						minioT(t).Client().DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String("clip.mp4")})
+					}
+				},
+				after: func(r *http.Request, resp *http.Response) {
+					q := r.URL.Query()
+					isPut := r.Method == http.MethodPut && !q.Has("partNumber")
+					isComplete := r.Method == http.MethodPost && q.Has("uploadId")
+					if isPut || isComplete {
+						writes.Add(1)
+						if resp.StatusCode == 200 {
+							written.Add(1)
+						}
+					}
+				},
+			}
+			c := hookedEngine(t, bucket, engineCfg{
+				opts: func(o *S3Options) { o.Checksum = tc.alg },
+				eng:  EngineOptions{PartSize: 5 * mib, Concurrency: 2},
+			}, h)
+			src, _ := writeFile(t, t.TempDir(), "clip.mp4", tc.size, 1)
+			cp, s := &uploader.Checkpoint{}, newSession()
+			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if !cp.Uploaded || !s.saved(t).Uploaded || cp.Object != "s3://"+bucket+"/clip.mp4" {
+				t.Errorf("cp = %+v", cp)
+			}
+			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err != nil {
+				t.Fatalf("second Put: %v", err)
+			}
+			if n := writes.Load(); n != 1 {
+				t.Errorf("%d object writes, want 1", n)
+			}
+		})
+	}
+}
+
+// TestPutTruncatedMidUpload: the file is truncated while parts are being
+// sent; the multipart upload is aborted at once and the error says the
+// source changed.
+func TestPutTruncatedMidUpload(t *testing.T) {
+	bucket := newBucket(t)
+	dir := t.TempDir()
+	var once sync.Once
+	h := &hookTransport{before: func(r *http.Request) {
+		if r.URL.Query().Get("partNumber") == "1" {
+			once.Do(func() {
+				if err := os.Truncate(filepath.Join(dir, "clip.mp4"), mib); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}}
+	c := hookedEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 2}}, h)
+	src, _ := writeFile(t, dir, "clip.mp4", 10*mib, 2)
+	cp, s := &uploader.Checkpoint{}, newSession()
+	err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s)
+	if !errors.Is(err, uploader.ErrSourceChanged) {
+		t.Fatalf("Put of a file truncated mid-upload: %v, want uploader.ErrSourceChanged", err)
+	}
+	if ids := openUploads(t, bucket); len(ids) != 0 {
+		t.Errorf("multipart upload left open: %v", ids)
+	}
+	if cp.UploadID != "" || s.saved(t).UploadID != "" {
+		t.Errorf("checkpoint still records the upload")
+	}
+	if keys := minioT(t).ListKeys(t, bucket); len(keys) != 0 {
+		t.Errorf("object written: %q", keys)
+	}
+}
+
+// TestPutNotRegularFile: the file was replaced by a FIFO (opening one for
+// reading blocks until a writer comes) or a symlink: the upload fails at
+// once, naming the file, and does not follow or wait.
+func TestPutNotRegularFile(t *testing.T) {
+	for _, kind := range []string{"fifo", "symlink"} {
+		t.Run(kind, func(t *testing.T) {
+			bucket := newBucket(t)
+			c := newEngine(t, bucket, engineCfg{})
+			dir := t.TempDir()
+			src, _ := writeFile(t, dir, "clip.mp4", 1000, 1)
+			os.Remove(src.Path)
+			switch kind {
+			case "fifo":
+				if err := syscall.Mkfifo(src.Path, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() {
+					// Release an open that blocked (the old behaviour).
+					if f, err := os.OpenFile(src.Path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+						f.Close()
+					}
+				})
+			case "symlink":
+				os.WriteFile(filepath.Join(dir, "target"), make([]byte, 1000), 0o644)
+				if err := os.Symlink("target", src.Path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, uploader.ErrSourceChanged) || !strings.Contains(err.Error(), src.Path) {
+					t.Errorf("Put: %v, want uploader.ErrSourceChanged naming %s", err, src.Path)
+				}
+				t.Log(err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("Put blocked on the file")
+			}
+			if keys := minioT(t).ListKeys(t, bucket); len(keys) != 0 {
+				t.Errorf("object written: %q", keys)
+			}
+		})
 	}
 }

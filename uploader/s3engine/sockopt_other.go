@@ -1,6 +1,6 @@
 //go:build !linux
 
-package uploader
+package s3engine
 
 import "syscall"
 

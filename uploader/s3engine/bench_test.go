@@ -1,6 +1,8 @@
-package uploader
+package s3engine
 
 import (
+	"context"
+	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/watchfolder/watchfolder/internal/testenv"
 )
 
 // BenchmarkPut256MiB uploads a 256 MiB file to the local MinIO with the
@@ -42,7 +46,7 @@ func BenchmarkPut256MiB(b *testing.B) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	for i := range b.N {
-		cp := &Checkpoint{}
+		cp := &uploader.Checkpoint{}
 		if err := c.Put(ctxT(b), src, PutInput{Key: "bench-" + strconv.Itoa(i) + ".mp4"}, cp, newSession()); err != nil {
 			b.Fatal(err)
 		}
@@ -91,7 +95,7 @@ func BenchmarkPutBurst(b *testing.B) {
 	c := newEngine(b, bucket, engineCfg{})
 	dir := b.TempDir()
 	rng := rand.NewChaCha8([32]byte{7})
-	srcs := make([]*Source, files)
+	srcs := make([]*uploader.Source, files)
 	for i := range srcs {
 		p := filepath.Join(dir, "clip-"+strconv.Itoa(i)+".mp4")
 		f, err := os.Create(p)
@@ -109,13 +113,13 @@ func BenchmarkPutBurst(b *testing.B) {
 	b.SetBytes(files * size)
 	b.ResetTimer()
 	for i := range b.N {
-		next := make(chan *Source)
+		next := make(chan *uploader.Source)
 		var wg sync.WaitGroup
 		for range conc {
 			wg.Go(func() {
 				for src := range next {
 					key := "burst-" + strconv.Itoa(i) + "/" + src.RelPath
-					if err := c.Put(ctxT(b), src, PutInput{Key: key}, &Checkpoint{}, newSession()); err != nil {
+					if err := c.Put(ctxT(b), src, PutInput{Key: key}, &uploader.Checkpoint{}, newSession()); err != nil {
 						b.Error(err)
 					}
 				}
@@ -132,4 +136,54 @@ func BenchmarkPutBurst(b *testing.B) {
 	cpu := time.Duration(syscall.TimevalToNsec(ru1.Utime) - syscall.TimevalToNsec(ru0.Utime) +
 		syscall.TimevalToNsec(ru1.Stime) - syscall.TimevalToNsec(ru0.Stime))
 	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
+}
+
+// BenchmarkPutWAN uploads a file through a simulated WAN (toxiproxy: 20 ms
+// each way, 20 MiB/s per connection) to the local MinIO, each iteration on
+// a fresh engine (nothing learned) unless WF_BENCH_WAN_LEARN=1. Size from
+// WF_BENCH_WAN_MIB (default 256).
+//
+//	go test -run '^$' -bench PutWAN -benchtime 1x ./uploader/
+func BenchmarkPutWAN(b *testing.B) {
+	size := int64(256)
+	if v, err := strconv.ParseInt(os.Getenv("WF_BENCH_WAN_MIB"), 10, 64); err == nil && v > 0 {
+		size = v
+	}
+	size *= mib
+	bucket := newBucket(b)
+	w, err := testenv.StartWAN(minioT(b).Addr, testenv.WANLink{OneWay: 20 * time.Millisecond, BytesPerSec: 20 * mib})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+	p := filepath.Join(b.TempDir(), "bench.mp4")
+	f, err := os.Create(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.CopyN(f, rand.NewChaCha8([32]byte{9}), size); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	src := sourceFor(b, p, "bench.mp4")
+	learn := os.Getenv("WF_BENCH_WAN_LEARN") == "1"
+	c := newEngine(b, bucket, engineCfg{endpoint: "http://" + w.Addr})
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := range b.N {
+		if !learn {
+			c = newEngine(b, bucket, engineCfg{endpoint: "http://" + w.Addr})
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		err := c.Put(ctx, src, PutInput{Key: "bench-" + strconv.Itoa(i) + ".mp4"}, &uploader.Checkpoint{}, newSession())
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(c.learned.Load()), "streams")
+	if hwm := vmHWM(); hwm > 0 {
+		b.ReportMetric(float64(hwm)/mib, "peakRSS-MiB")
+	}
 }

@@ -1,4 +1,4 @@
-package uploader
+package s3engine
 
 // The resumable transfer engine behind (*S3).Put.
 //
@@ -44,11 +44,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/watchfolder/watchfolder/uploader"
 	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,20 +96,22 @@ var errStalled = errors.New("no progress")
 // reset, so a retry uploads it again.
 var ErrVerify = errors.New("verification failed")
 
-func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, s Session) error {
-	bucket, key := c.opts.Bucket, in.Key
-	obj := objectURL(bucket, key)
+func (c *S3) put(ctx context.Context, src *uploader.Source, in PutInput, cp *uploader.Checkpoint, s uploader.Session) error {
+	bucket, base := c.opts.Bucket, in.Key
+	obj := objectURL(bucket, base)
 	wrap := func(err error) error { return fmt.Errorf("upload %s to %s: %w", src.Path, obj, err) }
-	if key == "" {
-		return Permanent(wrap(errors.New("empty object key")))
+	if base == "" {
+		return uploader.Permanent(wrap(errors.New("empty object key")))
 	}
-	if cp.Uploaded && cp.Bucket == bucket && cp.Key == key {
+	// cp.Key may be base with a " (n)" suffix: the free name an earlier
+	// attempt chose because base was taken.
+	if cp.Uploaded && cp.Bucket == bucket && conflictIndex(base, cp.Key) >= 0 {
 		return nil
 	}
 	if src.Size > maxObjectSize {
-		return Permanent(wrap(fmt.Errorf("file is %d bytes, over the 5 TiB S3 object size limit", src.Size)))
+		return uploader.Permanent(wrap(fmt.Errorf("file is %d bytes, over the 5 TiB S3 object size limit", src.Size)))
 	}
-	if (cp.Bucket != "" && cp.Bucket != bucket) || (cp.Key != "" && cp.Key != key) {
+	if (cp.Bucket != "" && cp.Bucket != bucket) || (cp.Key != "" && conflictIndex(base, cp.Key) < 0) {
 		// The destination's bucket or key template changed since the last
 		// attempt: the old upload is of no use. Failing to abort it is not
 		// worth failing this upload for (CleanOrphans gets it later).
@@ -116,12 +120,14 @@ func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, 
 		}
 		resetS3(cp)
 	}
+	if cp.Key != "" {
+		in.Key = cp.Key
+	}
 
-	f, err := os.Open(src.Path)
+	f, err := openSource(src.Path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, uploader.ErrSourceChanged) {
 			c.abandon(ctx, src, cp, s)
-			return wrap(fmt.Errorf("%w: %w", ErrSourceChanged, err))
 		}
 		return wrap(err)
 	}
@@ -136,14 +142,72 @@ func (c *S3) put(ctx context.Context, src *Source, in PutInput, cp *Checkpoint, 
 				c.log.Warn("abort multipart upload before single PUT", "file", src.Path, "err", err)
 			}
 		}
-		return c.putSingle(ctx, f, src, in, cp, s, wrap)
+		return c.putSingle(ctx, f, src, in, base, cp, s, wrap)
 	}
-	return c.putMultipart(ctx, f, src, in, cp, s, wrap)
+	return c.putMultipart(ctx, f, src, in, base, cp, s, wrap)
+}
+
+// openSource opens the job's file for reading. It does not follow a
+// symlink, does not block on a FIFO (opening one for reading waits for a
+// writer, forever if none comes), and requires a regular file: anything
+// else now at the path is not the version the job was created for.
+func openSource(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("%w: %w", uploader.ErrSourceChanged, err)
+		case errors.Is(err, syscall.ELOOP):
+			return nil, fmt.Errorf("%w: %s is now a symbolic link; not followed", uploader.ErrSourceChanged, path)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", uploader.ErrSourceChanged, path, fileKind(fi.Mode()))
+	}
+	return f, nil
+}
+
+// fileKind names a non-regular file type for error messages.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "mode " + m.String()
+}
+
+// failed is the end of a transfer that went wrong: when the file changed
+// under it (a part's body read short because the file was truncated, say)
+// the open multipart upload is aborted at once and the error says the
+// source changed; otherwise err is returned as is.
+func (c *S3) failed(ctx context.Context, f *os.File, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, err error) error {
+	if !errors.Is(err, uploader.ErrSourceChanged) {
+		verr := sameVersion(f, src)
+		if verr == nil || !(errors.Is(verr, uploader.ErrSourceChanged) || errors.Is(verr, fs.ErrNotExist)) {
+			return err
+		}
+		err = fmt.Errorf("%w (the transfer failed: %v)", verr, err)
+	}
+	c.abandon(ctx, src, cp, s)
+	return err
 }
 
 // resetS3 forgets everything the engine recorded in cp, keeping what the
 // platform destinations own (VendorID, Extra).
-func resetS3(cp *Checkpoint) {
+func resetS3(cp *uploader.Checkpoint) {
 	cp.Bucket, cp.Key, cp.UploadID, cp.PartSize, cp.Checksum = "", "", "", 0, ""
 	cp.Parts, cp.Uploaded, cp.SHA256, cp.ETag, cp.Object = nil, false, "", "", ""
 	cp.Creating = false
@@ -151,7 +215,7 @@ func resetS3(cp *Checkpoint) {
 
 // abandon aborts the open upload of a file that changed or vanished and
 // records that, best effort: the caller's error matters more.
-func (c *S3) abandon(ctx context.Context, src *Source, cp *Checkpoint, s Session) {
+func (c *S3) abandon(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) {
 	if cp.UploadID == "" {
 		return
 	}
@@ -166,7 +230,7 @@ func (c *S3) abandon(ctx context.Context, src *Source, cp *Checkpoint, s Session
 
 // sameVersion checks that the open file is the version src describes. An
 // Inode or Device of 0 in src means "not recorded" and is not compared.
-func sameVersion(f *os.File, src *Source) error {
+func sameVersion(f *os.File, src *uploader.Source) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat: %w", err)
@@ -200,7 +264,7 @@ func sameVersion(f *os.File, src *Source) error {
 		diffs = append(diffs, "replaced by another file at its path")
 	}
 	if len(diffs) > 0 {
-		return fmt.Errorf("%w (%s)", ErrSourceChanged, strings.Join(diffs, ", "))
+		return fmt.Errorf("%w (%s)", uploader.ErrSourceChanged, strings.Join(diffs, ", "))
 	}
 	return nil
 }
@@ -215,15 +279,17 @@ func partSizeFor(size, want int64) int64 {
 	return ps
 }
 
-// metadata merges the configured and per-object x-amz-meta-* values.
-func (c *S3) metadata(in PutInput) map[string]string {
-	m := make(map[string]string, len(c.opts.Metadata)+len(in.Metadata)+1)
+// metadata merges the configured and per-object x-amz-meta-* values and
+// the job's token.
+func (c *S3) metadata(in PutInput, token string) map[string]string {
+	m := make(map[string]string, len(c.opts.Metadata)+len(in.Metadata)+2)
 	for k, v := range c.opts.Metadata {
 		m[strings.ToLower(k)] = v
 	}
 	for k, v := range in.Metadata {
 		m[strings.ToLower(k)] = v
 	}
+	m[metaJob] = token
 	return m
 }
 
@@ -234,7 +300,7 @@ func (c *S3) contentType(in PutInput) string {
 	case c.opts.ContentType != "":
 		return c.opts.ContentType
 	}
-	return ContentTypeFor(in.Key)
+	return uploader.ContentTypeFor(in.Key)
 }
 
 func optString(s string) *string {
@@ -267,7 +333,7 @@ func (c *S3) scanRange(ctx context.Context, f *os.File, off, n int64, sha hash.H
 		k, err := f.ReadAt(chunk, off+done)
 		if k < len(chunk) {
 			if err == nil || err == io.EOF {
-				err = fmt.Errorf("%w (file shorter than recorded: read ended at %d of %d bytes)", ErrSourceChanged, off+done+int64(k), off+n)
+				err = fmt.Errorf("%w (file shorter than recorded: read ended at %d of %d bytes)", uploader.ErrSourceChanged, off+done+int64(k), off+n)
 			}
 			return nil, fmt.Errorf("read at offset %d: %w", off+done, err)
 		}
@@ -285,12 +351,12 @@ func (c *S3) scanRange(ctx context.Context, f *os.File, off, n int64, sha hash.H
 	return sum.Sum(nil), nil
 }
 
-// progress reports bytes sent, serialised so the Session sees a single
+// progress reports bytes sent, serialised so the uploader.Session sees a single
 // caller and values in the order they were reached.
 type progress struct {
 	mu   sync.Mutex
 	done int64
-	s    Session
+	s    uploader.Session
 }
 
 func (p *progress) add(n int64) {
@@ -306,7 +372,7 @@ func (p *progress) add(n int64) {
 type partBody struct {
 	ctx   context.Context
 	sr    *io.SectionReader
-	lim   *Limiter
+	lim   *uploader.Limiter
 	prog  *progress
 	timer *time.Timer
 	stall time.Duration
@@ -328,8 +394,8 @@ func (b *partBody) Read(p []byte) (int, error) {
 	if int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	if b.lim != nil && len(p) > limiterChunk {
-		p = p[:limiterChunk]
+	if b.lim != nil && len(p) > uploader.LimiterChunk {
+		p = p[:uploader.LimiterChunk]
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -388,14 +454,14 @@ func (c *S3) send(ctx context.Context, f io.ReaderAt, off, n int64, prog *progre
 	return err
 }
 
-func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
-	bucket, key, size := c.opts.Bucket, in.Key, src.Size
+func (c *S3) putSingle(ctx context.Context, f *os.File, src *uploader.Source, in PutInput, base string, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
+	bucket, size := c.opts.Bucket, src.Size
 	sha := sha256.New()
 	buf := c.scanBuf()
 	defer c.bufs.Put(buf)
 	sum, err := c.scanRange(ctx, f, 0, size, sha, *buf)
 	if err != nil {
-		return wrap(err)
+		return wrap(c.failed(ctx, f, src, cp, s, err))
 	}
 	// A file that fits in the scan buffer is sent from it: one read instead
 	// of two, and the bytes sent are exactly the bytes hashed.
@@ -404,36 +470,85 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 		body = bytes.NewReader((*buf)[:size])
 	}
 	shaHex := hex.EncodeToString(sha.Sum(nil))
-	meta := c.metadata(in)
+	token := jobToken(src)
+	meta := c.metadata(in, token)
 	meta["sha256"] = shaHex
-	prog := &progress{s: s}
-	var out *s3.PutObjectOutput
-	err = c.send(ctx, body, 0, size, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
-		pin := &s3.PutObjectInput{
-			Bucket: aws.String(bucket), Key: aws.String(key), Body: body,
-			ContentLength:        aws.Int64(size),
-			ContentType:          aws.String(c.contentType(in)),
-			ACL:                  c.acl(in),
-			StorageClass:         types.StorageClass(c.opts.StorageClass),
-			CacheControl:         optString(c.opts.CacheControl),
-			ContentDisposition:   optString(c.opts.ContentDisposition),
-			Metadata:             meta,
-			SSEKMSKeyId:          optString(c.opts.SSEKMSKeyID),
-			ServerSideEncryption: types.ServerSideEncryption(c.opts.SSE),
-		}
-		switch c.opts.Checksum {
-		case ChecksumCRC32C:
-			pin.ChecksumCRC32C = aws.String(base64.StdEncoding.EncodeToString(sum))
-		case ChecksumMD5:
-			pin.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum))
-		}
-		var err error
-		out, err = c.client.PutObject(ctx, pin, unsignedPayload)
-		return err
-	})
-	if err != nil {
-		return wrap(classify(fmt.Errorf("put object: %w", err)))
+	var wantCRC, wantETag string
+	switch c.opts.Checksum {
+	case ChecksumCRC32C:
+		wantCRC = base64.StdEncoding.EncodeToString(sum)
+	case ChecksumMD5:
+		wantETag = hex.EncodeToString(sum)
 	}
+	prog := &progress{s: s}
+	guard := c.opts.OnConflict != ConflictOverwrite
+	own, replaceOwn := false, false
+	if guard && c.noCond.Load() {
+		if in.Key, own, err = c.claimKey(ctx, base, in.Key, token); err != nil {
+			return wrap(err)
+		}
+	}
+	var out *s3.PutObjectOutput
+	for try := 0; ; try++ {
+		if try > maxClaimTries {
+			return wrap(fmt.Errorf("%s and its suffixed names kept being taken by other writers (%d tries)", base, try))
+		}
+		if own {
+			// This job wrote the object before (its answer, or the record of
+			// it, was lost): verified, it is the delivery.
+			etag, err := c.verify(ctx, bucket, in.Key, size, wantCRC, wantETag, token)
+			if err == nil {
+				c.log.Info("object already written by this job", "file", src.Path, "object", objectURL(bucket, in.Key))
+				return c.recordSingle(ctx, src, in.Key, shaHex, etag, cp, s, wrap)
+			}
+			if !errors.Is(err, ErrVerify) {
+				return wrap(err)
+			}
+			// Ours, but not these bytes: replace it.
+			own, replaceOwn = false, true
+		}
+		cond := guard && !replaceOwn && !c.noCond.Load()
+		key := in.Key
+		err := c.send(ctx, body, 0, size, prog, nil, func(ctx context.Context, body io.ReadSeeker) error {
+			pin := &s3.PutObjectInput{
+				Bucket: aws.String(bucket), Key: aws.String(key), Body: body,
+				ContentLength:        aws.Int64(size),
+				ContentType:          aws.String(c.contentType(in)),
+				ACL:                  c.acl(in),
+				StorageClass:         types.StorageClass(c.opts.StorageClass),
+				CacheControl:         optString(c.opts.CacheControl),
+				ContentDisposition:   optString(c.opts.ContentDisposition),
+				Metadata:             meta,
+				SSEKMSKeyId:          optString(c.opts.SSEKMSKeyID),
+				ServerSideEncryption: types.ServerSideEncryption(c.opts.SSE),
+			}
+			if cond {
+				pin.IfNoneMatch = aws.String("*")
+			}
+			switch c.opts.Checksum {
+			case ChecksumCRC32C:
+				pin.ChecksumCRC32C = aws.String(wantCRC)
+			case ChecksumMD5:
+				pin.ContentMD5 = aws.String(base64.StdEncoding.EncodeToString(sum))
+			}
+			var err error
+			out, err = c.client.PutObject(ctx, pin, unsignedPayload)
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if !cond || !(isPreconditionFailed(err) || isConditionalUnsupported(err)) {
+			return wrap(c.failed(ctx, f, src, cp, s, classify(fmt.Errorf("put object: %w", err))))
+		}
+		if isConditionalUnsupported(err) {
+			c.conditionalUnsupported(err)
+		}
+		if in.Key, own, err = c.claimKey(ctx, base, in.Key, token); err != nil {
+			return wrap(err)
+		}
+	}
+	key := in.Key
 	// Written in place during the PUT (same size, so no checksum error
 	// with checksum "none")? The object is not the version of this job.
 	if err := sameVersion(f, src); err != nil {
@@ -442,27 +557,35 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 		}
 		return wrap(err)
 	}
-	var wantCRC, wantETag string
-	switch c.opts.Checksum {
-	case ChecksumCRC32C:
-		wantCRC = base64.StdEncoding.EncodeToString(sum)
-	case ChecksumMD5:
-		wantETag = hex.EncodeToString(sum)
-	}
 	etag, verified, err := c.verifyPut(out, wantCRC, wantETag)
 	if err == nil && !verified {
-		etag, err = c.verify(ctx, bucket, key, size, wantCRC, wantETag)
+		etag, err = c.verify(ctx, bucket, key, size, wantCRC, wantETag, token)
+		if errors.Is(err, errGone) {
+			// The store took the PUT (and checked its body against the
+			// checksum sent with it) and the object is gone already: a
+			// consumer such as a platform's watch folder ingested it and
+			// moved it away. It was delivered; a second PUT would deliver
+			// it twice.
+			c.log.Info("object gone right after upload; taken as delivered", "file", src.Path, "object", objectURL(bucket, key))
+			etag, err = strings.Trim(aws.ToString(out.ETag), `"`), nil
+		}
 	}
 	if err != nil {
 		return wrap(c.verifyFailed(ctx, cp, s, bucket, key, err))
 	}
+	return c.recordSingle(ctx, src, key, shaHex, etag, cp, s, wrap)
+}
+
+// recordSingle records a single-PUT object as uploaded.
+func (c *S3) recordSingle(ctx context.Context, src *uploader.Source, key, shaHex, etag string, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
+	bucket := c.opts.Bucket
 	cp.Bucket, cp.Key, cp.UploadID, cp.PartSize, cp.Parts = bucket, key, "", 0, nil
 	cp.Checksum, cp.SHA256, cp.ETag = c.opts.Checksum, shaHex, etag
-	cp.Object, cp.Uploaded = objectURL(bucket, key), true
+	cp.Object, cp.Uploaded, cp.Creating = objectURL(bucket, key), true, false
 	if err := s.Save(ctx, cp); err != nil {
 		return wrap(fmt.Errorf("save checkpoint: %w", err))
 	}
-	c.log.Debug("uploaded", "file", src.Path, "object", cp.Object, "bytes", size)
+	c.log.Debug("uploaded", "file", src.Path, "object", cp.Object, "bytes", src.Size)
 	return nil
 }
 
@@ -471,7 +594,7 @@ func (c *S3) putSingle(ctx context.Context, f *os.File, src *Source, in PutInput
 // platform watch folders must not ingest it, and it cannot be "aborted" once
 // complete. Then cp is reset so the retry starts over. Other errors (the
 // HEAD itself failed) leave everything as is for the retry to verify again.
-func (c *S3) verifyFailed(ctx context.Context, cp *Checkpoint, s Session, bucket, key string, err error) error {
+func (c *S3) verifyFailed(ctx context.Context, cp *uploader.Checkpoint, s uploader.Session, bucket, key string, err error) error {
 	if !errors.Is(err, ErrVerify) {
 		return err
 	}
@@ -489,16 +612,25 @@ func (c *S3) verifyFailed(ctx context.Context, cp *Checkpoint, s Session, bucket
 // CRC32C (composite with "-N" for multipart), wantETag the hex MD5 ETag
 // (with "-N" for multipart); empty ones are not checked. A store that does
 // not report a checksum is not a mismatch. It returns the object's ETag.
-func (c *S3) verify(ctx context.Context, bucket, key string, size int64, wantCRC, wantETag string) (string, error) {
+//
+// An object that carries another job's token (see jobToken) is not this
+// job's: errNotOurs. A missing object is errGone.
+func (c *S3) verify(ctx context.Context, bucket, key string, size int64, wantCRC, wantETag, token string) (string, error) {
 	in := &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
 	if wantCRC != "" {
 		in.ChecksumMode = types.ChecksumModeEnabled
 	}
 	h, err := c.client.HeadObject(ctx, in)
 	if err != nil {
+		if isNotFound(err) {
+			return "", fmt.Errorf("head object to verify it: %w: %w", errGone, err)
+		}
 		return "", classify(fmt.Errorf("head object to verify it: %w", err))
 	}
 	etag := strings.Trim(aws.ToString(h.ETag), `"`)
+	if t := h.Metadata[metaJob]; token != "" && t != "" && t != token {
+		return etag, fmt.Errorf("%w: %s now holds another job's object (job %s)", errNotOurs, objectURL(bucket, key), t)
+	}
 	if got := aws.ToInt64(h.ContentLength); got != size {
 		return etag, fmt.Errorf("%w: stored object is %d bytes, file is %d", ErrVerify, got, size)
 	}
@@ -562,9 +694,30 @@ type partJob struct {
 	sum []byte
 }
 
-func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutInput, cp *Checkpoint, s Session, wrap func(error) error) error {
-	bucket, key, size, alg := c.opts.Bucket, in.Key, src.Size, c.opts.Checksum
+// errKeyTaken ends a multipart attempt whose key another writer took
+// while the parts were sent: the caller starts again under in.Key.
+var errKeyTaken = errors.New("object key taken during the upload")
+
+func (c *S3) putMultipart(ctx context.Context, f *os.File, src *uploader.Source, in PutInput, base string, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
+	for try := 0; ; try++ {
+		err := c.multipart(ctx, f, src, &in, base, cp, s, wrap)
+		if !errors.Is(err, errKeyTaken) {
+			return err
+		}
+		if try >= maxClaimTries {
+			return wrap(fmt.Errorf("%s and its suffixed names kept being taken by other writers (%d tries)", base, try))
+		}
+		c.log.Warn("object key taken by another writer during the upload; sending again under a free name",
+			"file", src.Path, "object", objectURL(c.opts.Bucket, in.Key))
+	}
+}
+
+// multipart is one attempt of putMultipart on in.Key.
+func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in *PutInput, base string, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
+	bucket, size, alg := c.opts.Bucket, src.Size, c.opts.Checksum
 	partSize := partSizeFor(size, c.eng.PartSize)
+	token := jobToken(src)
+	guard := c.opts.OnConflict != ConflictOverwrite
 
 	if cp.UploadID != "" && (cp.Checksum != alg || cp.PartSize < minPartSize || (size+cp.PartSize-1)/cp.PartSize > maxParts) {
 		// Parts of an upload created with another checksum algorithm or
@@ -582,18 +735,37 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 			if !isNoSuchUpload(err) {
 				return wrap(classify(err))
 			}
-			c.log.Info("multipart upload gone from the store, starting over", "file", src.Path, "object", objectURL(bucket, key), "upload_id", cp.UploadID)
+			// Completed before a crash lost the answer (the object is then
+			// this job's, found below), or aborted: start over.
+			c.log.Info("multipart upload gone from the store", "file", src.Path, "object", objectURL(bucket, in.Key), "upload_id", cp.UploadID)
 			cp.UploadID, cp.Parts, unrecorded = "", nil, nil
 		}
 	}
 	if cp.UploadID == "" {
-		if err := c.create(ctx, in, cp, partSize, s); err != nil {
+		// Claim a free key before sending: a conflict found only at
+		// Complete would cost the whole upload (parts cannot move to
+		// another key). Complete's condition still decides atomically.
+		own := false
+		var err error
+		if guard {
+			in.Key, own, err = c.claimKey(ctx, base, in.Key, token)
+			if err != nil {
+				return wrap(err)
+			}
+		} else {
+			own = c.isOwn(ctx, in.Key, token)
+		}
+		if own {
+			return c.adoptOwn(ctx, f, src, in.Key, partSize, token, cp, s, wrap)
+		}
+		if err := c.create(ctx, *in, cp, partSize, token, s); err != nil {
 			return wrap(err)
 		}
 	}
+	key := in.Key
 
 	nParts := int32((size + partSize - 1) / partSize)
-	committed := make(map[int32]Part, len(cp.Parts))
+	committed := make(map[int32]uploader.Part, len(cp.Parts))
 	prog := &progress{s: s}
 	for _, p := range cp.Parts {
 		committed[p.Number] = p
@@ -610,7 +782,7 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		saveFailed bool
 		wg         sync.WaitGroup
 	)
-	commit := func(p Part) error {
+	commit := func(p uploader.Part) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if saveFailed {
@@ -627,7 +799,9 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 		return nil
 	}
 	jobs := make(chan partJob)
-	st := newStreams(c.eng.Concurrency, time.Now)
+	// Start where the last upload to this destination settled: the link
+	// is most likely the same.
+	st := newStreams(c.eng.Concurrency, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
@@ -677,11 +851,11 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 				// send it again.
 				c.log.Warn("committed part differs from file, resending", "file", src.Path, "part", n)
 				mu.Lock()
-				cp.Parts = slices.DeleteFunc(cp.Parts, func(q Part) bool { return q.Number == n })
+				cp.Parts = slices.DeleteFunc(cp.Parts, func(q uploader.Part) bool { return q.Number == n })
 				mu.Unlock()
 			} else if sp, ok := unrecorded[n]; ok && adoptable(alg, sp, j) {
 				b64 := base64.StdEncoding.EncodeToString(sum)
-				if err := commit(Part{Number: n, ETag: aws.ToString(sp.ETag), Checksum: b64, Size: j.len}); err != nil {
+				if err := commit(uploader.Part{Number: n, ETag: aws.ToString(sp.ETag), Checksum: b64, Size: j.len}); err != nil {
 					cancel(err)
 					return err
 				}
@@ -698,16 +872,13 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 	}()
 	wg.Wait()
 	if err := context.Cause(gctx); err != nil {
-		return wrap(classify(err))
+		return wrap(c.failed(ctx, f, src, cp, s, classify(err)))
 	}
 	if scanErr != nil {
-		if errors.Is(scanErr, ErrSourceChanged) {
-			c.abandon(ctx, src, cp, s)
-		}
-		return wrap(scanErr)
+		return wrap(c.failed(ctx, f, src, cp, s, scanErr))
 	}
 
-	slices.SortFunc(cp.Parts, func(a, b Part) int { return int(a.Number) - int(b.Number) })
+	slices.SortFunc(cp.Parts, func(a, b uploader.Part) int { return int(a.Number) - int(b.Number) })
 	if len(cp.Parts) != int(nParts) {
 		return wrap(fmt.Errorf("internal error: %d of %d parts committed", len(cp.Parts), nParts))
 	}
@@ -729,18 +900,57 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 			completed[i].ChecksumCRC32C = aws.String(p.Checksum)
 		}
 	}
-	_, err = c.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
-		Bucket: aws.String(bucket), Key: aws.String(key), UploadId: aws.String(cp.UploadID),
-		MultipartUpload: &types.CompletedMultipartUpload{Parts: completed},
-	})
+	complete := func(cond bool) (*s3.CompleteMultipartUploadOutput, error) {
+		cin := &s3.CompleteMultipartUploadInput{
+			Bucket: aws.String(bucket), Key: aws.String(key), UploadId: aws.String(cp.UploadID),
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: completed},
+		}
+		if cond {
+			cin.IfNoneMatch = aws.String("*")
+		}
+		return c.client.CompleteMultipartUpload(ctx, cin)
+	}
+	cond := guard && !c.noCond.Load()
+	cout, err := complete(cond)
+	if err != nil && cond && (isPreconditionFailed(err) || isConditionalUnsupported(err)) {
+		if isConditionalUnsupported(err) {
+			c.conditionalUnsupported(err)
+		}
+		next, own, cerr := c.claimKey(ctx, base, key, token)
+		if cerr == nil && next == key && !own {
+			// Free after all (the store lacks the condition): complete
+			// without it.
+			cout, err = complete(false)
+		} else {
+			if aerr := c.Abort(ctx, cp); aerr != nil {
+				c.log.Warn("abort upload whose key was taken", "file", src.Path, "err", aerr)
+			}
+			resetS3(cp)
+			if serr := s.Save(ctx, cp); serr != nil {
+				c.log.Warn("save checkpoint", "file", src.Path, "err", serr)
+			}
+			if cerr != nil {
+				return wrap(cerr)
+			}
+			in.Key = next
+			return errKeyTaken
+		}
+	}
 	if err != nil && !isNoSuchUpload(err) {
-		return wrap(classify(fmt.Errorf("complete multipart upload: %w", err)))
+		return wrap(c.failed(ctx, f, src, cp, s, classify(fmt.Errorf("complete multipart upload: %w", err))))
 	}
 	// NoSuchUpload at Complete: an earlier Complete may have succeeded with
 	// its answer lost (the SDK's retry then finds the upload gone). The
 	// verification below decides; on mismatch everything starts over.
 	completeErr := err
-	etag, err := c.verify(ctx, bucket, key, size, wantCRC, wantETag)
+	etag, err := c.verify(ctx, bucket, key, size, wantCRC, wantETag, token)
+	if err != nil && completeErr == nil && errors.Is(err, errGone) {
+		// Complete answered: the object was made, and a consumer (a
+		// platform's watch folder) took it away at once. Sending it again
+		// would deliver it twice.
+		c.log.Info("object gone right after upload; taken as delivered", "file", src.Path, "object", objectURL(bucket, key))
+		etag, err = strings.Trim(aws.ToString(cout.ETag), `"`), nil
+	}
 	if err != nil {
 		if completeErr != nil {
 			resetS3(cp)
@@ -761,7 +971,7 @@ func (c *S3) putMultipart(ctx context.Context, f *os.File, src *Source, in PutIn
 
 // create starts a multipart upload and records it in cp before any part is
 // sent, so a crash after this point resumes (or cleans up) this upload.
-func (c *S3) create(ctx context.Context, in PutInput, cp *Checkpoint, partSize int64, s Session) error {
+func (c *S3) create(ctx context.Context, in PutInput, cp *uploader.Checkpoint, partSize int64, token string, s uploader.Session) error {
 	bucket, key := c.opts.Bucket, in.Key
 	if cp.Creating && cp.Bucket == bucket && cp.Key != "" {
 		// An earlier attempt died between creating an upload and saving its
@@ -784,7 +994,7 @@ func (c *S3) create(ctx context.Context, in PutInput, cp *Checkpoint, partSize i
 		StorageClass:         types.StorageClass(c.opts.StorageClass),
 		CacheControl:         optString(c.opts.CacheControl),
 		ContentDisposition:   optString(c.opts.ContentDisposition),
-		Metadata:             c.metadata(in),
+		Metadata:             c.metadata(in, token),
 		ServerSideEncryption: types.ServerSideEncryption(c.opts.SSE),
 		SSEKMSKeyId:          optString(c.opts.SSEKMSKeyID),
 	}
@@ -842,7 +1052,7 @@ func (c *S3) abortUnrecorded(ctx context.Context, key string) (int, error) {
 // returns the parts the store holds that cp does not record: sent before a
 // crash that came before their commit; the caller adopts those whose
 // checksum matches the file instead of sending them again.
-func (c *S3) keepStoredParts(ctx context.Context, cp *Checkpoint, size int64) (map[int32]types.Part, error) {
+func (c *S3) keepStoredParts(ctx context.Context, cp *uploader.Checkpoint, size int64) (map[int32]types.Part, error) {
 	stored := make(map[int32]types.Part)
 	p := s3.NewListPartsPaginator(c.client, &s3.ListPartsInput{
 		Bucket: aws.String(cp.Bucket), Key: aws.String(cp.Key), UploadId: aws.String(cp.UploadID),
@@ -892,7 +1102,7 @@ func adoptable(alg string, sp types.Part, j partJob) bool {
 	return false
 }
 
-func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress, w *partWatch) (Part, error) {
+func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j partJob, prog *progress, w *partWatch) (uploader.Part, error) {
 	b64 := base64.StdEncoding.EncodeToString(j.sum)
 	var etag string
 	err := c.send(ctx, f, j.off, j.len, prog, w, func(ctx context.Context, body io.ReadSeeker) error {
@@ -914,19 +1124,19 @@ func (c *S3) uploadPart(ctx context.Context, f *os.File, uploadID, key string, j
 		return nil
 	})
 	if err != nil {
-		return Part{}, fmt.Errorf("upload part %d (bytes %d-%d): %w", j.n, j.off, j.off+j.len-1, err)
+		return uploader.Part{}, fmt.Errorf("upload part %d (bytes %d-%d): %w", j.n, j.off, j.off+j.len-1, err)
 	}
 	if j.sum == nil {
 		b64 = ""
 	}
-	return Part{Number: j.n, ETag: etag, Checksum: b64, Size: j.len}, nil
+	return uploader.Part{Number: j.n, ETag: etag, Checksum: b64, Size: j.len}, nil
 }
 
 // compositeSums derives what the store reports for a multipart object from
 // the part checksums: CRC32C over the concatenated binary part CRCs plus
 // "-N" (S3's COMPOSITE checksum type), or for MD5 the ETag: MD5 over the
 // concatenated binary part MD5s, hex, plus "-N".
-func compositeSums(alg string, parts []Part) (crc, etag string, err error) {
+func compositeSums(alg string, parts []uploader.Part) (crc, etag string, err error) {
 	var h hash.Hash
 	switch alg {
 	case ChecksumCRC32C:
@@ -948,4 +1158,167 @@ func compositeSums(alg string, parts []Part) (crc, etag string, err error) {
 		return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, h.(hash.Hash32).Sum32())) + suffix, "", nil
 	}
 	return "", hex.EncodeToString(h.Sum(nil)) + suffix, nil
+}
+
+// Object key conflicts.
+//
+// Two jobs can render the same key (a clip saved again under its name after
+// the first was delivered; a/x.mp4 and b/x.mp4 with key "{folder}/{name}").
+// Unless OnConflict is "overwrite", an object is only ever created where no
+// object is: PutObject and CompleteMultipartUpload carry If-None-Match: *,
+// so the store refuses (412) atomically. On a refusal the object at the key
+// is looked at: one carrying this job's token (x-amz-meta-watchfolder-job)
+// is this job's own earlier write whose answer or record was lost, and is
+// verified and kept; anything else is another job's. "suffix" then moves on
+// to "name (1).ext", "name (2).ext", ... (the names processed/ uses), and
+// "fail" fails the upload. A store that answers the condition with 501 Not
+// Implemented gets a HEAD check before each write instead (not atomic).
+
+// metaJob is the x-amz-meta-* key holding the token of the job that wrote
+// an object.
+const metaJob = "watchfolder-job"
+
+// maxClaimTries bounds the writes retried because the key was taken in
+// between (a race with other writers); maxSuffix bounds the names tried.
+const (
+	maxClaimTries = 10
+	maxSuffix     = 10000
+)
+
+// ErrObjectExists means the object key is taken by an object this job did
+// not write and OnConflict is "fail".
+var ErrObjectExists = errors.New("object already exists")
+
+var (
+	// errGone: the object is not in the store.
+	errGone = errors.New("object not found")
+	// errNotOurs: the object at the key was written by another job.
+	errNotOurs = errors.New("object belongs to another job")
+)
+
+// jobToken identifies the job (one version of one file in one state
+// database) that writes an object: its id and when it was created (to the
+// millisecond, so a store that keeps times coarser than Go's still gives
+// the same token after a restart).
+func jobToken(src *uploader.Source) string {
+	return strconv.FormatUint(src.JobID, 10) + "-" + strconv.FormatInt(src.Found.UnixMilli(), 36)
+}
+
+// conflictKey is key's n-th alternative: " (n)" before the extension of its
+// last path element, like the names processed/ uses. n = 0 is key itself.
+func conflictKey(key string, n int) string {
+	if n == 0 {
+		return key
+	}
+	dir, stem, ext := splitKey(key)
+	return dir + stem + " (" + strconv.Itoa(n) + ")" + ext
+}
+
+// conflictIndex returns n when k is conflictKey(base, n), else -1.
+func conflictIndex(base, k string) int {
+	if k == base {
+		return 0
+	}
+	dir, stem, ext := splitKey(base)
+	pre, suf := dir+stem+" (", ")"+ext
+	if len(k) <= len(pre)+len(suf) || !strings.HasPrefix(k, pre) || !strings.HasSuffix(k, suf) {
+		return -1
+	}
+	n, err := strconv.Atoi(k[len(pre) : len(k)-len(suf)])
+	if err != nil || n < 1 || conflictKey(base, n) != k {
+		return -1
+	}
+	return n
+}
+
+func splitKey(key string) (dir, stem, ext string) {
+	dir, name := path.Split(key)
+	ext = path.Ext(name)
+	stem = strings.TrimSuffix(name, ext)
+	if stem == "" {
+		// ".mp4" is a name, not an extension.
+		stem, ext = name, ""
+	}
+	return dir, stem, ext
+}
+
+// claimKey finds where the job with token writes its object, starting at
+// from (base or one of its suffixed names): the first name that is free or
+// holds this job's own object (own). With OnConflict "fail" only from
+// itself is considered, and a name taken by another job is ErrObjectExists.
+func (c *S3) claimKey(ctx context.Context, base, from, token string) (key string, own bool, err error) {
+	bucket := c.opts.Bucket
+	for n := max(conflictIndex(base, from), 0); n < maxSuffix; n++ {
+		k := conflictKey(base, n)
+		h, err := c.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)})
+		switch {
+		case isNotFound(err):
+			return k, false, nil
+		case err != nil:
+			return "", false, classify(fmt.Errorf("head %s: %w", objectURL(bucket, k), err))
+		case h.Metadata[metaJob] == token:
+			return k, true, nil
+		case c.opts.OnConflict == ConflictFail:
+			return "", false, uploader.Permanent(fmt.Errorf("%w: %s was written by another job or by someone else (on_conflict = %q)",
+				ErrObjectExists, objectURL(bucket, k), ConflictFail))
+		}
+	}
+	return "", false, fmt.Errorf("no free name for %s after %d tries", objectURL(bucket, base), maxSuffix)
+}
+
+// isOwn reports whether key holds an object this job wrote; any doubt
+// (an error) is no.
+func (c *S3) isOwn(ctx context.Context, key, token string) bool {
+	h, err := c.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(c.opts.Bucket), Key: aws.String(key)})
+	return err == nil && h.Metadata[metaJob] == token
+}
+
+// conditionalUnsupported switches the engine to HEAD checks once the store
+// refused a conditional write as not implemented.
+func (c *S3) conditionalUnsupported(err error) {
+	if c.noCond.CompareAndSwap(false, true) {
+		c.log.Warn("the store does not support conditional writes (If-None-Match); object keys are checked with HEAD instead, which is not atomic",
+			"bucket", c.opts.Bucket, "err", err)
+	}
+}
+
+// adoptOwn finishes a job whose multipart object is already in the store at
+// key, written by this job before a crash lost the record of it: the file is
+// read once more for its SHA-256 and part checksums, and the object must
+// verify against them. One that does not is deleted (it is ours) and the
+// retry uploads it again.
+func (c *S3) adoptOwn(ctx context.Context, f *os.File, src *uploader.Source, key string, partSize int64, token string, cp *uploader.Checkpoint, s uploader.Session, wrap func(error) error) error {
+	bucket, size, alg := c.opts.Bucket, src.Size, c.opts.Checksum
+	if partSize <= 0 {
+		partSize = partSizeFor(size, c.eng.PartSize)
+	}
+	sha := sha256.New()
+	bufp := c.scanBuf()
+	defer c.bufs.Put(bufp)
+	var parts []uploader.Part
+	for off, n := int64(0), int32(1); off < size; off, n = off+partSize, n+1 {
+		l := min(partSize, size-off)
+		sum, err := c.scanRange(ctx, f, off, l, sha, *bufp)
+		if err != nil {
+			return wrap(c.failed(ctx, f, src, cp, s, err))
+		}
+		parts = append(parts, uploader.Part{Number: n, Checksum: base64.StdEncoding.EncodeToString(sum), Size: l})
+	}
+	wantCRC, wantETag, err := compositeSums(alg, parts)
+	if err != nil {
+		return wrap(err)
+	}
+	etag, err := c.verify(ctx, bucket, key, size, wantCRC, wantETag, token)
+	if err != nil {
+		return wrap(c.verifyFailed(ctx, cp, s, bucket, key, err))
+	}
+	resetS3(cp)
+	cp.Bucket, cp.Key, cp.PartSize, cp.Checksum = bucket, key, partSize, alg
+	cp.SHA256, cp.ETag = hex.EncodeToString(sha.Sum(nil)), etag
+	cp.Object, cp.Uploaded = objectURL(bucket, key), true
+	if err := s.Save(ctx, cp); err != nil {
+		return wrap(fmt.Errorf("save checkpoint: %w", err))
+	}
+	c.log.Info("object already written by this job", "file", src.Path, "object", cp.Object)
+	return nil
 }

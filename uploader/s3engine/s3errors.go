@@ -1,6 +1,10 @@
-package uploader
+package s3engine
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/watchfolder/watchfolder/uploader"
+)
 
 // permanentCodes are S3 error codes a retry cannot fix: wrong credentials or
 // configuration, or an object the store will never accept. Everything else
@@ -41,15 +45,45 @@ func errorCode(err error) string {
 // classify marks err permanent when its S3 error code says retrying is
 // pointless; other errors are returned unchanged.
 func classify(err error) error {
-	if err == nil || IsPermanent(err) {
+	if err == nil || uploader.IsPermanent(err) {
 		return err
 	}
 	if permanentCodes[errorCode(err)] {
-		return Permanent(err)
+		return uploader.Permanent(err)
 	}
 	return err
 }
 
 func isNoSuchUpload(err error) bool {
 	return errorCode(err) == "NoSuchUpload"
+}
+
+// httpStatus returns the HTTP status of the response in err's chain, or 0.
+func httpStatus(err error) int {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// isNotFound reports a missing object (HeadObject answers a bare 404).
+func isNotFound(err error) bool {
+	switch errorCode(err) {
+	case "NotFound", "NoSuchKey":
+		return true
+	}
+	return httpStatus(err) == 404
+}
+
+// isPreconditionFailed reports a conditional write refused because the key
+// is taken (If-None-Match: *).
+func isPreconditionFailed(err error) bool {
+	return errorCode(err) == "PreconditionFailed" || httpStatus(err) == 412
+}
+
+// isConditionalUnsupported reports a store that refused a conditional write
+// because it does not implement the condition header.
+func isConditionalUnsupported(err error) bool {
+	return errorCode(err) == "NotImplemented" || httpStatus(err) == 501
 }

@@ -1,4 +1,4 @@
-package uploader
+package s3engine
 
 import (
 	"syscall"

@@ -1,9 +1,10 @@
-package uploader
+package s3engine
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"os"
 	"sync"
@@ -12,9 +13,9 @@ import (
 )
 
 func TestLimiterNil(t *testing.T) {
-	var l *Limiter
-	if NewLimiter(0) != nil || NewLimiter(-1) != nil {
-		t.Fatal("NewLimiter(<=0) should be nil (no cap)")
+	var l *uploader.Limiter
+	if uploader.NewLimiter(0) != nil || uploader.NewLimiter(-1) != nil {
+		t.Fatal("uploader.NewLimiter(<=0) should be nil (no cap)")
 	}
 	if err := l.WaitN(context.Background(), 1<<30); err != nil || l.Rate() != 0 {
 		t.Fatalf("nil limiter: %v", err)
@@ -25,7 +26,7 @@ func TestLimiterNil(t *testing.T) {
 // configured rate, not each of them.
 func TestLimiterRate(t *testing.T) {
 	const rate, readers, each = 4 << 20, 4, 1 << 20
-	l := NewLimiter(rate)
+	l := uploader.NewLimiter(rate)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range readers {
@@ -39,20 +40,20 @@ func TestLimiterRate(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	want := time.Duration(float64(readers*each-l.burst) / rate * float64(time.Second))
+	want := time.Duration(float64(readers*each-max(float64(rate)/20, uploader.LimiterChunk)) / rate * float64(time.Second))
 	if elapsed < want*9/10 || elapsed > want*115/100+100*time.Millisecond {
 		t.Errorf("4 MiB through a 4 MiB/s limiter took %v, want about %v", elapsed, want)
 	}
 }
 
 func TestLimiterCancel(t *testing.T) {
-	l := NewLimiter(1024) // the burst (one chunk) is spent at once, then ~1 min of debt
-	if err := l.WaitN(context.Background(), limiterChunk); err != nil {
+	l := uploader.NewLimiter(1024) // the burst (one chunk) is spent at once, then ~1 min of debt
+	if err := l.WaitN(context.Background(), uploader.LimiterChunk); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- l.WaitN(ctx, limiterChunk) }()
+	go func() { done <- l.WaitN(ctx, uploader.LimiterChunk) }()
 	cancel()
 	select {
 	case err := <-done:
