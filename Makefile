@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build test test-deps media-deps vet demo clean install bench torture
+.PHONY: all build test test-deps vet demo clean install bench torture
 
 all: build
 
@@ -27,10 +27,17 @@ $(BIN)/minio.$(MINIO_VERSION):
 
 test-deps: $(BIN)/minio.$(MINIO_VERSION)
 
+# The status page's browser tests drive Debian's chromium (web/).
+.PHONY: chromium
+test-deps: chromium
+chromium:
+	@./scripts/apt-deps.sh chromium
+
 # ffmpeg encodes the real media the probe's tests check (Debian package).
+.PHONY: media-deps
 test-deps: media-deps
 media-deps:
-	./scripts/apt-deps.sh ffmpeg
+	@./scripts/apt-deps.sh ffmpeg
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi

@@ -2,13 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Warnings returns problems that do not stop the daemon but that an
@@ -74,6 +75,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
+	c.Web.writeEffective(e)
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")

@@ -120,6 +120,7 @@ func build(top *table.Table) *Config {
 		}
 	}
 	m.Unknown(nil)
+	c.Web = buildWeb(top.Sub("web"))
 
 	for _, n := range top.Tables("notify") {
 		c.Notify = append(c.Notify, buildNotify(n))

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -37,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // The package's tests share one MinIO server, started by the first test that

@@ -43,8 +43,6 @@ package skylark
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,9 +69,9 @@ const (
 	DefaultRegisterTimeout = 2 * time.Hour
 
 	processedPrefix = "processed/"
-	metaAsset       = "asset"           // x-amz-meta-asset: Skylark's advanced mode
-	metaHandle      = "watchfolder-job" // x-amz-meta-watchfolder-job: our handle
-	maxMetaBytes    = 2048              // S3's user metadata limit
+	metaAsset       = "asset"          // x-amz-meta-asset: Skylark's advanced mode
+	metaHandle      = s3engine.MetaJob // x-amz-meta-watchfolder-job: the job token
+	maxMetaBytes    = 2048             // S3's user metadata limit
 	clockSlack      = time.Minute
 )
 
@@ -227,12 +225,6 @@ func asciiJSON(s string) string {
 	return b.String()
 }
 
-func handle(src *uploader.Source) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", src.Folder, src.RelPath, src.JobID, src.Found.UnixNano())
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
 // ---- Upload ----
 
 // Upload validates the sidecar and writes the object into the watchfolder.
@@ -248,8 +240,10 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return uploader.Permanent(fmt.Errorf("skylark %q: %s: key: %w", d.o.Name, src.RelPath, err))
 		}
 	}
-	h := handle(src)
-	meta := map[string]string{metaHandle: h}
+	// The engine tags the object with the job's token; the processed copy
+	// is recognised by it.
+	h := s3engine.JobToken(src)
+	meta := map[string]string{}
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}
