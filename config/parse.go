@@ -185,7 +185,7 @@ func buildRetry(t *table.Table) Retry {
 func buildUpload(t *table.Table) Upload {
 	u := Upload{
 		PartSize:    t.SizeIn("part_size", 16*MiB, 5*MiB, 5*GiB),
-		Concurrency: t.Integer("concurrency", 4, 1, 64),
+		Concurrency: t.Integer("concurrency", 32, 1, 64),
 		MaxFiles:    t.Integer("max_files", 8, 1, 256),
 	}
 	// The threshold defaults to the part size: below it a file is one part
