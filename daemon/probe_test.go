@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -116,4 +117,44 @@ func TestProbeWarnDeliversAndNotes(t *testing.T) {
 	if ts == nil || ts.Checked || ts.Problem != "" {
 		t.Fatalf("take.ts facts %+v: want unknown, not checked", ts)
 	}
+}
+
+// A job the daemon left in probing (a crash between the probing commit and
+// the next) is probed again and delivered after the restart.
+func TestProbingJobResumesAfterRestart(t *testing.T) {
+	h := newHarness(t, hopts{folderExtra: `probe = "require"`})
+	h.proxy.SetDown(true)
+	writeFile(t, filepath.Join(h.inbox, "clip.mp4"), encode(t, t.TempDir(), "clip.mp4", "1"))
+	deadline := time.Now().Add(20 * time.Second)
+	for len(h.jobs()) == 0 || h.jobs()[0].Attempts == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("job never attempted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.stop()
+	st, err := state.Open(filepath.Join(h.cfg.StateDir, "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := h.jobsFrom(st)[0].ID
+	if _, err := st.Update(context.Background(), id, func(j *state.Job) error { j.State = state.Probing; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	h.proxy.SetDown(false)
+	h.start()
+	j := h.waitState(state.Done, 1, 20*time.Second)[0]
+	if f := mediaFacts(j); f == nil || !f.Checked || f.Video == nil {
+		t.Fatalf("facts after the restart: %+v", f)
+	}
+}
+
+func (h *harness) jobsFrom(st *state.Store) []*state.Job {
+	h.t.Helper()
+	jobs, err := st.List(context.Background(), state.Filter{})
+	if err != nil || len(jobs) == 0 {
+		h.t.Fatalf("list jobs: %v (%d)", err, len(jobs))
+	}
+	return jobs
 }

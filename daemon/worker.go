@@ -579,7 +579,7 @@ func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick
 func (d *Daemon) resultCommit(mem *state.Job, rt *runtime, results []destResult) func(*state.Job) error {
 	target := d.planTarget(mem, rt)
 	return func(j *state.Job) error {
-		if j.State == state.Queued || j.State == state.Retry {
+		if j.State == state.Queued || j.State == state.Retry || j.State == state.Probing {
 			beginUpload(j, mem)
 		}
 		for _, r := range results {
@@ -679,7 +679,7 @@ func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp
 		return err
 	}
 	_, err = d.commit(ctx, id, "destination "+name+" "+string(st), func(j *state.Job) error {
-		if j.State == state.Queued || j.State == state.Retry {
+		if j.State == state.Queued || j.State == state.Retry || j.State == state.Probing {
 			beginUpload(j, mem) // a quickStart job
 		}
 		ds := j.Dest(name)
