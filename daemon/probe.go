@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/probe"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/web"
 )
 
 // ffprobeTimeout bounds one ffprobe run; the built-in check needs no limit
@@ -101,4 +103,50 @@ func mediaFacts(j *state.Job) *probe.Facts {
 		return nil
 	}
 	return &f
+}
+
+// webFacts lists the facts for the status page, in the order people read
+// them.
+func webFacts(f *probe.Facts) []web.Fact {
+	if f == nil {
+		return nil
+	}
+	c := f.Container
+	if f.Pattern != "" {
+		c += " " + f.Pattern
+	}
+	if !f.Checked {
+		c += " (not checked)"
+	}
+	out := []web.Fact{{Name: "container", Value: c}}
+	add := func(name, value string) {
+		if value != "" {
+			out = append(out, web.Fact{Name: name, Value: value})
+		}
+	}
+	if f.Duration > 0 {
+		add("duration", f.Duration.Round(time.Millisecond).String())
+	}
+	if v := f.Video; v != nil {
+		s := v.Codec
+		if v.Width > 0 && v.Height > 0 {
+			s += fmt.Sprintf(" %dx%d", v.Width, v.Height)
+		}
+		if v.FrameRate > 0 {
+			s += fmt.Sprintf(" %.4g fps", v.FrameRate)
+		}
+		add("video", strings.TrimSpace(s))
+	}
+	if a := f.Audio; a != nil {
+		s := a.Codec
+		if a.Channels > 0 {
+			s += fmt.Sprintf(" %d ch", a.Channels)
+		}
+		if a.SampleRate > 0 {
+			s += fmt.Sprintf(" %d Hz", a.SampleRate)
+		}
+		add("audio", strings.TrimSpace(s))
+	}
+	add("problem", f.Problem)
+	return out
 }

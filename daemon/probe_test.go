@@ -62,6 +62,9 @@ func TestProbeRequireStopsIncompleteExports(t *testing.T) {
 	if err != nil || !strings.Contains(string(receipt), `"container": "mp4"`) {
 		t.Errorf("receipt lacks the media facts: %s %v", receipt, err)
 	}
+	if wf := webFacts(facts); len(wf) < 4 || wf[0].Value != "mp4" || wf[1].Name != "duration" || !strings.HasPrefix(wf[2].Value, "h264 160x120 25 fps") {
+		t.Errorf("status page facts %+v", wf)
+	}
 	view, _ := json.Marshal(NewJobView(done, false))
 	if !strings.Contains(string(view), `"duration_seconds":2`) {
 		t.Errorf("list view lacks the duration: %s", view)
