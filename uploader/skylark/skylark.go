@@ -243,11 +243,44 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	// The engine tags the object with the job's token; the processed copy
 	// is recognised by it.
 	h := s3engine.JobToken(src)
+	if !cp.Uploaded {
+		// A crash after the PUT but before its commit: Skylark may have
+		// moved the object to processed/ already, so the store answers
+		// 404 for the key and a second PUT would be a second asset. Our
+		// handle on the processed copy says it was ours.
+		if pk := d.alreadyIngested(ctx, key, h); pk != "" {
+			cp.Bucket, cp.Key, cp.Uploaded = d.o.S3.Bucket(), key, true
+			if cp.Extra == nil {
+				cp.Extra = map[string]string{}
+			}
+			cp.Extra[extraHandle], cp.Extra[extraProcessedKey] = h, pk
+			if cp.Extra[extraUploadedAt] == "" {
+				cp.Extra[extraUploadedAt] = time.Now().UTC().Format(time.RFC3339)
+			}
+			cp.Object = "s3://" + cp.Bucket + "/" + pk
+			if err := s.Save(ctx, cp); err != nil {
+				return fmt.Errorf("skylark %q: %s: save checkpoint: %w", d.o.Name, src.RelPath, err)
+			}
+			d.log.Info("already ingested by an earlier attempt: not sent again", "file", src.RelPath, "processed", pk)
+			return nil
+		}
+	}
 	meta := map[string]string{}
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}
-	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
+	// Skylark moves an ingested object away within seconds, so after a
+	// crash between the upload and its checkpoint the key is empty again:
+	// a processed copy carrying this job's token means the upload is done
+	// (a second PUT would be a second asset).
+	if pk := d.ingestedAlready(ctx, key, h); !cp.Uploaded && pk != "" {
+		cp.Uploaded, cp.Bucket, cp.Key = true, d.o.S3.Bucket(), key
+		if cp.Extra == nil {
+			cp.Extra = map[string]string{}
+		}
+		cp.Extra[extraProcessedKey] = pk
+		d.log.Info("already ingested by an earlier attempt", "file", src.RelPath, "processed", pk)
+	} else if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
 		return fmt.Errorf("skylark %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {
@@ -325,6 +358,19 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 	return nil
 }
 
+// alreadyIngested returns the processed/ key of an object carrying this
+// job's handle, or "" (also when processed/ cannot be read).
+func (d *Destination) alreadyIngested(ctx context.Context, key, h string) string {
+	client := d.o.S3.Client()
+	for _, k := range processedCandidates(key) {
+		head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.o.S3.Bucket()), Key: aws.String(k)})
+		if err == nil && head.Metadata[metaHandle] == h {
+			return k
+		}
+	}
+	return ""
+}
+
 // processedCandidates are where Skylark may put the ingested object.
 func processedCandidates(key string) []string {
 	c := []string{processedPrefix + key}
@@ -388,6 +434,22 @@ func (d *Destination) isOurs(ctx context.Context, client *s3.Client, cp *uploade
 		return h == cp.Extra[extraHandle], nil
 	}
 	return aws.ToInt64(head.ContentLength) == src.Size && !aws.ToTime(head.LastModified).Before(since), nil
+}
+
+// ingestedAlready returns the processed/ key of an object this job (token)
+// wrote under key, or "" when there is none or it cannot be told.
+func (d *Destination) ingestedAlready(ctx context.Context, key, token string) string {
+	if d.o.WaitFor != "processed" {
+		return ""
+	}
+	client := d.o.S3.Client()
+	for _, k := range processedCandidates(key) {
+		head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.o.S3.Bucket()), Key: aws.String(k)})
+		if err == nil && head.Metadata[metaHandle] == token {
+			return k
+		}
+	}
+	return ""
 }
 
 // s3Err makes a refused (401/403) S3 call permanent.
