@@ -24,6 +24,7 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
+	State        StateSettings
 	Web          Web // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name

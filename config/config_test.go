@@ -113,7 +113,8 @@ api_secret = "s"
 		{"relative failed_dir", folder2("failed_dir = \"failed\"\n"), "folder[1].failed_dir", "not an absolute path"},
 		{"state_dir inside folder", "state_dir = \"/srv/news/.state\"\n" + minimal, "state_dir", `inside folder "news"`},
 		{"bad glob", folder2("include = [\"[a-\"]\n"), "folder[1].include", "syntax error in pattern"},
-		{"glob with slash", folder2("exclude = [\"sub/*.mp4\"]\n"), "folder[1].exclude", "file name only"},
+		{"absolute glob", folder2("exclude = [\"/sub/*.mp4\"]\n"), "folder[1].exclude", "relative to the folder"},
+		{"bad brace glob", folder2("include = [\"*.{mov,mxf\"]\n"), "folder[1].include", "syntax error in pattern"},
 		{"bad sidecar", folder2("sidecar = \"maybe\"\n"), "folder[1].sidecar", "not one of"},
 		{"bad probe", folder2("probe = \"sometimes\"\n"), "folder[1].probe", "not one of"},
 		{"bad ACL", dest("acl = \"public\"\n"), "destination.archive.acl", `"public" is not one of`},
@@ -661,6 +662,7 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"literal secret, world readable", lit, 0o644, []string{"holds literal secrets and is readable by others (mode 0644)", "destination.spare is not used"}},
 		{"literal secret, private", lit, 0o600, []string{"destination.spare is not used"}},
+		{"literal secret, group only (packaged 0640 root:watchfolder)", lit, 0o640, []string{"destination.spare is not used"}},
 		{"no secrets, world readable", minimal, 0o644, nil},
 		{"secret file readable by others", minimal + "access_key_id = \"AKIA1\"\nsecret_access_key = \"file:" + loose + "\"\n", 0o600,
 			[]string{"destination.archive.secret_access_key: secret file " + loose + " is readable by others (mode 0644)"}},

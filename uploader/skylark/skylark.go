@@ -269,18 +269,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}
-	// Skylark moves an ingested object away within seconds, so after a
-	// crash between the upload and its checkpoint the key is empty again:
-	// a processed copy carrying this job's token means the upload is done
-	// (a second PUT would be a second asset).
-	if pk := d.ingestedAlready(ctx, key, h); !cp.Uploaded && pk != "" {
-		cp.Uploaded, cp.Bucket, cp.Key = true, d.o.S3.Bucket(), key
-		if cp.Extra == nil {
-			cp.Extra = map[string]string{}
-		}
-		cp.Extra[extraProcessedKey] = pk
-		d.log.Info("already ingested by an earlier attempt", "file", src.RelPath, "processed", pk)
-	} else if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
+	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
 		return fmt.Errorf("skylark %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {
@@ -434,22 +423,6 @@ func (d *Destination) isOurs(ctx context.Context, client *s3.Client, cp *uploade
 		return h == cp.Extra[extraHandle], nil
 	}
 	return aws.ToInt64(head.ContentLength) == src.Size && !aws.ToTime(head.LastModified).Before(since), nil
-}
-
-// ingestedAlready returns the processed/ key of an object this job (token)
-// wrote under key, or "" when there is none or it cannot be told.
-func (d *Destination) ingestedAlready(ctx context.Context, key, token string) string {
-	if d.o.WaitFor != "processed" {
-		return ""
-	}
-	client := d.o.S3.Client()
-	for _, k := range processedCandidates(key) {
-		head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.o.S3.Bucket()), Key: aws.String(k)})
-		if err == nil && head.Metadata[metaHandle] == token {
-			return k
-		}
-	}
-	return ""
 }
 
 // s3Err makes a refused (401/403) S3 call permanent.
