@@ -59,6 +59,12 @@ test-deps: chromium
 chromium:
 	@./scripts/apt-deps.sh chromium
 
+# ffmpeg encodes the real media the probe's tests check (Debian package).
+.PHONY: media-deps
+test-deps: media-deps
+media-deps:
+	@./scripts/apt-deps.sh ffmpeg
+
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...

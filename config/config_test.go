@@ -116,6 +116,7 @@ api_secret = "s"
 		{"absolute glob", folder2("exclude = [\"/sub/*.mp4\"]\n"), "folder[1].exclude", "relative to the folder"},
 		{"bad brace glob", folder2("include = [\"*.{mov,mxf\"]\n"), "folder[1].include", "syntax error in pattern"},
 		{"bad sidecar", folder2("sidecar = \"maybe\"\n"), "folder[1].sidecar", "not one of"},
+		{"bad probe", folder2("probe = \"sometimes\"\n"), "folder[1].probe", "not one of"},
 		{"bad ACL", dest("acl = \"public\"\n"), "destination.archive.acl", `"public" is not one of`},
 		{"bad storage class", dest("storage_class = \"COLD\"\n"), "destination.archive.storage_class", `"COLD" is not one of`},
 		{"template with ..", dest("key = \"{folder}/../{name}\"\n"), "destination.archive.key", `".." segment`},
@@ -279,7 +280,7 @@ url = "https://hooks.test/x"
 	check("folder", c.Folders, []Folder{{
 		Name: "news", Path: "/srv/news", ProcessedDir: "/srv/news/processed", FailedDir: "/srv/news/failed",
 		Destinations: []string{"archive"}, StableAfter: 5 * time.Second, RescanInterval: time.Minute,
-		Sidecar: "optional", SidecarWait: 30 * time.Second,
+		Sidecar: "optional", SidecarWait: 30 * time.Second, Probe: "require",
 	}})
 	check("notify", len(c.Notify), 1)
 	n := c.Notify[0]

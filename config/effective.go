@@ -108,6 +108,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.str("sidecar", f.Sidecar)
 		e.dur("sidecar_wait", f.SidecarWait)
 		e.line("receipts", strconv.FormatBool(f.Receipts))
+		e.str("probe", f.Probe)
 	}
 
 	names := make([]string, 0, len(c.Destinations))

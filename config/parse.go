@@ -274,6 +274,7 @@ func buildFolder(t *table.Table, dests *table.Table) Folder {
 		Sidecar:        t.OneOf("sidecar", "optional", "optional", "required", "ignore"),
 		SidecarWait:    t.Duration("sidecar_wait", 30*time.Second, 0),
 		Receipts:       t.Boolean("receipts", false),
+		Probe:          t.OneOf("probe", "require", "require", "warn", "off", "ffprobe"),
 	}
 	if name, ok := t.Str("name"); !ok {
 		if !t.Has("name") {

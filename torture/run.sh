@@ -34,6 +34,7 @@ fuzz() { # package target
 fuzz ./internal/keytmpl FuzzRender
 fuzz ./config FuzzParse
 fuzz ./uploader FuzzParseMetadata
+fuzz ./probe FuzzReader
 
 echo
 echo "== torture summary"

@@ -57,6 +57,7 @@ destinations = ["d-%s"]
 stable_after = "200ms"
 rescan_interval = "2s"
 receipts = true
+probe = "off"
 `, f.name, p, f.name)
 	}
 	for _, f := range folders {

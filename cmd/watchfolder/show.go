@@ -71,6 +71,12 @@ func cmdShow(e *env, args []string) int {
 	if v.Sidecar != "" {
 		fmt.Fprintf(w, "  sidecar:   %s\n", v.Sidecar)
 	}
+	if v.Media != nil {
+		fmt.Fprintf(w, "  media:     %s\n", v.Media.Summary())
+		if v.Media.Problem != "" {
+			fmt.Fprintf(w, "  media problem: %s\n", v.Media.Problem)
+		}
+	}
 	fmt.Fprintf(w, "  attempts:  %d\n", v.Attempts)
 	if v.NextAttempt != nil {
 		fmt.Fprintf(w, "  next try:  %s\n", v.NextAttempt.Local().Format(time.RFC3339))
