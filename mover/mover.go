@@ -441,12 +441,11 @@ func writeFile(root, path string, data []byte, perm os.FileMode, durable, replac
 	f := os.NewFile(uintptr(fd), filepath.Join(d.path, tmp))
 	if !replace {
 		// Receipts and reason files are for editors: they follow the
-		// directory's group and mode, not the daemon's umask.
-		err = shareLikeParent(d.fd, fd)
+		// directory's group and mode, not the daemon's umask (best
+		// effort: a mode is no reason to lose the file).
+		_ = shareLikeParent(d.fd, fd)
 	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
+	_, err = f.Write(data)
 	if err == nil && durable {
 		err = f.Sync()
 	}
