@@ -14,7 +14,10 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require github.com/hanwen/go-fuse/v2 v2.12.1
+require (
+	github.com/bmatcuk/doublestar/v4 v4.10.4
+	github.com/hanwen/go-fuse/v2 v2.12.1
+)
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0

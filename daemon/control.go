@@ -44,6 +44,10 @@ type InFlight struct {
 	BytesDone   int64   `json:"bytes_done"`
 	Rate        float64 `json:"rate_bytes_per_second"` // over the last few seconds
 	ETASeconds  float64 `json:"eta_seconds"`           // 0: unknown
+	// Error and NextAttempt: the destination's last attempt failed and
+	// it waits to be tried again (its siblings go on meanwhile).
+	Error       string     `json:"error,omitempty"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
 }
 
 // recentFailures is how many failed jobs status shows.
@@ -95,6 +99,16 @@ func (d *Daemon) startControl() (*controlServer, error) {
 	}
 	gate := &peerGate{selfUID: uint32(os.Getuid()), sockGID: fi.Sys().(*syscall.Stat_t).Gid,
 		log: d.log.Warn, warned: map[uint32]bool{}}
+	srv := &http.Server{Handler: d.controlHandler(gate), ConnContext: gate.connContext,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second}
+	lim := newLimitListener(ln, gate.allows, gate.overCap)
+	go srv.Serve(lim)
+	return &controlServer{srv: srv, ln: ln}, nil
+}
+
+// controlHandler is the control API behind the peer check. A refused
+// peer's connection is closed after its 403.
+func (d *Daemon) controlHandler(gate *peerGate) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", d.handleStatus)
 	mux.HandleFunc("GET /v1/jobs", d.handleList)
@@ -106,16 +120,16 @@ func (d *Daemon) startControl() (*controlServer, error) {
 	mux.HandleFunc("POST /v1/pause", d.handlePause(true))
 	mux.HandleFunc("POST /v1/resume", d.handlePause(false))
 	mux.HandleFunc("POST /v1/reload", d.handleReload)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /v1/db/backup", d.handleBackup)
+	mux.HandleFunc("POST /v1/db/prune", d.handlePrune)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := gate.check(r.Context()); err != nil {
+			w.Header().Set("Connection", "close")
 			writeErr(w, http.StatusForbidden, err)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ConnContext: gate.connContext}
-	go srv.Serve(ln)
-	return &controlServer{srv: srv, ln: ln}, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -171,9 +185,14 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 				done = max(done, p.bytes.Load())
 				rate = p.rate(now)
 			}
-			st.InFlight = append(st.InFlight, InFlight{ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
+			inf := InFlight{ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
 				Destination: ds.Name, State: string(ds.State), Size: j.Size, BytesDone: done,
-				Rate: rate, ETASeconds: eta(j.Size, done, rate).Seconds()})
+				Rate: rate, ETASeconds: eta(j.Size, done, rate).Seconds(), Error: ds.Error}
+			if !ds.NextAttempt.IsZero() {
+				t := ds.NextAttempt
+				inf.NextAttempt = &t
+			}
+			st.InFlight = append(st.InFlight, inf)
 		}
 	}
 	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].ID < st.InFlight[b].ID })

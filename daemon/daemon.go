@@ -49,6 +49,9 @@ type Options struct {
 	// NotifyBackoff is the first delay between webhook tries (default 1s;
 	// tests shorten it).
 	NotifyBackoff time.Duration
+	// KeepDone, when positive, prunes done and gone jobs older than this
+	// from state.db once an hour (the keep_done setting). 0 keeps them all.
+	KeepDone time.Duration
 }
 
 // Daemon is a running watchfolder.
@@ -92,6 +95,10 @@ type progressKey struct {
 	dest string
 }
 
+// stateLockWait is how long the daemon waits for a lock another process
+// holds on state.db (a CLI reading it) before it gives up.
+const stateLockWait = 10 * time.Second
+
 // New opens the state store and builds destinations and the watcher. It
 // does not start anything; Run does.
 func New(ctx context.Context, o Options) (*Daemon, error) {
@@ -99,11 +106,19 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// Each attribute once per line, however many layers (daemon,
+	// destination, platform) add the same key.
+	o.Logger = slog.New(dedupeAttrs(o.Logger.Handler()))
 	log := o.Logger
 	// A CLI reading the stopped daemon's database holds a shared lock for
 	// a moment: wait for it rather than refuse to start. Another daemon
 	// holding it for good still fails, after this wait.
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"), state.Options{Timeout: 10 * time.Second})
+	dbPath := filepath.Join(cfg.StateDir, "state.db")
+	store, err := state.Open(dbPath, state.Options{})
+	if errors.Is(err, state.ErrLocked) {
+		log.Warn("state database is locked by another process; waiting for it", "err", err, "wait", stateLockWait)
+		store, err = state.Open(dbPath, state.Options{Timeout: stateLockWait})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +165,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.store.Close()
 	cfg := d.Config()
 	d.makeDirs(cfg)
+	unlock, err := lockFolders(cfg.Folders, d.log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 
 	// workCtx outlives ctx by a grace period so uploads can commit.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -167,7 +187,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer msrv.Close()
-	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version))
+	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, true))
 	defer func() { d.notifier.Load().close() }()
 
 	known, err := d.recover(workCtx)
@@ -178,6 +198,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	events := make(chan watcher.Event, 1024)
 	var wg sync.WaitGroup
+	wg.Go(func() { d.sweep(ctx) })
+	if d.opts.KeepDone > 0 {
+		wg.Go(func() { d.pruneLoop(ctx, d.opts.KeepDone) })
+	}
 	watchErr := make(chan error, 1)
 	wg.Go(func() { watchErr <- d.superviseWatcher(ctx, events) })
 	wg.Go(func() { d.ingest(ctx, events) })

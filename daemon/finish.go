@@ -15,6 +15,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/watcher"
 )
 
 // moveRetry is how long a job waits in moving after a failed move (an
@@ -93,6 +94,7 @@ type filing struct {
 	j      *state.Job
 	failed bool
 	note   string
+	kept   string // filed as a copy; why the original is still in the folder
 	dir    string // to sync before the commit, or ""
 }
 
@@ -236,9 +238,20 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 		return nil
 	}
 	out := &filing{failed: failed}
+	root := filingRoot(f.Path, destDir)
+	also := companions(failed, f.Receipts, j.Sidecar != "")
+	if j.FinalPath != "" && !companionsFree(j.FinalPath, also) {
+		// Planned before the upload without its companions in mind: a
+		// user's own "<name>.receipt.json", or a sidecar name taken. If
+		// the media is not at its target yet, plan a name whose companions
+		// are free instead of overwriting or stranding one of them.
+		if _, err := os.Lstat(j.FinalPath); errors.Is(err, os.ErrNotExist) {
+			j.FinalPath = ""
+		}
+	}
 	for try := 1; ; try++ {
 		if j.FinalPath == "" {
-			target, err := mover.Plan(destDir, j.RelPath)
+			target, err := mover.PlanWith(destDir, j.RelPath, also)
 			if err != nil {
 				d.moveLater(ctx, j, err)
 				return nil
@@ -251,9 +264,17 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 				return nil
 			}
 		}
-		dir, err := mover.MoveUnsynced(j.Path, j.FinalPath)
+		dir, err := mover.MoveBelow(f.Path, j.Path, root, j.FinalPath)
 		if err == nil {
 			out.dir = dir
+			break
+		}
+		if errors.Is(err, mover.ErrOriginalKept) {
+			// The copy in place is the filed file; saying so once (the job
+			// ends here) beats copying it again at every retry.
+			out.kept = "the file was copied to " + j.FinalPath + " but the original could not be removed from the folder" +
+				" (remove it by hand; that exact version is not uploaded again): " + err.Error()
+			d.log.Warn("filed as a copy; the original stays in the folder", "job", j.ID, "path", j.Path, "target", j.FinalPath, "err", err)
 			break
 		}
 		if errors.Is(err, mover.ErrTargetExists) && try < 5 {
@@ -273,9 +294,8 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 	}
 	out.j = j
 	if j.Sidecar != "" {
-		target := strings.TrimSuffix(j.FinalPath, filepath.Ext(j.FinalPath)) + ".json"
-		dir, err := mover.MoveUnsynced(j.Sidecar, target)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		dir, err := d.fileSidecar(j, f.Path, root)
+		if err != nil {
 			d.moveLater(ctx, j, fmt.Errorf("move sidecar: %w", err))
 			return nil
 		}
@@ -286,20 +306,135 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 	if out.note == "" {
 		var err error
 		if failed {
-			err = mover.WriteFileAtomic(CompanionPath(j.FinalPath, ReasonSuffix), []byte(reasonText(j, time.Now())), 0o644)
+			err = writeCompanion(root, j, ReasonSuffix, []byte(reasonText(j, time.Now())), true)
 		} else if f.Receipts {
 			// Not synced: a receipt can be rebuilt from state.db, and two
 			// fsyncs per file are a large part of filing a small one.
-			err = mover.WriteFile(CompanionPath(j.FinalPath, ReceiptSuffix), receipt(j, time.Now()), 0o644)
+			err = writeCompanion(root, j, ReceiptSuffix, receipt(j, time.Now()), false)
 		}
 		if err != nil {
 			d.moveLater(ctx, j, err)
 			return nil
 		}
 	}
+	if out.kept != "" {
+		out.note = out.kept
+		return out // the original is still there: nothing to prune
+	}
 	mover.PruneEmpty(f.Path, filepath.Dir(j.Path))
 	return out
 }
+
+// filingRoot is the tree that filing into destDir is confined to: the
+// folder root when destDir lies inside the folder (an editor can replace
+// an empty processed/ or failed/ with a symlink), else destDir itself, as
+// the operator named it. Nothing below the root is reached through a
+// symlink.
+func filingRoot(folder, destDir string) string {
+	folder, destDir = filepath.Clean(folder), filepath.Clean(destDir)
+	if strings.HasPrefix(destDir, folder+string(filepath.Separator)) {
+		return folder
+	}
+	return destDir
+}
+
+// companions returns the names filed beside a media target: its sidecar,
+// and its reason file or receipt.
+func companions(failed, receipts, sidecar bool) func(string) []string {
+	return func(target string) []string {
+		var out []string
+		if sidecar {
+			out = append(out, sidecarPath(target))
+		}
+		if failed {
+			out = append(out, CompanionPath(target, ReasonSuffix))
+		} else if receipts {
+			out = append(out, CompanionPath(target, ReceiptSuffix))
+		}
+		return out
+	}
+}
+
+func companionsFree(target string, also func(string) []string) bool {
+	for _, c := range also(target) {
+		if len(filepath.Base(c)) > 255 {
+			return false
+		}
+		if _, err := os.Lstat(c); !errors.Is(err, os.ErrNotExist) {
+			return false
+		}
+	}
+	return true
+}
+
+// fileSidecar moves j's sidecar beside its filed media, as <stem>.json, or,
+// when a file of that name is there already (not put there by an earlier
+// attempt of this job), under a free suffixed name: it never overwrites and
+// never leaves the job waiting for a name that stays taken.
+func (d *Daemon) fileSidecar(j *state.Job, folder, root string) (string, error) {
+	target := sidecarPath(j.FinalPath)
+	for try := 0; try < 5; try++ {
+		dir, err := mover.MoveBelow(folder, j.Sidecar, root, target)
+		switch {
+		case err == nil:
+			return dir, nil
+		case errors.Is(err, os.ErrNotExist):
+			return "", nil // gone (or filed before a crash)
+		case errors.Is(err, mover.ErrOriginalKept):
+			d.log.Warn("sidecar filed as a copy; the original stays in the folder", "job", j.ID, "sidecar", j.Sidecar, "err", err)
+			return "", nil
+		case !errors.Is(err, mover.ErrTargetExists):
+			return "", err
+		}
+		alt, perr := mover.Plan(filepath.Dir(target), filepath.Base(target))
+		if perr != nil {
+			return "", perr
+		}
+		d.log.Warn("sidecar name taken in the destination; filing it under another name", "job", j.ID, "taken", target, "as", alt)
+		target = alt
+	}
+	return "", fmt.Errorf("sidecar %s: no free name", j.Sidecar)
+}
+
+// writeCompanion writes j's receipt or reason file beside its filed media,
+// never over a file it did not write: a user's own file of that name keeps
+// it, and the companion goes under a suffixed name instead.
+func writeCompanion(root string, j *state.Job, suffix string, data []byte, durable bool) error {
+	p := CompanionPath(j.FinalPath, suffix)
+	for try := 0; try < 5; try++ {
+		err := mover.WriteNew(root, p, data, 0o644, durable)
+		if !errors.Is(err, mover.ErrTargetExists) {
+			return err
+		}
+		if ours(root, p, j) {
+			return nil // written by an attempt that did not get to commit
+		}
+		if p, err = mover.Plan(filepath.Dir(p), filepath.Base(p)); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("write %s: no free name", CompanionPath(j.FinalPath, suffix))
+}
+
+// ours reports whether the companion at p was written for job j.
+func ours(root, p string, j *state.Job) bool {
+	data, err := mover.ReadSmall(root, p, 1<<20)
+	if err != nil {
+		return false
+	}
+	if strings.HasSuffix(p, ReasonSuffix) {
+		return strings.HasPrefix(string(data), reasonHeader) &&
+			strings.Contains(string(data), fmt.Sprintf("\nJob id:      %d\n", j.ID))
+	}
+	var r struct {
+		Job    uint64 `json:"job"`
+		Folder string `json:"folder"`
+		Path   string `json:"path"`
+	}
+	return json.Unmarshal(data, &r) == nil && r.Job == j.ID && r.Folder == j.Folder && r.Path == j.RelPath
+}
+
+const reasonHeader = "watchfolder could not deliver this file.\n"
 
 // finishReplaced ends a job whose file was replaced after it was read: the
 // delivered (or failed) version is no longer in the folder, so nothing is
@@ -367,7 +502,7 @@ func (d *Daemon) moveLater(ctx context.Context, j *state.Job, err error) bool {
 // reasonText is the plain-words <name>.error.txt written beside a failed file.
 func reasonText(j *state.Job, now time.Time) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "watchfolder could not deliver this file.\n\n")
+	b.WriteString(reasonHeader + "\n")
 	fmt.Fprintf(&b, "File:        %s (folder %q)\n", j.RelPath, j.Folder)
 	fmt.Fprintf(&b, "Size:        %d bytes\n", j.Size)
 	fmt.Fprintf(&b, "Found:       %s\n", j.Created.UTC().Format(time.RFC3339))
@@ -442,4 +577,69 @@ func receipt(j *state.Job, now time.Time) []byte {
 	}
 	out, _ := json.MarshalIndent(r, "", "  ")
 	return append(out, '\n')
+}
+
+// badNameReason is written beside a file whose name cannot become a job.
+const badNameReason = `watchfolder could not deliver this file.
+
+File:        %s (folder %q)
+Size:        %d bytes
+Failed:      %s
+Reason:      the file name is not valid UTF-8. Object keys, platform titles
+             and the job database all need UTF-8 names, and no name can be
+             made from this one without guessing its encoding.
+
+To try again: rename the file to a UTF-8 name (for example with
+convmv -f latin1 -t utf8 --notest), then move it back into the watched folder.
+`
+
+// rejectBadName files a ready file whose name is not valid UTF-8 straight
+// into failed_dir with a reason file: it can never be a job (jobs, keys
+// and titles are UTF-8), and left in the folder it would sit there
+// unexplained. There is no job, so the move is the record; it is synced.
+// It reports whether ev was such a file (handled or still waiting).
+func (d *Daemon) rejectBadName(ev watcher.Event) bool {
+	if utf8.ValidString(ev.RelPath) {
+		return false
+	}
+	if ev.Kind != watcher.Ready {
+		return true // not finished yet; it is filed once it is
+	}
+	f := d.rt.Load().folders[ev.Folder]
+	if f == nil {
+		return true
+	}
+	root := filingRoot(f.Path, f.FailedDir)
+	also := companions(true, false, false)
+	err := func() error {
+		target, err := mover.PlanWith(f.FailedDir, ev.RelPath, also)
+		if err != nil {
+			return err
+		}
+		rel := strings.ToValidUTF8(ev.RelPath, "\uFFFD")
+		reason := fmt.Sprintf(badNameReason, rel, f.Name, ev.Info.Size, time.Now().UTC().Format(time.RFC3339))
+		// The reason first: a crash then leaves the file in the folder
+		// (and it is filed again), never in failed/ without a reason.
+		if err := mover.WriteNew(root, CompanionPath(target, ReasonSuffix), []byte(reason), 0o644, true); err != nil {
+			return err
+		}
+		dir, err := mover.MoveBelow(f.Path, ev.Path, root, target)
+		if err != nil {
+			return err
+		}
+		if dir != "" {
+			if err := mover.SyncDir(dir); err != nil {
+				return err
+			}
+		}
+		mover.PruneEmpty(f.Path, filepath.Dir(ev.Path))
+		d.log.Error("file name is not valid UTF-8; moved to failed (rename it and move it back)",
+			"folder", f.Name, "path", strings.ToValidUTF8(ev.Path, "\uFFFD"), "to", strings.ToValidUTF8(target, "\uFFFD"))
+		return nil
+	}()
+	if err != nil {
+		d.log.Error("file name is not valid UTF-8 and it could not be moved to failed; rename it",
+			"folder", f.Name, "path", strings.ToValidUTF8(ev.Path, "\uFFFD"), "err", err)
+	}
+	return true
 }

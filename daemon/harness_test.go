@@ -15,6 +15,7 @@ import (
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 var minio *testenv.MinIO
@@ -38,6 +39,7 @@ type harness struct {
 	done      chan error
 
 	orphanGuard time.Duration
+	wrap        func(dests map[string]uploader.Destination)
 }
 
 type syncBuffer struct {
@@ -69,6 +71,10 @@ type hopts struct {
 	retry       string // replaces the [retry] table body
 	secret      string // S3 secret key (default: MinIO's)
 	stableAfter string // default 300ms
+	folderDests string // the folder's destinations list (default ["archive"])
+	extraToml   string // appended at the end: more [destination.X], [[notify]]
+	// wrap, when set, may replace destinations after New, before Run.
+	wrap func(dests map[string]uploader.Destination)
 }
 
 // newHarness writes a config and starts the daemon.
@@ -87,6 +93,9 @@ func newHarness(t *testing.T, o hopts) *harness {
 	}
 	if o.secret == "" {
 		o.secret = minio.SecretKey
+	}
+	if o.folderDests == "" {
+		o.folderDests = `["archive"]`
 	}
 	dir := t.TempDir()
 	h := &harness{t: t, dir: dir, inbox: filepath.Join(dir, "inbox"), bucket: bucket,
@@ -109,7 +118,7 @@ part_size = "5MiB"
 [[folder]]
 name = "news"
 path = %q
-destinations = ["archive"]
+destinations = %s
 stable_after = %q
 rescan_interval = "2s"
 %s
@@ -121,13 +130,15 @@ path_style = true
 access_key_id = %q
 secret_access_key = %q
 %s
-`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), o.retry, h.inbox, o.stableAfter, o.folderExtra,
-		bucket, h.proxy.URL, minio.AccessKey, o.secret, o.destExtra)
+%s
+`, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"), o.retry, h.inbox, o.folderDests, o.stableAfter, o.folderExtra,
+		bucket, h.proxy.URL, minio.AccessKey, o.secret, o.destExtra, o.extraToml)
 	cfg, err := config.Parse([]byte(toml), "test.toml")
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	h.cfg = cfg
+	h.wrap = o.wrap
 	h.start()
 	t.Cleanup(h.stop)
 	return h
@@ -141,6 +152,9 @@ func (h *harness) start() {
 	if err != nil {
 		cancel()
 		h.t.Fatalf("daemon: %v", err)
+	}
+	if h.wrap != nil {
+		h.wrap(d.rt.Load().dests)
 	}
 	h.d, h.cancel, h.done = d, cancel, make(chan error, 1)
 	go func() { h.done <- d.Run(ctx) }()

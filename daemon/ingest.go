@@ -41,15 +41,11 @@ func (d *Daemon) ingest(ctx context.Context, events <-chan watcher.Event) {
 	}
 }
 
-func sameVersion(j *state.Job, fi watcher.FileInfo) bool {
-	return j.Size == fi.Size && j.ModTime.Equal(fi.ModTime) && j.Inode == fi.Inode && j.Device == fi.Device
-}
-
 func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 	// Jobs this batch will create, by folder+path, so that a Seen and a
 	// Ready for the same file in one batch make one job, not two.
 	pending := map[string]*state.Job{}
-	ready := map[uint64]watcher.FileInfo{}
+	ready := map[uint64]readyFile{}
 	defer d.queueWaiting(ctx, ready)
 	var creates []*state.Job
 	for _, ev := range batch {
@@ -88,7 +84,10 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 		var ok []*state.Job
 		for _, j := range creates {
 			if err := d.store.Create(ctx, j); err != nil {
-				d.log.Error("record new file", "path", j.Path, "err", err)
+				// The watcher reports it again at its next scan, so a
+				// file found while the disk was full gets its job later.
+				d.log.Error("record new file; will try again at the next scan", "path", j.Path, "err", err)
+				d.watcher.Load().Forget(j.Path)
 				continue
 			}
 			ok = append(ok, j)
@@ -115,11 +114,14 @@ func dropEmptyState(jobs []*state.Job) []*state.Job {
 // handleEvent applies ev to an existing job, or returns a new job for the
 // caller to create; a waiting job whose file is ready goes into ready for
 // the caller to queue with the rest of the batch.
-func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[uint64]watcher.FileInfo) (*state.Job, error) {
+func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[uint64]readyFile) (*state.Job, error) {
 	rt := d.rt.Load()
 	f, ok := rt.folders[ev.Folder]
 	if !ok {
 		return nil, nil // a folder removed by a reload; its old watcher is stopping
+	}
+	if d.rejectBadName(ev) {
+		return nil, nil
 	}
 	if _, claimed := d.claims.Load(claimKey(ev.Folder, ev.RelPath)); claimed {
 		return nil, nil // a retry is moving this file back for its old job
@@ -129,13 +131,9 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[ui
 		return nil, err
 	}
 	if latest != nil && latest.State.Terminal() {
-		if latest.State == state.Done && ev.Kind == watcher.Ready && sameVersion(latest, ev.Info) {
-			// Exactly the bytes already delivered (moved back by hand):
-			// never upload twice.
-			d.log.Warn("file was already delivered as an earlier job; not uploading it again",
-				"path", ev.Path, "job", latest.ID)
-			return nil, nil
-		}
+		// A new job, even for the bytes an earlier job delivered (moved
+		// back by hand): its worker finds that out and sends nothing
+		// again (skipDelivered).
 		latest = nil
 	}
 	switch ev.Kind {
@@ -156,14 +154,22 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[ui
 		if latest.State != state.Waiting {
 			return nil, nil // queued or further: the worker checks the version
 		}
-		ready[latest.ID] = ev.Info // queued with the batch's other changes
+		ready[latest.ID] = readyFile{ev.Path, ev.Info} // queued with the batch's other changes
 	}
 	return nil, nil
 }
 
+// readyFile is a waiting job's file that the watcher reported stable.
+type readyFile struct {
+	path string
+	info watcher.FileInfo
+}
+
 // queueWaiting moves waiting jobs whose file is now ready to queued, in one
 // commit for the whole batch (falling back to one by one if that fails).
-func (d *Daemon) queueWaiting(ctx context.Context, ready map[uint64]watcher.FileInfo) {
+// A job that cannot be queued (a full disk) is reported again by the
+// watcher at its next scan.
+func (d *Daemon) queueWaiting(ctx context.Context, ready map[uint64]readyFile) {
 	if len(ready) == 0 {
 		return
 	}
@@ -176,7 +182,7 @@ func (d *Daemon) queueWaiting(ctx context.Context, ready map[uint64]watcher.File
 		if j.State != state.Waiting {
 			return nil // a worker or a retry got there first
 		}
-		setVersion(j, ready[j.ID])
+		setVersion(j, ready[j.ID].info)
 		j.State = state.Queued
 		j.Error = ""
 		return nil
@@ -185,7 +191,8 @@ func (d *Daemon) queueWaiting(ctx context.Context, ready map[uint64]watcher.File
 		d.log.Warn("batch update failed; queueing jobs one by one", "jobs", len(ids), "err", err)
 		for _, id := range ids {
 			if _, err := d.store.Update(ctx, id, queue); err != nil {
-				d.log.Error("queue ready file", "job", id, "err", err)
+				d.log.Error("queue ready file; will try again at the next scan", "job", id, "err", err)
+				d.watcher.Load().Forget(ready[id].path)
 				delete(ready, id)
 			}
 		}

@@ -80,6 +80,21 @@ type notifier struct {
 	hooks   []*hook
 }
 
+// outbox keeps queued notifications in the state database until they are
+// sent or given up, so a shutdown or a crash does not lose them (*state.Store).
+type outbox interface {
+	OutboxAdd(ctx context.Context, hook, event string, body []byte) (uint64, error)
+	OutboxDelete(ctx context.Context, id uint64) error
+	Outbox(ctx context.Context) ([]state.OutboxEntry, error)
+}
+
+// hookKey identifies a hook in the outbox across restarts. It is a hash:
+// a URL may carry a token, which must not be written to the database.
+func hookKey(c config.Notify) string {
+	sum := sha256.Sum256([]byte(c.URL))
+	return hex.EncodeToString(sum[:8])
+}
+
 type hook struct {
 	idx     int
 	cfg     config.Notify
@@ -89,31 +104,78 @@ type hook struct {
 	client  *http.Client
 	backoff time.Duration
 
+	store outbox // nil: memory only
+	key   string // hookKey
+
 	mu     sync.Mutex
-	queue  [][]byte
-	events []string // event of each queued body
+	queue  []queued
 	closed bool
 	wake   chan struct{}
 	done   chan struct{}
 }
 
-func newNotifier(ctx context.Context, cfgs []config.Notify, log *slog.Logger, m *metrics, backoff time.Duration, version string) *notifier {
+// queued is one notification waiting in a hook's queue; id is its outbox
+// entry (0: not stored).
+type queued struct {
+	id    uint64
+	event string
+	body  []byte
+}
+
+// newNotifier starts a sender per hook. With a store, notifications are
+// kept in its outbox until sent; resume (at start-up, not on a reload,
+// where the previous notifier still sends its own) queues what a previous
+// run left there first.
+func newNotifier(ctx context.Context, cfgs []config.Notify, log *slog.Logger, m *metrics, backoff time.Duration, version string, store outbox, resume bool) *notifier {
 	if backoff <= 0 {
 		backoff = time.Second
 	}
 	n := &notifier{ctx: ctx, version: version}
+	byKey := map[string]*hook{}
 	for i, c := range cfgs {
 		host := ""
 		if u, err := url.Parse(c.URL); err == nil {
 			host = u.Host
 		}
 		h := &hook{idx: i, cfg: c, host: host, log: log.With("hook", i, "host", host), m: m,
-			client: &http.Client{}, backoff: backoff,
+			client: &http.Client{}, backoff: backoff, store: store, key: hookKey(c),
 			wake: make(chan struct{}, 1), done: make(chan struct{})}
 		n.hooks = append(n.hooks, h)
+		byKey[h.key] = h
+	}
+	if store != nil && resume {
+		n.resume(ctx, store, byKey, log)
+	}
+	for _, h := range n.hooks {
 		go h.run(ctx)
 	}
 	return n
+}
+
+// resume queues the notifications a previous run could not send.
+func (n *notifier) resume(ctx context.Context, store outbox, byKey map[string]*hook, log *slog.Logger) {
+	entries, err := store.Outbox(ctx)
+	if err != nil {
+		log.Error("read unsent notifications", "err", err)
+		return
+	}
+	resumed, dropped := 0, 0
+	for _, e := range entries {
+		h := byKey[e.Hook]
+		if h == nil {
+			// The hook is no longer configured: nobody to send it to.
+			dropped++
+			if err := store.OutboxDelete(ctx, e.ID); err != nil {
+				log.Warn("remove notification for a removed hook", "err", err)
+			}
+			continue
+		}
+		h.push(queued{id: e.ID, event: e.Event, body: e.Body})
+		resumed++
+	}
+	if resumed > 0 || dropped > 0 {
+		log.Info("notifications left by the previous run", "resent", resumed, "dropped_removed_hook", dropped)
+	}
 }
 
 // send queues a notification of j's end to every hook that wants it.
@@ -179,17 +241,47 @@ func (h *hook) signal() {
 	}
 }
 
+// enqueue stores a notification in the outbox (when there is one) and
+// queues it for sending.
 func (h *hook) enqueue(ev string, body []byte) {
+	q := queued{event: ev, body: body}
+	if h.store != nil {
+		id, err := h.store.OutboxAdd(context.WithoutCancel(context.Background()), h.key, ev, body)
+		if err != nil {
+			h.log.Warn("cannot keep notification in the database; it is lost if the daemon stops before it is sent", "err", err)
+		}
+		q.id = id
+	}
+	h.push(q)
+}
+
+func (h *hook) push(q queued) {
 	h.mu.Lock()
-	if len(h.queue) >= notifyQueue {
-		h.queue, h.events = h.queue[1:], h.events[1:]
+	var drop queued
+	full := len(h.queue) >= notifyQueue
+	if full {
+		drop = h.queue[0]
+		h.queue = h.queue[1:]
+	}
+	h.queue = append(h.queue, q)
+	h.mu.Unlock()
+	if full {
 		h.m.notifyDropped.WithLabelValues(strconv.Itoa(h.idx)).Inc()
 		h.log.Warn("webhook queue full: dropped the oldest notification", "queue", notifyQueue)
+		h.forget(drop.id)
 	}
-	h.queue = append(h.queue, body)
-	h.events = append(h.events, ev)
-	h.mu.Unlock()
 	h.signal()
+}
+
+// forget removes a notification from the outbox once it is sent, given up
+// or dropped.
+func (h *hook) forget(id uint64) {
+	if h.store == nil || id == 0 {
+		return
+	}
+	if err := h.store.OutboxDelete(context.Background(), id); err != nil {
+		h.log.Warn("remove sent notification from the database; it may be sent again after a restart", "err", err)
+	}
 }
 
 func (h *hook) run(ctx context.Context) {
@@ -209,18 +301,22 @@ func (h *hook) run(ctx context.Context) {
 			}
 			continue
 		}
-		body, ev := h.queue[0], h.events[0]
-		h.queue, h.events = h.queue[1:], h.events[1:]
+		q := h.queue[0]
+		h.queue = h.queue[1:]
 		h.mu.Unlock()
-		h.deliver(ctx, ev, body)
+		if h.deliver(ctx, q.event, q.body) {
+			h.forget(q.id)
+		}
 		if ctx.Err() != nil {
-			return
+			return // what is still queued stays in the outbox
 		}
 	}
 }
 
-// deliver tries up to notifyTries times with exponential backoff.
-func (h *hook) deliver(ctx context.Context, ev string, body []byte) {
+// deliver tries up to notifyTries times with exponential backoff. It
+// reports whether the notification is finished with (sent or given up);
+// false when ctx ended first.
+func (h *hook) deliver(ctx context.Context, ev string, body []byte) bool {
 	label := strconv.Itoa(h.idx)
 	delay := h.backoff
 	var last error
@@ -228,7 +324,10 @@ func (h *hook) deliver(ctx context.Context, ev string, body []byte) {
 		retry, err := h.post(ctx, ev, body)
 		if err == nil {
 			h.m.notifySent.WithLabelValues(label).Inc()
-			return
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
 		}
 		last = err
 		if !retry || try == notifyTries {
@@ -237,13 +336,14 @@ func (h *hook) deliver(ctx context.Context, ev string, body []byte) {
 		h.log.Debug("webhook attempt failed; will retry", "try", try, "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, notifyMaxBackoff)
 	}
 	h.m.notifyFailed.WithLabelValues(label).Inc()
 	h.log.Error("webhook notification given up", "event", ev, "tries", notifyTries, "err", last)
+	return true
 }
 
 // post sends one request; retry says whether another try may help.

@@ -143,7 +143,7 @@ func testHook(t *testing.T, url string, secret string) (*notifier, *metrics) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return newNotifier(ctx, []config.Notify{n}, log, m, time.Millisecond, "test"), m
+	return newNotifier(ctx, []config.Notify{n}, log, m, time.Millisecond, "test", nil, false), m
 }
 
 func TestWebhookSignedRetriedAndBounded(t *testing.T) {

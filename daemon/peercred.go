@@ -127,10 +127,32 @@ type peerGate struct {
 
 	mu     sync.Mutex
 	warned map[uint32]bool
+	capped map[uint32]bool
 }
 
 func (g *peerGate) connContext(ctx context.Context, c net.Conn) context.Context {
+	if lc, ok := c.(*limitedConn); ok {
+		return context.WithValue(ctx, peerKey{}, lc.peer)
+	}
 	return context.WithValue(ctx, peerKey{}, peerOf(c))
+}
+
+func (g *peerGate) allows(p peer) bool { return allowed(p, g.selfUID, g.sockGID) }
+
+// overCap logs, once per uid, a connection closed because its user holds
+// too many.
+func (g *peerGate) overCap(p peer) {
+	g.mu.Lock()
+	first := !g.capped[p.uid]
+	if g.capped == nil {
+		g.capped = map[uint32]bool{}
+	}
+	g.capped[p.uid] = true
+	g.mu.Unlock()
+	if first {
+		g.log("control socket: too many connections from one user or in all; closed a new one (logged once per uid)",
+			"uid", p.uid, "pid", p.pid)
+	}
 }
 
 func (g *peerGate) check(ctx context.Context) error {

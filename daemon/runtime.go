@@ -39,6 +39,7 @@ func watcherFolders(cfg *config.Config) []watcher.Folder {
 			Name: f.Name, Path: f.Path, Skip: []string{f.ProcessedDir, f.FailedDir},
 			Include: f.Include, Exclude: f.Exclude,
 			StableAfter: f.StableAfter, RescanInterval: f.RescanInterval,
+			Sidecars: f.Sidecar != "ignore",
 		})
 	}
 	return wf
@@ -114,7 +115,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.waitWatching(ctx, nw, len(cfg.Folders))
 	}
 	if oldN := d.notifier.Load(); oldN != nil && !reflect.DeepEqual(old.cfg.Notify, cfg.Notify) {
-		d.notifier.Store(newNotifier(oldN.ctx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version))
+		d.notifier.Store(newNotifier(oldN.ctx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, false))
 		oldN.close() // it delivers what it has queued, then stops
 	}
 	// Jobs parked by a folder that no longer exists, or queued jobs of a

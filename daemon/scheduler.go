@@ -126,6 +126,14 @@ func (s *scheduler) done(id uint64) {
 	}
 }
 
+// tracked reports whether id is queued, running or waiting on a timer.
+func (s *scheduler) tracked(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, timed := s.timers[id]
+	return s.queued[id] || s.running[id] || timed
+}
+
 // depth is the number of jobs waiting for a worker.
 func (s *scheduler) depth() int {
 	s.mu.Lock()

@@ -3,7 +3,6 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/uploader"
 )
@@ -40,7 +40,7 @@ func (d *Daemon) findSidecar(j *state.Job, f *config.Folder) (string, error) {
 		if time.Since(fi.ModTime()) < f.StableAfter && time.Since(j.Created) < f.SidecarWait {
 			return "", errSidecarPending
 		}
-		if _, err := readSidecar(p); err != nil {
+		if _, err := readSidecar(f.Path, p); err != nil {
 			return p, uploader.Permanent(err) // p: it moves with the media
 		}
 		return p, nil
@@ -61,13 +61,12 @@ func (d *Daemon) findSidecar(j *state.Job, f *config.Folder) (string, error) {
 	return "", nil
 }
 
-func readSidecar(p string) (uploader.Metadata, error) {
-	fh, err := os.Open(p)
-	if err != nil {
-		return uploader.Metadata{}, fmt.Errorf("sidecar %s: %w", filepath.Base(p), err)
-	}
-	defer fh.Close()
-	data, err := io.ReadAll(io.LimitReader(fh, maxSidecar))
+// readSidecar reads and parses the sidecar at p, below the folder root.
+// It never follows a symlink below the root (one planted in place of the
+// sidecar could point at /etc/shadow, read as root), never blocks on a
+// FIFO put in its place, and reads only regular files.
+func readSidecar(root, p string) (uploader.Metadata, error) {
+	data, err := mover.ReadSmall(root, p, maxSidecar)
 	if err != nil {
 		return uploader.Metadata{}, fmt.Errorf("sidecar %s: %w", filepath.Base(p), err)
 	}
@@ -82,8 +81,12 @@ func readSidecar(p string) (uploader.Metadata, error) {
 func (d *Daemon) loadMetadata(j *state.Job) (uploader.Metadata, error) {
 	var m uploader.Metadata
 	if j.Sidecar != "" {
+		root := filepath.Dir(j.Sidecar)
+		if f := d.rt.Load().folders[j.Folder]; f != nil {
+			root = f.Path
+		}
 		var err error
-		if m, err = readSidecar(j.Sidecar); err != nil {
+		if m, err = readSidecar(root, j.Sidecar); err != nil {
 			return m, uploader.Permanent(err)
 		}
 	}

@@ -33,15 +33,18 @@ type JobView struct {
 
 // DestView is one destination of a job.
 type DestView struct {
-	Name       string          `json:"name"`
-	Type       string          `json:"type"`
-	State      state.DestState `json:"state"`
-	VendorID   string          `json:"vendor_id"`
-	Object     string          `json:"object"`
-	BytesDone  int64           `json:"bytes_done"`
-	Error      string          `json:"error,omitempty"`
-	Attempts   int             `json:"attempts"`
-	Checkpoint json.RawMessage `json:"checkpoint,omitempty"`
+	Name      string          `json:"name"`
+	Type      string          `json:"type"`
+	State     state.DestState `json:"state"`
+	VendorID  string          `json:"vendor_id"`
+	Object    string          `json:"object"`
+	BytesDone int64           `json:"bytes_done"`
+	Error     string          `json:"error,omitempty"`
+	Attempts  int             `json:"attempts"`
+	// NextAttempt is set while the destination waits to be tried again
+	// after a failed attempt (Error says why).
+	NextAttempt *time.Time      `json:"next_attempt,omitempty"`
+	Checkpoint  json.RawMessage `json:"checkpoint,omitempty"`
 }
 
 // NewJobView builds the view; full adds history and checkpoints (for show).
@@ -59,6 +62,10 @@ func NewJobView(j *state.Job, full bool) JobView {
 	for _, d := range j.Destinations {
 		dv := DestView{Name: d.Name, Type: d.Type, State: d.State, VendorID: d.VendorID,
 			Object: d.Object, BytesDone: d.BytesDone, Error: d.Error, Attempts: d.Attempts}
+		if !d.NextAttempt.IsZero() && !j.State.Terminal() && d.State != state.DestDone && d.State != state.DestFailed {
+			t := d.NextAttempt
+			dv.NextAttempt = &t
+		}
 		if full {
 			dv.Checkpoint = redactCheckpoint(d.Checkpoint)
 		}

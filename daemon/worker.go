@@ -109,6 +109,13 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	} else if changed {
 		return stepIf(d.backToWaiting(ctx, j))
 	}
+	if j.CTime.IsZero() {
+		// The version this attempt reads: a rewrite in place from now on
+		// moves the change time even when it restores size and mtime.
+		if ct, err := changeTime(j.Path); err == nil {
+			j.CTime = ct
+		}
+	}
 	if j.Size == 0 {
 		return stepIf(d.fail(ctx, j, []destErr{{err: errors.New("empty file (0 bytes): nothing to deliver")}}, true))
 	}
@@ -122,33 +129,41 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	if err != nil {
 		if sidecar != "" {
 			// Record it so the malformed sidecar travels to failed/ too.
-			if j, err2 := d.store.Update(ctx, j.ID, func(j *state.Job) error { j.Sidecar = sidecar; return nil }); err2 == nil {
-				return stepIf(d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err)))
+			j2, err2 := d.commit(ctx, j.ID, "sidecar", func(j *state.Job) error { j.Sidecar = sidecar; return nil })
+			if err2 != nil {
+				return stop
 			}
+			return stepIf(d.fail(ctx, j2, []destErr{{err: err}}, uploader.IsPermanent(err)))
 		}
 		return stepIf(d.fail(ctx, j, []destErr{{err: err}}, uploader.IsPermanent(err)))
+	}
+	j.Sidecar = sidecar
+	if st, done := d.skipDelivered(ctx, j); done {
+		return st
 	}
 	if quickStart(j, d.rt.Load()) {
 		// The move into uploading is folded into the destinations' final
 		// commit: see quickStart.
-		j.Sidecar = sidecar
 		return d.deliver(ctx, j, &quick{})
 	}
-	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
-		beginUpload(j, sidecar)
+	mem := j
+	if _, err := d.commit(ctx, j.ID, "start of upload", func(j *state.Job) error {
+		beginUpload(j, mem)
 		return nil
-	})
-	if err != nil {
-		d.log.Error("commit uploading", "job", j.ID, "err", err)
+	}); err != nil {
 		return stop
 	}
 	return next
 }
 
-// beginUpload moves a queued (or retrying) job into uploading.
-func beginUpload(j *state.Job, sidecar string) {
+// beginUpload moves a queued (or retrying) job into uploading, with what
+// the worker learnt of it (mem): its sidecar and the file's change time.
+func beginUpload(j *state.Job, mem *state.Job) {
 	j.State = state.Uploading
-	j.Sidecar = sidecar
+	j.Sidecar = mem.Sidecar
+	if j.CTime.IsZero() {
+		j.CTime = mem.CTime
+	}
 	for i := range j.Destinations {
 		if j.Destinations[i].State == state.DestPending || j.Destinations[i].State == state.DestFailed {
 			j.Destinations[i].State = state.DestUploading
@@ -203,7 +218,11 @@ type destResult struct {
 // Destinations are independent: they run side by side (a platform's
 // processing wait does not hold up another's upload), a finished one is
 // never repeated, and one destination's failure does not stop the others.
-// q is non-nil for a quickStart job.
+// Each destination's outcome — done, a failed attempt with its next try,
+// failed for good — is committed and logged the moment it happens; a
+// destination whose next try comes while a sibling is still at work tries
+// again within this round. Once every destination has an outcome the job's
+// own state sums them (see settle). q is non-nil for a quickStart job.
 func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	meta, err := d.loadMetadata(j)
 	if err != nil {
@@ -220,18 +239,22 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
-		errs []destErr
+		errs []destErr // the job's own: source changed or vanished, a failed commit
 	)
+	var run []state.Dest
 	for _, ds := range j.Destinations {
-		if ds.State == state.DestDone {
-			continue
+		if ds.State != state.DestDone && ds.State != state.DestFailed {
+			run = append(run, ds)
 		}
+	}
+	r := newRound(len(run))
+	for _, ds := range run {
 		wg.Go(func() {
-			err := d.deliverOne(dctx, j, src, rt, ds, q)
+			err := d.runDest(dctx, j, src, rt, ds, q, r)
 			if err == nil {
 				return
 			}
-			if errors.Is(err, uploader.ErrSourceChanged) {
+			if errors.Is(err, uploader.ErrSourceChanged) || errors.Is(err, os.ErrNotExist) {
 				cancel()
 			}
 			mu.Lock()
@@ -246,29 +269,289 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	if len(errs) > 0 {
 		return stepIf(d.handleErrors(ctx, j, errs))
 	}
-	if q != nil && len(q.results) > 0 {
-		return d.handToFiler(ctx, fileReq{id: j.ID, commit: d.resultCommit(j, rt, q.results)})
+	return d.settle(ctx, j, rt, q)
+}
+
+// round lets a destination that failed wait for its next attempt while its
+// siblings are still at work, and ends the wait once none is: the job then
+// waits as a whole (retry), freeing the worker.
+type round struct {
+	mu     sync.Mutex
+	active int
+	closed bool
+	idle   chan struct{}
+}
+
+func newRound(n int) *round { return &round{active: n, idle: make(chan struct{})} }
+
+// leave marks one destination as no longer at work.
+func (r *round) leave() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.active--
+	if r.active <= 0 && !r.closed {
+		r.closed = true
+		close(r.idle)
 	}
-	// The last destination's commit normally moved the job on already.
-	if cur, err := d.store.Get(ctx, j.ID); err == nil && cur.State == state.Moving {
-		return next
+}
+
+// wait is called by an active destination: it waits until `until` and
+// reports true (the destination is active again), or false when every
+// destination stopped working meanwhile (or ctx ended).
+func (r *round) wait(ctx context.Context, until time.Time) bool {
+	r.leave()
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-r.idle:
+		return false
+	case <-t.C:
 	}
-	_, err = d.store.Update(ctx, j.ID, func(j *state.Job) error {
-		for _, ds := range j.Destinations {
-			if ds.State != state.DestDone {
-				return fmt.Errorf("destination %s is %s, not done", ds.Name, ds.State)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.active++
+	return true
+}
+
+// runDest runs one destination until it is done, has failed for good, or
+// waits for a next attempt that no sibling's work outlasts. Its failures
+// are recorded here; the error returned is the job's own (the source
+// changed or vanished, a commit failed), for handleErrors.
+func (d *Daemon) runDest(ctx context.Context, j *state.Job, src *uploader.Source, rt *runtime, ds state.Dest, q *quick, r *round) error {
+	active := true
+	defer func() {
+		if active {
+			r.leave()
+		}
+	}()
+	// A destination still waiting for its next attempt (the job resumed
+	// for a sibling's, or after a restart) waits for it first.
+	if !ds.NextAttempt.IsZero() && time.Now().Before(ds.NextAttempt) && q == nil {
+		if active = r.wait(ctx, ds.NextAttempt); !active {
+			return nil
+		}
+	}
+	for {
+		err := d.deliverOne(ctx, j, src, rt, ds, q)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if errors.Is(err, uploader.ErrSourceChanged) || isCommitError(err) {
+			return err
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			if _, serr := os.Lstat(j.Path); errors.Is(serr, os.ErrNotExist) {
+				return err
 			}
 		}
-		j.State = state.Moving
-		j.MoveTo = state.MoveProcessed
-		j.Error = ""
+		out, err := d.destFailed(ctx, j, ds.Name, err)
+		if err != nil {
+			return err
+		}
+		// A quickStart job's siblings answer within milliseconds: it
+		// waits as a whole.
+		if out.final || q != nil {
+			return nil
+		}
+		if active = r.wait(ctx, out.next); !active {
+			return nil
+		}
+		cur, err := d.store.Get(ctx, j.ID)
+		if err != nil {
+			return &commitError{err}
+		}
+		nds := cur.Dest(ds.Name)
+		if nds == nil {
+			return nil
+		}
+		ds = *nds
+		d.log.Info("trying the destination again", "job", j.ID, "path", j.Path, "destination", ds.Name, "attempt", ds.Attempts+1)
+	}
+}
+
+// destOutcome is what destFailed recorded.
+type destOutcome struct {
+	final bool      // the destination failed for good
+	next  time.Time // otherwise: when it is tried again
+}
+
+// destFailed commits, logs and counts one destination's failed attempt at
+// once, whatever its siblings are doing: it waits for a next attempt with
+// backoff, or, when the error is permanent or its attempts are used up,
+// it has failed for good.
+func (d *Daemon) destFailed(ctx context.Context, j *state.Job, name string, cause error) (destOutcome, error) {
+	retry := d.Config().Retry
+	permanent := uploader.IsPermanent(cause)
+	var out destOutcome
+	attempt := 0
+	_, err := d.commit(ctx, j.ID, "destination failure", func(cur *state.Job) error {
+		ds := cur.Dest(name)
+		if ds == nil {
+			return fmt.Errorf("job %d has no destination %s", cur.ID, name)
+		}
+		ds.Attempts++
+		attempt = ds.Attempts
+		ds.Error = cause.Error()
+		out = destOutcome{final: permanent || ds.Attempts >= retry.MaxAttempts}
+		if out.final {
+			ds.State = state.DestFailed
+			ds.NextAttempt = time.Time{}
+			cur.Note(name, "failed: "+ds.Error)
+			return nil
+		}
+		delay := backoff(retry.InitialBackoff, retry.MaxBackoff, ds.Attempts)
+		if ra, ok := uploader.RetryAfter(cause); ok && ra > delay {
+			delay = ra
+		}
+		out.next = time.Now().Add(delay)
+		ds.NextAttempt = storedTime(out.next)
+		cur.Note(name, fmt.Sprintf("attempt %d failed: %s", ds.Attempts, ds.Error))
 		return nil
 	})
 	if err != nil {
-		d.log.Error("commit moving", "job", j.ID, "err", err)
+		return out, err
+	}
+	kind := "transient"
+	if permanent {
+		kind = "permanent"
+	}
+	d.metrics.failure(name, kind)
+	if out.final {
+		d.log.Error("destination failed", "job", j.ID, "path", j.Path, "destination", name,
+			"attempts", attempt, "err", cause)
+	} else {
+		d.log.Warn("destination attempt failed; will retry", "job", j.ID, "path", j.Path, "destination", name,
+			"attempt", attempt, "max_attempts", retry.MaxAttempts, "retry_at", out.next.Format(time.RFC3339), "err", cause)
+	}
+	return out, nil
+}
+
+func storedTime(t time.Time) time.Time { return t.UTC().Round(0) }
+
+// settle sums the destinations' outcomes into the job's state once each
+// has one: on to moving when all are done (a quickStart job's results are
+// committed by the filer), to failed_dir when one failed for good, else to
+// retry at the earliest next attempt. A quickStart job's results that
+// succeeded are committed here with the rest, so they are never sent again.
+func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick) step {
+	var results []destResult
+	if q != nil {
+		results = q.results
+	}
+	cur, err := d.store.Get(ctx, j.ID)
+	if err != nil {
+		if !errors.Is(err, state.ErrNotFound) {
+			d.log.Error("load job", "job", j.ID, "err", err)
+			d.sched.pushAt(j.ID, time.Now().Add(commitRetry))
+		}
 		return stop
 	}
-	return next
+	if cur.State == state.Moving {
+		return next // the last destination's commit moved the job on
+	}
+	done := map[string]bool{}
+	for _, r := range results {
+		done[r.name] = true
+	}
+	allDone := true
+	for _, ds := range cur.Destinations {
+		if ds.State != state.DestDone && !done[ds.Name] {
+			allDone = false
+		}
+	}
+	if allDone && len(results) > 0 {
+		return d.handToFiler(ctx, fileReq{id: j.ID, commit: d.resultCommit(j, rt, results)})
+	}
+	var (
+		final  bool
+		nextAt time.Time
+		msgs   []string
+	)
+	retry := d.Config().Retry
+	target := d.planTarget(j, rt)
+	updated, err := d.commit(ctx, j.ID, "attempt outcome", func(cur *state.Job) error {
+		if (cur.State == state.Queued || cur.State == state.Retry) && len(results) > 0 {
+			beginUpload(cur, j)
+		}
+		for _, r := range results {
+			if ds := cur.Dest(r.name); ds != nil {
+				applyCheckpoint(cur, ds, r.cp, r.raw)
+				advance(cur, ds, state.DestDone)
+			}
+		}
+		final, nextAt, msgs = false, time.Time{}, nil
+		settled := true
+		for i := range cur.Destinations {
+			ds := &cur.Destinations[i]
+			switch {
+			case ds.State == state.DestDone:
+				continue
+			case ds.State == state.DestFailed:
+				final = true
+			case !ds.NextAttempt.IsZero():
+				if nextAt.IsZero() || ds.NextAttempt.Before(nextAt) {
+					nextAt = ds.NextAttempt
+				}
+			}
+			settled = false
+			if ds.Error != "" {
+				msgs = append(msgs, "destination "+ds.Name+": "+ds.Error)
+			}
+		}
+		if settled {
+			if cur.State != state.Moving {
+				cur.State, cur.MoveTo, cur.Error = state.Moving, state.MoveProcessed, ""
+			}
+			if cur.FinalPath == "" {
+				cur.FinalPath = target
+			}
+			return nil
+		}
+		// The job's attempts are its most tried destination's.
+		for _, ds := range cur.Destinations {
+			cur.Attempts = max(cur.Attempts, ds.Attempts)
+		}
+		cur.Error = strings.Join(msgs, "; ")
+		if !final && cur.Attempts >= retry.MaxAttempts && nextAt.IsZero() {
+			final = true
+		}
+		if final {
+			// The job cannot succeed as a whole: destinations still
+			// waiting for a try are not tried again.
+			for i := range cur.Destinations {
+				if ds := &cur.Destinations[i]; ds.State != state.DestDone {
+					ds.State, ds.NextAttempt = state.DestFailed, time.Time{}
+				}
+			}
+			cur.State, cur.MoveTo, cur.NextAttempt = state.Moving, state.MoveFailed, time.Time{}
+			return nil
+		}
+		if nextAt.IsZero() {
+			nextAt = storedTime(time.Now().Add(backoff(retry.InitialBackoff, retry.MaxBackoff, cur.Attempts)))
+		}
+		cur.State, cur.NextAttempt = state.Retry, nextAt
+		return nil
+	})
+	if err != nil {
+		return stop
+	}
+	switch {
+	case updated.State == state.Moving && updated.MoveTo == state.MoveProcessed:
+		return next
+	case final:
+		d.log.Error("job failed", "job", j.ID, "path", j.Path, "attempts", updated.Attempts, "err", updated.Error)
+		d.abortAll(ctx, j.ID)
+		return next
+	}
+	d.log.Warn("attempt failed; will retry", "job", j.ID, "path", j.Path, "attempt", updated.Attempts,
+		"max_attempts", retry.MaxAttempts, "retry_at", nextAt.Format(time.RFC3339), "err", updated.Error)
+	d.sched.pushAt(j.ID, nextAt)
+	return stop
 }
 
 // resultCommit is the change the filer commits for a quickStart job: into
@@ -278,7 +561,7 @@ func (d *Daemon) resultCommit(mem *state.Job, rt *runtime, results []destResult)
 	target := d.planTarget(mem, rt)
 	return func(j *state.Job) error {
 		if j.State == state.Queued || j.State == state.Retry {
-			beginUpload(j, mem.Sidecar)
+			beginUpload(j, mem)
 		}
 		for _, r := range results {
 			ds := j.Dest(r.name)
@@ -335,6 +618,11 @@ func (d *Daemon) deliverOne(ctx context.Context, j *state.Job, src *uploader.Sou
 	if err := dest.Register(ctx, src, cp, sess); err != nil {
 		return err
 	}
+	// The destination has the bytes it read: before it counts as
+	// delivered, the file must still be the version they came from.
+	if err := d.checkVersion(ctx, j, cp.SHA256); err != nil {
+		return err
+	}
 	if q != nil && sess.held {
 		raw, err := json.Marshal(cp)
 		if err != nil {
@@ -371,9 +659,9 @@ func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp
 	if err != nil {
 		return err
 	}
-	_, err = d.store.Update(ctx, id, func(j *state.Job) error {
+	_, err = d.commit(ctx, id, "destination "+name+" "+string(st), func(j *state.Job) error {
 		if j.State == state.Queued || j.State == state.Retry {
-			beginUpload(j, mem.Sidecar) // a quickStart job
+			beginUpload(j, mem) // a quickStart job
 		}
 		ds := j.Dest(name)
 		if ds == nil {
@@ -386,9 +674,6 @@ func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp
 		}
 		return nil
 	})
-	if err != nil && ctx.Err() == nil {
-		d.log.Error("commit destination state", "job", id, "destination", name, "err", err)
-	}
 	return err
 }
 
@@ -414,6 +699,7 @@ func (d *Daemon) planTarget(j *state.Job, rt *runtime) string {
 func advance(j *state.Job, ds *state.Dest, st state.DestState) {
 	ds.State = st
 	ds.Error = ""
+	ds.NextAttempt = time.Time{}
 	uploading, done := false, true
 	for _, o := range j.Destinations {
 		if o.State == state.DestUploading || o.State == state.DestPending {
@@ -480,7 +766,7 @@ func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
 	promoted := false
-	_, err = s.d.store.Update(ctx, s.id, func(j *state.Job) error {
+	_, err = s.d.commit(ctx, s.id, "upload checkpoint of "+s.dest, func(j *state.Job) error {
 		ds := j.Dest(s.dest)
 		if ds == nil {
 			return fmt.Errorf("job %d has no destination %s", s.id, s.dest)
@@ -503,8 +789,9 @@ func (s *session) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 
 func (s *session) Progress(n int64) { s.bytes.set(n, time.Now()) }
 
-// handleErrors decides, after every destination has had its go, between
-// back-to-waiting (the file changed), gone (it vanished), retry, and failed.
+// handleErrors handles what concerns the job as a whole, after every
+// destination has stopped: the file vanished (gone), changed (back to
+// waiting), or a commit failed (already scheduled again).
 func (d *Daemon) handleErrors(ctx context.Context, j *state.Job, errs []destErr) bool {
 	// A vanished file first: waiting for it to settle again would wait
 	// for ever.
@@ -524,6 +811,13 @@ func (d *Daemon) handleErrors(ctx context.Context, j *state.Job, errs []destErr)
 			return d.backToWaiting(ctx, j)
 		}
 	}
+	for _, e := range errs {
+		if isCommitError(e.err) {
+			return false // scheduled again by commit
+		}
+	}
+	// Anything else (not expected: destinations record their own
+	// failures) counts as a failed attempt of the job.
 	permanent := false
 	for _, e := range errs {
 		kind := "transient"
@@ -536,9 +830,10 @@ func (d *Daemon) handleErrors(ctx context.Context, j *state.Job, errs []destErr)
 	return d.fail(ctx, j, errs, permanent)
 }
 
-// fail records an attempt's failures: the job retries with backoff, or, when
-// an error is permanent or attempts are used up, heads to failed_dir.
-// Destinations that finished stay done either way.
+// fail records a failed attempt of the job itself (its file or sidecar
+// cannot be read, ...): the job retries with backoff, or, when an error is
+// permanent or attempts are used up, heads to failed_dir. Destinations
+// that finished stay done either way.
 func (d *Daemon) fail(ctx context.Context, j *state.Job, errs []destErr, permanent bool) bool {
 	var parts []string
 	for _, e := range errs {
@@ -552,7 +847,7 @@ func (d *Daemon) fail(ctx context.Context, j *state.Job, errs []destErr, permane
 	retry := d.Config().Retry
 	var next time.Time
 	final := false
-	updated, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+	updated, err := d.commit(ctx, j.ID, "failed attempt", func(j *state.Job) error {
 		j.Attempts++
 		j.Error = msg
 		final = permanent || j.Attempts >= retry.MaxAttempts
@@ -584,7 +879,6 @@ func (d *Daemon) fail(ctx context.Context, j *state.Job, errs []destErr, permane
 		return nil
 	})
 	if err != nil {
-		d.log.Error("commit failure", "job", j.ID, "err", err, "cause", msg)
 		return false
 	}
 	if final {
@@ -638,22 +932,27 @@ func (d *Daemon) abortAll(ctx context.Context, id uint64) {
 }
 
 // backToWaiting resets a job whose file changed: its uploads start over
-// once the new version is stable.
+// once the new version is stable. Destinations that had finished hold the
+// old version, so they are sent the new one too.
 func (d *Daemon) backToWaiting(ctx context.Context, j *state.Job) bool {
-	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+	_, err := d.commit(ctx, j.ID, "change of file", func(j *state.Job) error {
 		j.State = state.Waiting
 		j.Error = "file changed while it was being delivered; waiting for it to be stable again"
+		j.CTime = time.Time{}
+		j.SHA256 = ""
 		for i := range j.Destinations {
-			if j.Destinations[i].State != state.DestDone {
-				j.Destinations[i].State = state.DestPending
-				j.Destinations[i].Checkpoint = nil
-				j.Destinations[i].BytesDone = 0
+			ds := &j.Destinations[i]
+			if ds.State == state.DestDone {
+				j.Note(ds.Name, "delivered a version that has since changed ("+orDash(ds.Object)+"); sending the new one")
 			}
+			ds.State = state.DestPending
+			ds.Checkpoint = nil
+			ds.BytesDone = 0
+			ds.NextAttempt = time.Time{}
 		}
 		return nil
 	})
 	if err != nil {
-		d.log.Error("commit waiting", "job", j.ID, "err", err)
 		return false
 	}
 	d.log.Warn("file changed after it was found; waiting for it to settle again", "job", j.ID, "path", j.Path)
@@ -662,7 +961,7 @@ func (d *Daemon) backToWaiting(ctx context.Context, j *state.Job) bool {
 }
 
 func (d *Daemon) markGone(ctx context.Context, j *state.Job, reason string) bool {
-	_, err := d.store.Update(ctx, j.ID, func(j *state.Job) error {
+	_, err := d.commit(ctx, j.ID, "vanished file", func(j *state.Job) error {
 		j.State = state.Gone
 		j.Error = reason
 		// Destinations that had not finished never will: their uploads
@@ -670,19 +969,20 @@ func (d *Daemon) markGone(ctx context.Context, j *state.Job, reason string) bool
 		for i := range j.Destinations {
 			if ds := &j.Destinations[i]; ds.State != state.DestDone {
 				ds.State = state.DestPending
+				ds.NextAttempt = time.Time{}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		d.log.Error("commit gone", "job", j.ID, "err", err)
 		return false
 	}
 	d.log.Warn("file vanished", "job", j.ID, "path", j.Path, "reason", reason)
 	return false
 }
 
-// sourceChanged compares the file on disk with the job's version.
+// sourceChanged compares the file on disk with the job's version: size,
+// mtime, inode, device and, once recorded, the change time.
 func (d *Daemon) sourceChanged(j *state.Job) (changed, gone bool, err error) {
 	fi, err := os.Lstat(j.Path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -696,6 +996,9 @@ func (d *Daemon) sourceChanged(j *state.Job) (changed, gone bool, err error) {
 	}
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	if fi.Size() != j.Size || !fi.ModTime().Equal(j.ModTime) || (st != nil && (st.Ino != j.Inode || uint64(st.Dev) != j.Device)) {
+		return true, false, nil
+	}
+	if st != nil && !j.CTime.IsZero() && !ctimeOf(st).Equal(j.CTime) {
 		return true, false, nil
 	}
 	return false, false, nil

@@ -54,6 +54,11 @@ type Job struct {
 	ModTime time.Time `json:"mtime"`
 	Inode   uint64    `json:"inode"`
 	Device  uint64    `json:"device"`
+	// CTime is the file's change time when the version was recorded. A
+	// rewrite in place that restores size and mtime (rsync --inplace,
+	// touch -d) still moves it, so it is checked again before the job
+	// counts as delivered. Zero for jobs recorded before it was kept.
+	CTime time.Time `json:"ctime,omitzero"`
 
 	State       State     `json:"state"`
 	Error       string    `json:"error,omitempty"` // last error, plain words
@@ -83,6 +88,10 @@ type Dest struct {
 	BytesDone int64     `json:"bytes_done"`
 	Error     string    `json:"error,omitempty"`
 	Attempts  int       `json:"attempts"`
+	// NextAttempt is set while this destination waits to be tried again
+	// after a failed attempt (its State says which step failed); Error
+	// holds why. Cleared when the destination moves on.
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	// Checkpoint is owned by the uploader; the store keeps it opaque.
 	Checkpoint json.RawMessage `json:"checkpoint,omitempty"`
 }

@@ -7,6 +7,7 @@ package state
 //	idx_path   folder 0x00 relpath 0x00 id               -> empty
 //	counts     folder 0x00 state                         -> 8-byte big-endian count
 //	meta       "schema"                                  -> "1"
+//	outbox     8-byte big-endian sequence                -> JSON OutboxEntry (see outbox.go)
 //
 // Big-endian ids sort numerically, so cursors give ids in order within any
 // prefix. Folder names, relpaths and states may not contain 0x00, which makes
@@ -44,6 +45,9 @@ func initSchema(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
+	}
+	if _, err := tx.CreateBucketIfNotExists([]byte(bucketOutbox)); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketOutbox, err)
 	}
 	meta := tx.Bucket([]byte(bucketMeta))
 	if meta.Get([]byte(keySchema)) == nil {

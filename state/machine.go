@@ -23,7 +23,9 @@ func CanTransition(from, to State) bool {
 	case Uploading:
 		return to == Registering || to == Moving || to == Retry || to == Waiting || to == Gone
 	case Registering:
-		return to == Moving || to == Retry
+		// Waiting, Gone: the file changed or vanished after its bytes were
+		// sent, before the job counted as delivered.
+		return to == Moving || to == Retry || to == Waiting || to == Gone
 	case Retry:
 		return to == Queued || to == Uploading || to == Moving || to == Gone || to == Waiting
 	case Moving:

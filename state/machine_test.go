@@ -16,7 +16,7 @@ func specTransitions() map[State][]State {
 		Waiting:     {Queued, Gone, Moving},
 		Queued:      {Uploading, Waiting, Gone, Moving, Retry},
 		Uploading:   {Registering, Moving, Retry, Waiting, Gone},
-		Registering: {Moving, Retry},
+		Registering: {Moving, Retry, Waiting, Gone},
 		Retry:       {Queued, Uploading, Moving, Gone, Waiting},
 		Moving:      {Done, Failed},
 		Failed:      {Queued},

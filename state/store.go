@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,18 +63,27 @@ type Stats struct {
 // Store is the bbolt-backed job store. It is safe for concurrent use; bbolt
 // serialises writers and lets readers run alongside.
 type Store struct {
-	db   *bolt.DB
-	path string
-	now  func() time.Time
-	gc   groupCommit
+	db       *bolt.DB // nil for a read-only store: each read opens the file
+	path     string
+	now      func() time.Time
+	gc       groupCommit
+	readOnly bool
+	timeout  time.Duration
+	// writeFailures counts failed write transactions (see WriteFailures).
+	writeFailures atomic.Uint64
 }
 
 // Open opens (creating if needed) the database at path.
 //
 // bbolt takes an exclusive flock for a writer and a shared flock for a
-// read-only open, so a read-only open fails with ErrLocked while the daemon
-// holds the database for writing; status commands must ask the daemon over
-// its control socket then. Several read-only opens can coexist.
+// reader. A read-only Store holds no lock between calls: each read opens the
+// file, reads and closes it again, so a command whose output is paged
+// (`watchfolder list | less`) never keeps the daemon from starting. A read
+// fails with ErrLocked while the daemon holds the database; status commands
+// ask the daemon over its control socket then.
+//
+// A file that exists but cannot be a database (empty, truncated) is refused
+// with ErrCorrupt and a message saying how to recover, never reinitialised.
 func Open(path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("open state database: empty path")
@@ -89,17 +99,51 @@ func Open(path string, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory for %s: %w", path, err)
 	}
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = defaultLockTimeout
 	}
+	clock := opts.Now
+	if clock == nil {
+		clock = time.Now
+	}
+	s := &Store{path: path, now: func() time.Time { return storedTime(clock()) },
+		readOnly: opts.ReadOnly, timeout: timeout}
+	db, err := s.openBolt()
+	if err != nil {
+		return nil, err
+	}
+	if opts.ReadOnly {
+		err = guard(path, func() error { return db.View(checkSchema) })
+		if cerr := db.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	} else {
+		s.db = db
+		err = s.update(initSchema)
+		if err != nil {
+			_ = db.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openBolt opens the file with bbolt, mapping its errors to ErrLocked and
+// ErrCorrupt.
+func (s *Store) openBolt() (*bolt.DB, error) {
 	// The file handle is captured so it can be closed (releasing the flock)
 	// when bbolt panics half-way through opening a damaged file.
 	var file *os.File
 	bopts := &bolt.Options{
-		Timeout:  timeout,
-		ReadOnly: opts.ReadOnly,
+		Timeout:  s.timeout,
+		ReadOnly: s.readOnly,
 		// The hashmap freelist finds free pages in O(1) instead of scanning
 		// an array; it matters once a large database is fragmented by
 		// deletes and history growth, and it is safe (only the choice among
@@ -121,53 +165,46 @@ func Open(path string, opts Options) (*Store, error) {
 		},
 	}
 	var db *bolt.DB
-	err := guard(path, func() error {
+	err := guard(s.path, func() error {
 		var err error
-		db, err = bolt.Open(path, 0o600, bopts)
+		db, err = bolt.Open(s.path, 0o600, bopts)
 		return err
 	})
-	if err != nil {
-		if db == nil && file != nil && errors.Is(err, ErrCorrupt) {
-			// Only reached after a recovered panic: bbolt closes the file
-			// itself when it returns an error.
-			releaseAbandoned(file)
-		}
-		switch {
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
-			errors.Is(err, berrors.ErrVersionMismatch):
-			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-		case errors.Is(err, ErrCorrupt):
-			return nil, err
-		}
-		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	if err == nil {
+		return db, nil
 	}
-
-	clock := opts.Now
-	if clock == nil {
-		clock = time.Now
+	if db == nil && file != nil && errors.Is(err, ErrCorrupt) {
+		// Only reached after a recovered panic: bbolt closes the file
+		// itself when it returns an error.
+		releaseAbandoned(file)
 	}
-	s := &Store{db: db, path: path, now: func() time.Time { return storedTime(clock()) }}
-	if opts.ReadOnly {
-		err = s.view(func(tx *bolt.Tx) error { return checkSchema(tx) })
-	} else {
-		err = s.update(initSchema)
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s%s", ErrLocked, s.path, lockHolders(s.path))
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
+		errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, s.path, err, recoverHint)
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
 	}
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open state database %s: %w", path, err)
-	}
-	return s, nil
+	return nil, fmt.Errorf("open state database %s: %w", s.path, err)
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.db == nil {
+		return nil // read-only: nothing is held between calls
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close state database %s: %w", s.path, err)
 	}
 	return nil
 }
+
+// WriteFailures is how many write transactions have failed since Open
+// (a full disk, an I/O error). The daemon watches it to find jobs whose
+// failed commit left them unscheduled.
+func (s *Store) WriteFailures() uint64 { return s.writeFailures.Load() }
 
 // Path returns the database file's path.
 func (s *Store) Path() string { return s.path }
@@ -255,6 +292,36 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*Job) error {
 		*j = staged[i]
 	}
 	return nil
+}
+
+// ForPath returns every job recorded for folder+relpath, newest first.
+func (s *Store) ForPath(ctx context.Context, folder, relpath string) ([]*Job, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+	}
+	var out []*Job
+	err := s.view(func(tx *bolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		dc := newDescCursor(b.idxPath.Cursor(), pathPrefix(folder, relpath))
+		for ok := dc.start(0); ok; ok = dc.next() {
+			j, err := b.get(dc.id)
+			if errors.Is(err, ErrNotFound) {
+				continue // reported by Check
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+	}
+	return out, nil
 }
 
 // Get returns the job with id, or ErrNotFound.
@@ -625,11 +692,37 @@ func storedTime(t time.Time) time.Time { return t.UTC().Round(0) }
 // page becomes an error instead of killing the daemon or the CLI. bbolt
 // rolls the transaction back itself while the panic unwinds.
 func (s *Store) view(fn func(*bolt.Tx) error) error {
+	if s.db == nil {
+		db, err := s.openBolt()
+		if err != nil {
+			return err
+		}
+		err = guard(s.path, func() error { return db.View(fn) })
+		if cerr := db.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close state database %s: %w", s.path, cerr)
+		}
+		return err
+	}
 	return guard(s.path, func() error { return s.db.View(fn) })
 }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
-	return guard(s.path, func() error { return s.db.Update(fn) })
+	if s.db == nil {
+		return fmt.Errorf("state database %s is open read-only: %w", s.path, berrors.ErrDatabaseReadOnly)
+	}
+	fnOK := false
+	err := guard(s.path, func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			err := fn(tx)
+			fnOK = err == nil
+			return err
+		})
+	})
+	if err != nil && fnOK {
+		// The change was refused by the disk, not by the caller's checks.
+		s.writeFailures.Add(1)
+	}
+	return err
 }
 
 // userPanic marks a panic raised by the caller's own function, which guard

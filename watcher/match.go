@@ -5,6 +5,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/bmatcuk/doublestar/v4"
 )
 
 // DefaultInclude returns the globs used when Folder.Include is empty: the
@@ -49,14 +51,15 @@ func builtinExcluded(lower string) bool {
 
 // matcher is a Folder's name filter, compiled once.
 type matcher struct {
-	root    string   // cleaned folder root; "" when unknown (Match without Path)
-	skip    []string // cleaned absolute directories never watched
-	include []string // lower-cased globs
-	exclude []string // lower-cased globs
+	root     string   // cleaned folder root; "" when unknown (Match without Path)
+	skip     []string // cleaned absolute directories never watched
+	include  []string // lower-cased globs
+	exclude  []string // lower-cased globs
+	sidecars bool     // "*.json" files are sidecars, never candidates
 }
 
 func newMatcher(f Folder) (matcher, error) {
-	m := matcher{}
+	m := matcher{sidecars: f.Sidecars}
 	if f.Path != "" {
 		m.root = filepath.Clean(f.Path)
 	}
@@ -82,23 +85,41 @@ func newMatcher(f Folder) (matcher, error) {
 func compileGlobs(globs []string) ([]string, error) {
 	out := make([]string, 0, len(globs))
 	for _, g := range globs {
-		lg := strings.ToLower(g)
-		if _, err := path.Match(lg, ""); err != nil {
-			return nil, fmt.Errorf("pattern %q: %w", g, err)
+		if err := ValidGlob(g); err != nil {
+			return nil, err
 		}
-		out = append(out, lg)
+		out = append(out, strings.ToLower(g))
 	}
 	return out, nil
 }
 
+// ValidGlob reports whether pattern is a usable include/exclude glob:
+// "*", "?", "[a-z]", "{mov,mxf}" alternatives and "**" (any number of
+// directories); a pattern without "/" is matched against the file name,
+// one with "/" against the path below the folder root. Matching is
+// case-insensitive.
+func ValidGlob(pattern string) error {
+	if pattern == "" {
+		return fmt.Errorf("pattern %q: empty", pattern)
+	}
+	if strings.HasPrefix(pattern, "/") {
+		return fmt.Errorf("pattern %q: must be relative to the folder (no leading /)", pattern)
+	}
+	if !doublestar.ValidatePattern(strings.ToLower(pattern)) {
+		return fmt.Errorf("pattern %q: %w", pattern, doublestar.ErrBadPattern)
+	}
+	return nil
+}
+
 // globMatch matches a pattern against the base name, or against the whole
-// relative path when the pattern names directories ("raw/*.mov").
+// relative path when the pattern names directories ("raw/*.mov",
+// "**/proxies/**").
 func globMatch(pattern, lowerRel, lowerBase string) bool {
 	subject := lowerBase
 	if strings.Contains(pattern, "/") {
 		subject = lowerRel
 	}
-	ok, _ := path.Match(pattern, subject) // patterns were validated in newMatcher
+	ok, _ := doublestar.Match(pattern, subject) // patterns were validated in newMatcher
 	return ok
 }
 
@@ -130,6 +151,11 @@ func (m matcher) match(rel string) bool {
 	}
 	lowerBase := strings.ToLower(base)
 	if builtinExcluded(lowerBase) {
+		return false
+	}
+	if m.sidecars && strings.HasSuffix(lowerBase, ".json") {
+		// Metadata that travels with its media file, whatever Include
+		// says (include = ["*"] must not make every sidecar a job).
 		return false
 	}
 	lowerRel := strings.ToLower(rel)

@@ -79,6 +79,9 @@ type Folder struct {
 	Exclude        []string // globs on the base name, added to the built-in excludes
 	StableAfter    time.Duration
 	RescanInterval time.Duration
+	// Sidecars: "<stem>.json" files are the metadata of a media file
+	// beside them and are never reported themselves.
+	Sidecars bool
 }
 
 // Options for New.
