@@ -15,6 +15,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/watchfolder/watchfolder/state"
 )
 
 const bboltChildEnv = "POWERFS_BBOLT_CHILD"
@@ -281,4 +283,28 @@ func TestWorkDirMustBeEmpty(t *testing.T) {
 	if _, err := New(d); err == nil {
 		t.Error("New on a non-empty directory succeeded")
 	}
+}
+
+// The daemon's state database must survive a cut right after it was
+// created: bbolt syncs the file, the store must sync the directory.
+func TestStateDatabaseSurvivesCutAfterCreate(t *testing.T) {
+	m := mountChild(t)
+	if err := os.Mkdir(m.p("state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m.syncDir(".")
+	path := m.p("state/state.db")
+	st, err := state.Open(path, state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.cut(CutOptions{})
+	st, err = state.Open(path, state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("state database lost by a cut after it was created: %v", err)
+	}
+	st.Close()
 }
