@@ -282,8 +282,9 @@ func (rig *pcRig) startEditor() {
 				return
 			case <-time.After(time.Duration(r.Int64N(int64(2*gap) + 1))):
 			}
+			ws := r.Uint64()
 			deliver := func() {
-				if err := rig.deliver(ctx, f, r.Uint64()); err != nil && ctx.Err() == nil {
+				if err := rig.deliver(ctx, f, ws); err != nil && ctx.Err() == nil {
 					rig.mu.Lock()
 					rig.errs = append(rig.errs, fmt.Errorf("%s: %w", f.rel, err))
 					rig.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
 )
 
@@ -307,4 +308,25 @@ func TestStateDatabaseSurvivesCutAfterCreate(t *testing.T) {
 		t.Fatalf("state database lost by a cut after it was created: %v", err)
 	}
 	st.Close()
+}
+
+// A move into directories the mover creates, followed by the filer's sync
+// of the target directory, must survive a cut: the new directories' names
+// must be durable in their parents too.
+func TestMoveIntoNewDirectoriesSurvivesCut(t *testing.T) {
+	m := mountNew(t)
+	m.mkdir("inbox")
+	m.syncDir(".")
+	m.write("inbox/a.mp4", []byte("media"), true)
+	m.syncDir("inbox")
+	dir, err := mover.MoveUnsynced(m.p("inbox/a.mp4"), m.p("inbox/processed/x/y/a.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mover.SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	m.cut(CutOptions{})
+	m.want("inbox/processed/x/y/a.mp4", []byte("media"))
+	m.want("inbox/a.mp4", nil)
 }
