@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/uploader"
 	"github.com/watchfolder/watchfolder/watcher"
@@ -267,7 +268,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) makeDirs(cfg *config.Config) {
 	for _, f := range cfg.Folders {
 		for _, dir := range []string{f.ProcessedDir, f.FailedDir} {
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			if err := mover.MkdirAll(dir, 0o755); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
 			}
 		}

@@ -48,7 +48,7 @@ func symlinkErr(op, path string, err error) error {
 func openRoot(root string, create bool) (int, error) {
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) && create {
-		if err := os.MkdirAll(root, 0o755); err != nil {
+		if err := MkdirAll(root, 0o755); err != nil {
 			return -1, err
 		}
 		fd, err = unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -89,7 +89,13 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 		}
 		next, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
-			if merr := unix.Mkdirat(cur, c, 0o755); merr != nil && !errors.Is(merr, unix.EEXIST) {
+			merr := unix.Mkdirat(cur, c, 0o755)
+			if merr == nil {
+				// The new name must be durable before anything moved into
+				// the directory counts as filed.
+				merr = unix.Fsync(cur)
+			}
+			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, &os.PathError{Op: "mkdir", Path: filepath.Join(root, rel), Err: merr}
 			}
 			next, err = unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

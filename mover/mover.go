@@ -369,6 +369,28 @@ func SyncDir(dir string) error {
 	return nil
 }
 
+// MkdirAll is os.MkdirAll that makes what it creates durable: the name of
+// each directory it makes is synced in its parent, so a power cut cannot
+// take away a directory that files were then moved into.
+func MkdirAll(path string, perm os.FileMode) error {
+	var made []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		made = append(made, p)
+	}
+	if err := os.MkdirAll(path, perm); err != nil {
+		return err
+	}
+	for _, p := range made {
+		if err := SyncDir(filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PruneEmpty removes dir and its parents while they are empty, stopping at
 // (never removing) root. Errors are ignored: a directory that is not empty
 // or is in use simply stays. No symlink below root is followed.
