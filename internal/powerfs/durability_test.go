@@ -330,3 +330,24 @@ func TestMoveIntoNewDirectoriesSurvivesCut(t *testing.T) {
 	m.want("inbox/processed/x/y/a.mp4", []byte("media"))
 	m.want("inbox/a.mp4", nil)
 }
+
+// A receipt's name becomes durable with the filer's sync of its directory
+// (for the next file filed there); its data must be durable by then, or a
+// cut leaves an empty receipt.
+func TestCompanionWholeOrAbsentAfterCut(t *testing.T) {
+	m := mountNew(t)
+	m.mkdir("processed")
+	m.syncDir(".")
+	data := []byte(`{"job": 1, "path": "a.mp4"}` + "\n")
+	if err := mover.WriteNew(m.mnt, m.p("processed/unsynced.json"), data, 0o644, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := mover.WriteNewWhole(m.mnt, m.p("processed/whole.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.syncDir("processed") // the next file filed into processed/
+	m.cut(CutOptions{})
+	m.want("processed/whole.json", data)
+	// What the receipts were before: the name survives, the data not.
+	m.want("processed/unsynced.json", []byte{})
+}
