@@ -68,6 +68,8 @@ type pcRig struct {
 	bySHA map[string]*pcFile
 	shas  map[string]string // "path size mtime ino" -> sha256, so each file is hashed once
 
+	dbSeen bool // state.db existed after a cut: it must from then on
+
 	// The editor: writes run until stopped; a cut stops them first.
 	mu      sync.Mutex
 	pending []*pcFile // not yet (known to be) durably in the folder
@@ -384,7 +386,7 @@ func (rig *pcRig) writeDurable(ctx context.Context, rel string, data []byte) err
 		return errors.Join(err, ctx.Err())
 	}
 	dst := filepath.Join(rig.s.inbox, filepath.FromSlash(rel))
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := rig.inDir(filepath.Dir(dst), func() error { return os.Rename(tmp, dst) }); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -393,10 +395,43 @@ func (rig *pcRig) writeDurable(ctx context.Context, rel string, data []byte) err
 	return syncDir(filepath.Dir(dst))
 }
 
+// inDir runs op (which puts an entry into dir), first making dir and
+// syncing each new directory's name in its parent: the daemon removes
+// directories that filing left empty, so they come and go.
+func (rig *pcRig) inDir(dir string, op func() error) error {
+	for try := 0; ; try++ {
+		err := rig.mkdirDurable(dir)
+		if err == nil {
+			err = op()
+		}
+		if !errors.Is(err, fs.ErrNotExist) || try == 10 {
+			return err
+		}
+	}
+}
+
+func (rig *pcRig) mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := rig.mkdirDurable(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
 func (rig *pcRig) writeSlow(ctx context.Context, f *pcFile, seed uint64) error {
 	r := newRand(seed)
 	dst := filepath.Join(rig.s.inbox, filepath.FromSlash(f.rel))
-	fh, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	var fh *os.File
+	err := rig.inDir(filepath.Dir(dst), func() error {
+		var err error
+		fh, err = os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -606,6 +641,19 @@ func (rig *pcRig) filedIndex(report bool) map[*pcFile][]string {
 func (rig *pcRig) checkAfterCut() {
 	t := rig.t
 	n := rig.tally.cuts
+	if _, err := os.Stat(filepath.Join(rig.s.stateDir, "state.db")); err == nil {
+		rig.dbSeen = true
+	} else if !rig.dbSeen {
+		// The daemon was cut before it created its database: nothing was
+		// recorded, so nothing can have been filed.
+		rig.mu.Lock()
+		filed := rig.filedIndex(true)
+		rig.mu.Unlock()
+		if len(filed) > 0 {
+			t.Errorf("cut %d: files filed %v but no state database", n, filed)
+		}
+		return
+	}
 	if out, errOut, code := rig.s.cli("db", "check"); code != 0 {
 		t.Errorf("cut %d: watchfolder db check: exit %d\n%s%s", n, code, out, errOut)
 		rig.tally.dbProblems++
@@ -769,7 +817,7 @@ func (rig *pcRig) verifyEnd() {
 		if d.IsDir() && (p == filepath.Join(s.inbox, "processed") || p == filepath.Join(s.inbox, "failed")) {
 			return filepath.SkipDir
 		}
-		if !d.IsDir() {
+		if !d.IsDir() && p != filepath.Join(s.inbox, daemon.FolderLockName) {
 			t.Errorf("left in the folder: %s", p)
 		}
 		return nil

@@ -22,7 +22,8 @@ type node struct {
 // handle is an open file: a descriptor of the live backing file, always
 // opened read-write so that its data can be copied at fsync.
 type handle struct {
-	fd int
+	fd  int
+	gen int // the cut generation it was opened in: dead after a cut
 }
 
 var (
@@ -63,6 +64,18 @@ func (n *node) enter() (*FS, bool) {
 }
 
 func (n *node) id() uint64 { return n.StableAttr().Ino }
+
+// liveHandle returns fh's handle, and whether it was opened since the
+// last cut.
+func (f *FS) liveHandle(fh fs.FileHandle) (*handle, bool) {
+	h, ok := fh.(*handle)
+	if !ok {
+		return nil, false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return h, h.gen == f.gen
+}
 
 // path is n's backing path (a placeholder that does not exist if n is no
 // longer in any directory).
@@ -127,8 +140,10 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	defer f.rw.RUnlock()
 	var st syscall.Stat_t
 	var err error
-	if h, ok := fh.(*handle); ok {
+	if h, live := f.liveHandle(fh); live {
 		err = syscall.Fstat(h.fd, &st)
+	} else if h != nil {
+		return syscall.EIO
 	} else {
 		err = syscall.Lstat(n.path(), &st)
 	}
@@ -158,6 +173,9 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	p := n.path()
 	fd := -1
 	if h, ok := fh.(*handle); ok {
+		if h.gen != f.gen {
+			return syscall.EIO
+		}
 		fd = h.fd
 	}
 	if sz, ok := in.GetSize(); ok {
@@ -308,7 +326,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, e
 	}
 	f.fillAttr(&out.Attr, &st, id)
-	return n.newChild(ctx, id, st.Mode), &handle{fd: fd}, 0, 0
+	return n.newChild(ctx, id, st.Mode), &handle{fd: fd, gen: f.gen}, 0, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -526,7 +544,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if trunc {
 		f.changed(ino, fd, 0, 0, 0)
 	}
-	return &handle{fd: fd}, 0, 0
+	return &handle{fd: fd, gen: f.gen}, 0, 0
 }
 
 func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -535,9 +553,9 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 		return nil, syscall.EIO
 	}
 	defer f.rw.RUnlock()
-	h, ok := fh.(*handle)
-	if !ok {
-		return nil, syscall.EBADF
+	h, live := f.liveHandle(fh)
+	if !live {
+		return nil, syscall.EIO
 	}
 	got, err := unix.Pread(h.fd, dest, off)
 	if err != nil {
@@ -552,9 +570,9 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		return 0, syscall.EIO
 	}
 	defer f.rw.RUnlock()
-	h, ok := fh.(*handle)
-	if !ok {
-		return 0, syscall.EBADF
+	h, live := f.liveHandle(fh)
+	if !live {
+		return 0, syscall.EIO
 	}
 	f.mu.Lock()
 	ino := f.nodes[n.id()]
@@ -588,9 +606,9 @@ func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 		return syscall.EIO
 	}
 	defer f.rw.RUnlock()
-	h, ok := fh.(*handle)
-	if !ok {
-		return syscall.EBADF
+	h, live := f.liveHandle(fh)
+	if !live {
+		return syscall.EIO
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -625,6 +643,9 @@ func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 	h, ok := fh.(*handle)
 	if !ok {
 		return syscall.EBADF
+	}
+	if h.gen != f.gen {
+		return syscall.EIO
 	}
 	if err := f.syncFile(ino, h.fd); err != nil {
 		return syscall.EIO

@@ -161,6 +161,7 @@ type FS struct {
 	// done across a cut.
 	rw      sync.RWMutex
 	mounted *mount // under rw
+	parked  *mount // under rw: the mount a cut took away, until Mount
 
 	mu      sync.Mutex // the model below
 	live    string
@@ -209,12 +210,34 @@ func New(workDir string) (*FS, error) {
 }
 
 // Mount serves the file system's current state at dir (an existing,
-// empty directory). It needs root (a direct mount, no fusermount).
+// empty directory). It needs root (a direct mount, no fusermount). After a
+// cut, it brings back the same mount (dir must be the same): the kernel
+// forgets everything it cached, and the device number stays the same, as
+// it does for a disk after a reboot (programs that identify files by
+// device and inode, as the daemon does, depend on that).
 func (f *FS) Mount(dir string) error {
 	f.rw.Lock()
 	if f.mounted != nil {
 		f.rw.Unlock()
 		return fmt.Errorf("powerfs: already mounted at %s", f.mounted.dir)
+	}
+	if p := f.parked; p != nil {
+		if p.dir != dir {
+			f.rw.Unlock()
+			return fmt.Errorf("powerfs: the cut mount is at %s, not %s", p.dir, dir)
+		}
+		f.parked = nil
+		f.mu.Lock()
+		p.live = f.live
+		f.mu.Unlock()
+		f.rw.Unlock()
+		// While operations still fail: no request can hold a directory
+		// lock the kernel needs for the invalidations.
+		p.forgetAll()
+		f.rw.Lock()
+		f.mounted = p
+		f.rw.Unlock()
+		return nil
 	}
 	f.mu.Lock()
 	m := &mount{fs: f, dir: dir, live: f.live}
@@ -259,7 +282,10 @@ func (f *FS) Mount(dir string) error {
 func (f *FS) Unmount() error {
 	f.rw.Lock()
 	m := f.mounted
-	f.mounted = nil
+	if m == nil {
+		m = f.parked
+	}
+	f.mounted, f.parked = nil, nil
 	f.mu.Lock()
 	err := f.syncAllLocked()
 	f.mu.Unlock()
@@ -315,27 +341,22 @@ func (f *FS) Stats() Stats {
 }
 
 // Cut is the power cut: from this moment every operation on the mount
-// fails, what was not durable is discarded (but for the random part
-// o.Keep asks for), the mount goes away, and the backing tree is rebuilt
-// from the durable state. Mount shows it again. Processes with files open
-// on the mount should be gone first (a busy mount is detached lazily).
+// fails (EIO), what was not durable is discarded (but for the random part
+// o.Keep asks for), and the backing tree is rebuilt from the durable state.
+// Mount shows it. Files opened before the cut stay dead after it; the
+// processes that had them open should be gone (as after a power cut).
 func (f *FS) Cut(o CutOptions) (CutReport, error) {
 	f.rw.Lock()
-	m := f.mounted
-	f.mounted = nil
-	f.mu.Lock()
-	rep, werr := f.discard(o)
-	f.mu.Unlock()
-	f.rw.Unlock()
-
-	var uerr error
-	if m != nil {
-		uerr = m.unmount()
+	defer f.rw.Unlock()
+	if f.mounted != nil {
+		f.parked = f.mounted
+		f.mounted = nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	rep, werr := f.discard(o)
 	f.stats.Cuts++
-	return rep, errors.Join(werr, uerr, f.rebuild())
+	return rep, errors.Join(werr, f.rebuild())
 }
 
 // discard decides what survives the cut: the durable state, plus the
@@ -672,6 +693,29 @@ func (f *FS) syncDir(dir uint64) {
 		f.durable.apply(&f.log[i])
 	}
 	f.log = without(f.log, idx)
+}
+
+// forgetAll makes the kernel forget every name and every cached page and
+// attribute of the mount, and empties the node tree, so that everything
+// is looked up again in the rebuilt backing tree.
+func (m *mount) forgetAll() {
+	var walk func(n *fs.Inode)
+	walk = func(n *fs.Inode) {
+		chs := n.Children()
+		for name, ch := range chs {
+			if ch.IsDir() {
+				walk(ch)
+			}
+			n.NotifyEntry(name)
+			ch.NotifyContent(0, 0)
+		}
+		for name := range chs {
+			n.RmChild(name)
+		}
+	}
+	root := m.root.EmbeddedInode()
+	walk(root)
+	root.NotifyContent(0, 0)
 }
 
 func (m *mount) unmount() error {
