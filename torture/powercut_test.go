@@ -68,7 +68,8 @@ type pcRig struct {
 	bySHA map[string]*pcFile
 	shas  map[string]string // "path size mtime ino" -> sha256, so each file is hashed once
 
-	dbSeen bool // state.db existed after a cut: it must from then on
+	dbSeen       bool            // state.db existed after a cut: it must from then on
+	storeChecked map[uint64]bool // done jobs whose objects were checked
 
 	// The editor: writes run until stopped; a cut stops them first.
 	mu      sync.Mutex
@@ -173,7 +174,8 @@ func newPCRig(t *testing.T, sd uint64) *pcRig {
 			t.Logf("powerfs log:\n%s", b)
 		}
 	})
-	rig := &pcRig{t: t, srv: srv, mnt: mnt, stage: filepath.Join(mnt, "stage"), bySHA: map[string]*pcFile{}, shas: map[string]string{}}
+	rig := &pcRig{t: t, srv: srv, mnt: mnt, stage: filepath.Join(mnt, "stage"), bySHA: map[string]*pcFile{}, shas: map[string]string{},
+		storeChecked: map[uint64]bool{}}
 
 	// Installed before the first start, and durable: the folder with its
 	// subdirectories, the state directory, the editor's staging area.
@@ -689,7 +691,20 @@ func (rig *pcRig) checkAfterCut() {
 		rig.tally.dbProblems++
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	for _, j := range jobs {
+		if j.State == state.Done && !rig.storeChecked[j.ID] {
+			// Done means delivered: the bytes are in every store.
+			rig.storeChecked[j.ID] = true
+			for _, d := range rig.s.cfg.dests {
+				if got, err := objectSum(ctx, d.bucket, folder+"/"+j.RelPath); err != nil || got != j.SHA256 {
+					t.Errorf("cut %d: job %d (%s) is done but s3://%s/%s/%s is %s (%v), want %s",
+						n, j.ID, j.RelPath, d.bucket, folder, j.RelPath, got, err, j.SHA256)
+					rig.tally.lost++
+				}
+			}
+		}
 		if j.State != state.Done && j.State != state.Failed {
 			continue
 		}
