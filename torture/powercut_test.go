@@ -132,7 +132,10 @@ func TestPowerCut(t *testing.T) {
 	t.Logf("settled %s after the last cut", time.Since(start).Round(time.Millisecond))
 	s.stop()
 	rig.verifyEnd()
-	st, _ := rig.srv.Stats()
+	st, err := rig.srv.Stats()
+	if err != nil || st.Anomalies != 0 {
+		t.Errorf("power-cut file system: %d anomalies (entries it did not know) %v", st.Anomalies, err)
+	}
 	tl := rig.tally
 	t.Logf("power cut: files %d, cuts %d, lost %d, duplicated %d, db problems %d; torn receipts %d, torn reason files %d, "+
 		"receipts missing %d, leftover temp files %d; discarded by the cuts: %d directory changes, %d pages in %d files; "+
