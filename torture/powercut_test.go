@@ -142,13 +142,18 @@ func TestPowerCut(t *testing.T) {
 		"fsyncs %d files, %d directories",
 		len(rig.files), tl.cuts, tl.lost, tl.duplicated, tl.dbProblems, tl.tornReceipts, tl.tornReasons,
 		tl.receiptsMissing, tl.leftoverTemps, tl.opsLost, tl.pagesLost, tl.filesWithLostData, st.FileSyncs, st.DirSyncs)
-	if b, err := os.ReadFile(s.logPath); err == nil && strings.Contains(string(b), "lease") {
+	// The writer probe (a read lease) on FUSE: the kernel handles leases
+	// locally, so it works; where it does not, the daemon logs the fallback
+	// to stable_after once, which is expected.
+	if b, err := os.ReadFile(s.logPath); err == nil {
+		probe := "writer probe works on the FUSE mount (no fallback to stable_after logged)"
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, "lease") {
-				t.Logf("lease probe: %s", line)
+			if strings.Contains(line, "cannot check for local writers") {
+				probe = "writer probe fell back to stable_after: " + line
 				break
 			}
 		}
+		t.Logf("power cut: %s", probe)
 	}
 }
 
