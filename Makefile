@@ -27,6 +27,12 @@ $(BIN)/minio.$(MINIO_VERSION):
 
 test-deps: $(BIN)/minio.$(MINIO_VERSION)
 
+# The status page's browser tests drive Debian's chromium (web/).
+.PHONY: chromium
+test-deps: chromium
+chromium:
+	@./scripts/apt-deps.sh chromium
+
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...

@@ -11,9 +11,19 @@
 #           `rclone copy --transfers 8`
 #   resume  SIGKILL watchfolder at ~50 % of a 1 GiB upload, restart, count
 #           the bytes that crossed a proxy in front of MinIO
+#   wan1gib one 1 GiB file through a simulated WAN (toxiproxy, in-process in
+#           bench/cmd/wan: BENCH_WAN_ONE_WAY each way, BENCH_WAN_RATE per
+#           connection upstream) in front of the same MinIO: watchfolder vs
+#           `mc cp` and `rclone copyto` with their defaults, and with their
+#           documented parallelism settings (`mc put --parallel 16`,
+#           `rclone copyto --s3-upload-concurrency 16`)
+#   wan500  500 files of 2 MiB at once through the same WAN: watchfolder vs
+#           `mc mirror` vs `rclone copy --transfers 8`
 #
 # Environment knobs (defaults in brackets):
-#   BENCH_RUNS [3]  BENCH_SCENARIOS ["1gib burst resume"]
+#   BENCH_RUNS [3]  BENCH_SCENARIOS ["1gib burst resume wan1gib wan500"]
+#   BENCH_WAN_ONE_WAY [20ms]  BENCH_WAN_RATE [20MiB]  (per connection, upstream)
+#   BENCH_WAN_FILES [500]  BENCH_WAN_SIZE [2097152]  BENCH_WAN_BIG_SIZE [$BENCH_BIG_SIZE]
 #   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
 #   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
 #   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs
@@ -25,7 +35,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN="$ROOT/.bin"
+BIN="${WATCHFOLDER_BIN_DIR:-$ROOT/.bin}" # as internal/testenv: where the pinned tools are
 GO=${GO:-go}
 
 # Peers, pinned (rebuilt only when the version changes: see the stamp files).
@@ -36,8 +46,13 @@ RCLONE_VERSION=v1.75.1
 MINIO_VERSION=$(sed -n 's/^MINIO_VERSION *:= *//p' "$ROOT/Makefile")
 
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-"1gib burst resume"}
+SCENARIOS=${BENCH_SCENARIOS:-"1gib burst resume wan1gib wan500"}
+WAN_ONE_WAY=${BENCH_WAN_ONE_WAY:-20ms}
+WAN_RATE=${BENCH_WAN_RATE:-20MiB}
+WAN_FILES=${BENCH_WAN_FILES:-500}
+WAN_SIZE=${BENCH_WAN_SIZE:-2097152}
 BIG_SIZE=${BENCH_BIG_SIZE:-1073741824}
+WAN_BIG_SIZE=${BENCH_WAN_BIG_SIZE:-$BIG_SIZE}
 BURST_FILES=${BENCH_BURST_FILES:-2000}
 BURST_SIZE=${BENCH_BURST_SIZE:-262144}
 WAIT_LOAD=${BENCH_WAIT_LOAD:-900}
@@ -64,6 +79,7 @@ VARIANTS=${BENCH_VARIANTS:-1}
 wants() {
   case $1 in
     wf-*) [[ $VARIANTS == 1 && " $TOOLS " == *" watchfolder "* ]] ;;
+    mc-*|rclone-*) [[ " $TOOLS " == *" ${1%%-*} "* ]] ;;
     *) [[ " $TOOLS " == *" $1 "* ]] ;;
   esac
 }
@@ -77,14 +93,16 @@ mkdir -p "$RESULTS_DIR/logs"
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/wfbench.XXXXXX)}
 mkdir -p "$WORK"
 MINIO_PID=
+WAN_PID=
 cleanup() {
+  if [[ -n "$WAN_PID" ]]; then kill "$WAN_PID" 2>/dev/null || true; wait "$WAN_PID" 2>/dev/null || true; fi
   if [[ -n "$MINIO_PID" ]]; then kill "$MINIO_PID" 2>/dev/null || true; wait "$MINIO_PID" 2>/dev/null || true; fi
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "scratch kept in $WORK"; fi
 }
 trap cleanup EXIT
 
 log "building the benchmark helpers"
-(cd "$ROOT" && for t in measure wfrun report; do "$GO" build -o "$WORK/tools/$t" "./bench/cmd/$t"; done)
+(cd "$ROOT" && for t in measure wfrun report wan; do "$GO" build -o "$WORK/tools/$t" "./bench/cmd/$t"; done)
 # A private copy: other work may rebuild ./watchfolder while this runs.
 cp "$ROOT/watchfolder" "$WORK/tools/watchfolder"
 MEASURE="$WORK/tools/measure" WFRUN="$WORK/tools/wfrun" REPORT="$WORK/tools/report"
@@ -117,14 +135,40 @@ wf() { # mode flags...
     -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" "${@:2}"
 }
 
+# The WAN: one proxy for every tool (each connection gets its own cap, as
+# on a real uplink shaped per stream).
+WAN_ENDPOINT=
+if [[ " $SCENARIOS " == *" wan"* ]]; then
+  log "starting the WAN proxy ($WAN_ONE_WAY each way, $WAN_RATE per connection upstream)"
+  coproc WANPROC { exec "$WORK/tools/wan" -upstream "127.0.0.1:$PORT" -one-way "$WAN_ONE_WAY" -rate "$WAN_RATE"; }
+  WAN_PID=$WANPROC_PID
+  read -r WAN_ADDR <&"${WANPROC[0]}" || die "the WAN proxy did not start"
+  WAN_ENDPOINT="http://$WAN_ADDR"
+  echo "WAN proxy at $WAN_ENDPOINT (pid $WAN_PID)"
+  export MC_HOST_wan="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@$WAN_ADDR"
+  export RCLONE_CONFIG_WAN_TYPE=s3 RCLONE_CONFIG_WAN_PROVIDER=Minio
+  export RCLONE_CONFIG_WAN_ENDPOINT="$WAN_ENDPOINT" RCLONE_CONFIG_WAN_REGION=us-east-1
+  export RCLONE_CONFIG_WAN_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_WAN_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
+fi
+wfwan() { # mode flags...
+  "$WFRUN" "$1" -bin "$WORK/tools/watchfolder" -endpoint "$WAN_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" "${@:2}"
+}
+
 STAGE="$WORK/stage"
 mkdir -p "$STAGE" "$WORK/runs"
 log "generating test files in $STAGE"
-"$WFRUN" gen -path "$STAGE/big.mp4" -size "$BIG_SIZE"
-"$WFRUN" gen -path "$STAGE/burst" -files "$BURST_FILES" -size "$BURST_SIZE"
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+if has 1gib || has resume; then "$WFRUN" gen -path "$STAGE/big.mp4" -size "$BIG_SIZE"; fi
+if has burst; then "$WFRUN" gen -path "$STAGE/burst" -files "$BURST_FILES" -size "$BURST_SIZE"; fi
+if has wan1gib; then
+  if [[ $WAN_BIG_SIZE == "$BIG_SIZE" ]] && has 1gib; then ln "$STAGE/big.mp4" "$STAGE/wanbig.mp4"
+  else "$WFRUN" gen -path "$STAGE/wanbig.mp4" -size "$WAN_BIG_SIZE"; fi
+fi
+if has wan500; then "$WFRUN" gen -path "$STAGE/wan500" -files "$WAN_FILES" -size "$WAN_SIZE"; fi
 # Warm the page cache for everyone: the same inodes are used by every tool
 # (watchfolder's runs move them back to the stage afterwards).
-cat "$STAGE/big.mp4" "$STAGE"/burst/* >/dev/null
+find "$STAGE" -type f -exec cat {} + >/dev/null
 
 wait_quiet() {
   (( WAIT_LOAD > 0 )) || return 0
@@ -162,7 +206,12 @@ run_tool() { # scenario tool run
   local sc=$1 tool=$2 run=$3 b
   b=$(bucket_for "$sc" "$tool" "$run")
   settle
-  local m=("$MEASURE" -scenario "$sc" -tool "$tool" -run "$run" -out "$RES" -log "$RESULTS_DIR/logs/$sc-$tool-$run.log" --)
+  local label=$tool
+  case $tool in
+    mc-p16) label="mc put --parallel 16" ;;
+    rclone-c16) label="rclone --s3-upload-concurrency 16" ;;
+  esac
+  local m=("$MEASURE" -scenario "$sc" -tool "$label" -run "$run" -out "$RES" -log "$RESULTS_DIR/logs/$sc-$tool-$run.log" --)
   case "$sc/$tool" in
     1gib/watchfolder) wf file -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" ;;
     1gib/mc) "${m[@]}" "${MC[@]}" cp "$STAGE/big.mp4" "bench/$b/big.mp4" ;;
@@ -170,6 +219,16 @@ run_tool() { # scenario tool run
     burst/watchfolder) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" ;;
     burst/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/burst" "bench/$b/burst" ;;
     burst/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/burst" "bench:$b/burst" ;;
+    wan1gib/watchfolder) wfwan file -scenario wan1gib -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wanbig.mp4" ;;
+    wan1gib/mc) "${m[@]}" "${MC[@]}" cp "$STAGE/wanbig.mp4" "wan/$b/big.mp4" ;;
+    wan1gib/mc-p16) "${m[@]}" "${MC[@]}" put --parallel 16 "$STAGE/wanbig.mp4" "wan/$b/big.mp4" ;;
+    wan1gib/rclone) "${m[@]}" "${RCLONE[@]}" copyto "$STAGE/wanbig.mp4" "wan:$b/big.mp4" ;;
+    wan1gib/rclone-c16) "${m[@]}" "${RCLONE[@]}" copyto --s3-upload-concurrency 16 "$STAGE/wanbig.mp4" "wan:$b/big.mp4" ;;
+    wan500/watchfolder) wfwan burst -scenario wan500 -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wan500" ;;
+    wan500/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/wan500" "wan/$b/wan500" ;;
+    wan500/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/wan500" "wan:$b/wan500" ;;
+    wan500/wf-mf16) wfwan burst -scenario wan500 -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wan500" \
+      -max-files 16 -tool "watchfolder max_files=16" ;;
     resume/watchfolder) wf resume -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/big.mp4" -kill-at "$(kill_at "$run")" ;;
     # Variants with one setting changed, for the recommendations.
     burst/wf-rcpt) wf burst -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/burst" \
@@ -191,6 +250,8 @@ for sc in $SCENARIOS; do
     1gib) tools_for=(watchfolder mc rclone) ;;
     burst) tools_for=(watchfolder mc rclone wf-rcpt wf-mf8) ;;
     resume) tools_for=(watchfolder wf-c2) ;;
+    wan1gib) tools_for=(watchfolder mc rclone mc-p16 rclone-c16) ;;
+    wan500) tools_for=(watchfolder mc rclone wf-mf16) ;;
     *) die "unknown scenario $sc" ;;
   esac
   log "scenario $sc: ${tools_for[*]}, $RUNS runs"
@@ -214,7 +275,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
 \`sync\` and a 2 s pause before every run. Tools interleaved: run 1 of each tool, then run 2, ...
 
 - **watchfolder**: a fresh daemon per run (fresh state.db, so peak RSS is this run's),
-  engine defaults (part_size 16 MiB, concurrency up to 4, max_files 8, checksum crc32c),
+  engine defaults (part_size 16 MiB, concurrency up to 32, max_files 8, checksum crc32c),
   \`stable_after = "0s"\`. The clock starts at the \`rename(2)\` of the staged file (or
   directory) into the watched folder and stops when every file is in \`processed/\` and the
   control socket counts every job \`done\` (so: detected, committed, uploaded, verified,
@@ -235,6 +296,18 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   the other calls (create, list, complete), ~75 KB for this upload with no kill at all.
   Wall and CPU in that row are from the restart to done (the restart re-reads the committed
   half to finish the whole-file SHA-256).
+- **wan1gib, wan500**: the same MinIO behind \`bench/cmd/wan\`, an in-process toxiproxy
+  (github.com/Shopify/toxiproxy/v2 v2.5.0, pinned in go.mod) adding $WAN_ONE_WAY each way
+  (RTT = 2 ×) and capping each connection at $WAN_RATE/s upstream (a bandwidth toxic per
+  connection, as TCP windows and provider shaping cap each stream of a real uplink; no cap
+  on the sum). Every tool goes through it: watchfolder with its defaults (a fresh daemon,
+  so nothing learned from an earlier upload), \`mc cp\` and \`rclone copyto\` with their
+  defaults (4 parts in flight each), and with their documented parallelism settings:
+  \`mc put --parallel 16\` (mc cp has no such flag) and \`rclone copyto
+  --s3-upload-concurrency 16\`. wan500: 500 files of 2 MiB, \`mc mirror\` and \`rclone copy
+  --transfers 8\` as in the burst; the \`max_files=16\` row is watchfolder with more files
+  in flight. The proxy is a separate process on the same 2 cores: at a few hundred MiB/s it
+  is one more CPU consumer, like MinIO.
 - Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)
 - CPU and RSS are the client's only; MinIO shares the same 2 cores with it in every case.
 EOF

@@ -188,6 +188,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer msrv.Close()
+	wsrv, err := d.startWeb()
+	if err != nil {
+		return err
+	}
+	defer wsrv.Close()
 	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, true))
 	defer func() { d.notifier.Load().close() }()
 

@@ -78,6 +78,12 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 		return nil, fmt.Errorf("job %d: %w", id, err)
 	}
 	info := fileInfoOf(fi)
+	// Moving the file back changed its change time: the version is the
+	// one found now (the bytes done destinations have are these).
+	var ctime time.Time
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ctime = ctimeOf(st)
+	}
 	j, err = d.store.Update(ctx, id, func(j *state.Job) error {
 		if j.State != state.Failed {
 			return fmt.Errorf("job %d changed to %s meanwhile: %w", id, j.State, ErrConflict)
@@ -90,13 +96,14 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 		j.FinalPath = ""
 		j.Path, j.RelPath, j.Sidecar = target, rel, sidecar
 		setVersion(j, info)
+		j.CTime = ctime
 		for i := range j.Destinations {
 			ds := &j.Destinations[i]
 			if ds.State == state.DestDone {
 				continue
 			}
 			// A failed job's multipart uploads were aborted: start over.
-			ds.State, ds.Error, ds.Attempts = state.DestPending, "", 0
+			ds.State, ds.Error, ds.Attempts, ds.NextAttempt = state.DestPending, "", 0, time.Time{}
 			ds.Checkpoint, ds.BytesDone = nil, 0
 		}
 		j.Note("", "retry requested by an operator; file moved back to "+target)

@@ -138,6 +138,9 @@ func restartOnly(a, b *config.Config) []string {
 	if a.Metrics != b.Metrics {
 		out = append(out, "metrics.listen")
 	}
+	if !reflect.DeepEqual(a.Web, b.Web) {
+		out = append(out, "web")
+	}
 	if a.Upload.MaxFiles != b.Upload.MaxFiles {
 		out = append(out, "upload.max_files")
 	}

@@ -122,7 +122,16 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	sidecar, err := d.findSidecar(j, f)
 	if errors.Is(err, errSidecarPending) {
 		wait := j.Created.Add(f.SidecarWait)
-		d.log.Info("waiting for the required sidecar", "path", j.Path, "until", wait.Format(time.RFC3339))
+		if _, serr := os.Lstat(sidecarPath(j.Path)); serr == nil {
+			// There, but written moments ago: look again once it can be
+			// stable, not at the end of sidecar_wait.
+			if w := time.Now().Add(f.StableAfter); w.Before(wait) {
+				wait = w
+			}
+			d.log.Debug("waiting for the sidecar to be stable", "path", j.Path, "until", wait.Format(time.RFC3339Nano))
+		} else {
+			d.log.Info("waiting for the required sidecar", "path", j.Path, "until", wait.Format(time.RFC3339))
+		}
 		d.sched.pushAt(j.ID, wait)
 		return stop
 	}

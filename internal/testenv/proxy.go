@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/rs/zerolog"
 )
 
 // Proxy is a reverse proxy in front of an S3 server that counts object
@@ -98,3 +103,78 @@ func (p *Proxy) AllWrites() map[string]int {
 
 // Addr is the proxy's host:port.
 func (p *Proxy) Addr() string { return p.srv.Listener.Addr().(*net.TCPAddr).String() }
+
+// WAN is an in-process toxiproxy (pinned in go.mod) between clients and a
+// loopback server that makes the server look far away: a latency each way
+// (RTT = 2 × OneWay) and a bandwidth cap per connection on the upstream
+// side (client to server), as TCP windows and provider shaping cap each
+// stream of a real uplink. Every client connection gets its own cap.
+type WAN struct {
+	Addr string // host:port clients connect to
+	p    *toxiproxy.Proxy
+}
+
+// WANLink describes a simulated link.
+type WANLink struct {
+	OneWay      time.Duration // latency added in each direction
+	BytesPerSec int64         // per-connection upstream cap; 0: none
+}
+
+// StartWAN starts a proxy on a free loopback port in front of upstream
+// (host:port). Stop it with Stop.
+func StartWAN(upstream string, link WANLink) (*WAN, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	// The toxics log every connection through the global logger.
+	zerolog.SetGlobalLevel(zerolog.Disabled)
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "wan", addr, upstream)
+	if err := p.Start(); err != nil {
+		return nil, fmt.Errorf("toxiproxy: %w", err)
+	}
+	w := &WAN{Addr: p.Listen, p: p}
+	// Upstream, the cap comes first so the client is paced by it (the
+	// latency toxic buffers what it holds back); then the delay.
+	toxics := []string{
+		fmt.Sprintf(`{"name":"bw","type":"bandwidth","stream":"upstream","attributes":{"rate":%d}}`, kbps(link.BytesPerSec)),
+		fmt.Sprintf(`{"name":"up","type":"latency","stream":"upstream","attributes":{"latency":%d}}`, link.OneWay.Milliseconds()),
+		fmt.Sprintf(`{"name":"down","type":"latency","stream":"downstream","attributes":{"latency":%d}}`, link.OneWay.Milliseconds()),
+	}
+	for _, js := range toxics {
+		if _, err := p.Toxics.AddToxicJson(strings.NewReader(js)); err != nil {
+			p.Stop()
+			return nil, fmt.Errorf("toxiproxy: add toxic %s: %w", js, err)
+		}
+	}
+	return w, nil
+}
+
+// SetLink changes the link for connections' next bytes (a route change,
+// shaping that kicks in).
+func (w *WAN) SetLink(link WANLink) error {
+	updates := map[string]string{
+		"bw":   fmt.Sprintf(`{"attributes":{"rate":%d}}`, kbps(link.BytesPerSec)),
+		"up":   fmt.Sprintf(`{"attributes":{"latency":%d}}`, link.OneWay.Milliseconds()),
+		"down": fmt.Sprintf(`{"attributes":{"latency":%d}}`, link.OneWay.Milliseconds()),
+	}
+	for name, js := range updates {
+		if _, err := w.p.Toxics.UpdateToxicJson(name, strings.NewReader(js)); err != nil {
+			return fmt.Errorf("toxiproxy: update %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Stop closes the proxy and its connections.
+func (w *WAN) Stop() { w.p.Stop() }
+
+// kbps converts bytes/s to toxiproxy's rate unit (1000 bytes/s); 0 is no
+// cap.
+func kbps(bytesPerSec int64) int64 {
+	if bytesPerSec <= 0 {
+		return 0
+	}
+	return max(1, bytesPerSec/1000)
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 var minio *testenv.MinIO
@@ -51,7 +52,7 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func (e *env) options(t *testing.T, engine *uploader.S3) Options {
+func (e *env) options(t *testing.T, engine *s3engine.S3) Options {
 	return Options{
 		Name: "bb", Publication: "demo", Account: e.account, APIKeyID: testKeyID, APISecret: testSecret,
 		APIURL: e.fake.srv.URL, PollInterval: 5 * time.Millisecond, RegisterTimeout: 10 * time.Second,
@@ -60,12 +61,12 @@ func (e *env) options(t *testing.T, engine *uploader.S3) Options {
 }
 
 // engine builds the real transfer engine pointed at the recording proxy.
-func (e *env) engine(t *testing.T) *uploader.S3 {
+func (e *env) engine(t *testing.T) *s3engine.S3 {
 	t.Helper()
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: e.bucket, Region: minio.Region, Endpoint: e.proxy.srv.URL, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
+	}, s3engine.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -73,7 +74,7 @@ func (e *env) engine(t *testing.T) *uploader.S3 {
 }
 
 // placeholder is an engine value for tests that never reach S3 (Register only).
-var placeholder = &uploader.S3{}
+var placeholder = &s3engine.S3{}
 
 // putDirect writes the object the way Upload would (ACL public-read), without
 // the engine, so Register can be tested on its own.
@@ -242,7 +243,7 @@ func TestRegister(t *testing.T) {
 		minElapsed time.Duration
 	}{
 		{name: "happy path numeric id", meta: meta},
-		{name: "string id, no metadata", idAsString: true},
+		{name: "string id, no metadata: title from the file name", idAsString: true},
 		{name: "429 with Retry-After then success", script: []int{429}, retryAfter: "1", meta: meta, minElapsed: time.Second},
 		{name: "5xx burst then success", script: []int{500, 502, 503}, meta: meta},
 		{name: "wrong secret", secret: "not-the-secret", wantErr: "HTTP 401", permanent: true},
@@ -296,8 +297,9 @@ func TestRegister(t *testing.T) {
 			}
 			upd, hasUpd := e.fake.updates[1001]
 			if tt.meta.Title == "" {
-				if hasUpd {
-					t.Errorf("PUT without metadata: %v", upd)
+				// Not the suffixed unique object name.
+				if !hasUpd || upd["title"] != "evening news" || len(upd) != 1 {
+					t.Errorf("update = %v, want the original file name as title", upd)
 				}
 			} else {
 				if !hasUpd || upd["title"] != "Evening news" || upd["description"] != "d" || fmt.Sprint(upd["tags"]) != "[news evening]" {
@@ -311,6 +313,29 @@ func TestRegister(t *testing.T) {
 				t.Errorf("fake clips = %v", e.fake.clips)
 			}
 		})
+	}
+}
+
+// TestSecretForms: the official SDKs take the secret as "<id>-<hex>".
+func TestSecretForms(t *testing.T) {
+	tests := []struct{ id, secret string }{
+		{testKeyID, testSecret},
+		{"", testKeyID + "-" + testSecret},
+		{testKeyID, testKeyID + "-" + testSecret},
+	}
+	for _, tt := range tests {
+		e := setup(t)
+		o := e.options(t, placeholder)
+		o.APIKeyID, o.APISecret = tt.id, tt.secret
+		d, err := New(o)
+		if err != nil {
+			t.Fatalf("New(%q, secret form %d): %v", tt.id, len(tt.secret), err)
+		}
+		src := writeSource(t, "s.mp4", 100, uploader.Metadata{})
+		cp := e.registered(t, src)
+		if err := d.Register(ctxT(t), src, cp, &memSession{}); err != nil {
+			t.Errorf("id %q: Register: %v", tt.id, err)
+		}
 	}
 }
 
@@ -335,7 +360,7 @@ func TestRegisterFilterIgnoredIsError(t *testing.T) {
 func TestRegisterTimeout(t *testing.T) {
 	e := setup(t)
 	o := e.options(t, placeholder)
-	o.RegisterTimeout = 150 * time.Millisecond
+	o.RegisterTimeout = 500 * time.Millisecond
 	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +370,7 @@ func TestRegisterTimeout(t *testing.T) {
 	cp := &uploader.Checkpoint{Uploaded: true, Extra: map[string]string{"sourceid": strings.TrimSuffix(name, ".mp4")}}
 	start := time.Now()
 	err = d.Register(ctxT(t), src, cp, &memSession{})
-	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 150ms"
+	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 500ms"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want containing %q", err, want)
 	}

@@ -29,11 +29,16 @@ var (
 	peers = []string{"mc", "rclone"}
 	// variants are watchfolder runs with a non-default setting, shown for
 	// comparison after the tools (not in the ratios or targets).
-	variants  = []string{"watchfolder receipts=true", "watchfolder max_files=4", "watchfolder concurrency=2"}
-	allTools  = append(slices.Clone(tools), variants...)
+	variants = []string{"watchfolder receipts=true", "watchfolder max_files=4", "watchfolder concurrency=2", "watchfolder max_files=16"}
+	// bestPeers are the peers with their documented parallelism settings
+	// (WAN scenarios).
+	bestPeers = []string{"mc put --parallel 16", "rclone --s3-upload-concurrency 16"}
+	allTools  = slices.Concat(tools, bestPeers, variants)
 	scenarios = []struct{ id, title, peerCmd string }{
 		{"1gib", "one 1 GiB file", "`mc cp FILE`, `rclone copyto FILE`"},
 		{"burst", "2,000 files of 256 KiB at once", "`mc mirror DIR`, `rclone copy --transfers 8 DIR`"},
+		{"wan1gib", "one 1 GiB file over a WAN (40 ms RTT, 20 MiB/s per connection)", "`mc cp FILE`, `rclone copyto FILE`, `mc put --parallel 16 FILE`, `rclone copyto --s3-upload-concurrency 16 FILE`"},
+		{"wan500", "500 files of 2 MiB at once over the same WAN", "`mc mirror DIR`, `rclone copy --transfers 8 DIR`"},
 	}
 )
 
@@ -177,7 +182,7 @@ func tablesMarkdown(sum map[string]map[string]*stat, o opts) string {
 		}
 		if wf := byTool["watchfolder"]; wf != nil {
 			b.WriteString("\n| watchfolder vs | wall | CPU | peak RSS |\n|---|---:|---:|---:|\n")
-			for _, p := range peers {
+			for _, p := range slices.Concat(peers, bestPeers) {
 				if s := byTool[p]; s != nil {
 					fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", p, ratio(wf.wall, s.wall), ratio(wf.cpu, s.cpu), ratio(wf.rss, s.rss))
 				}
@@ -229,6 +234,35 @@ func targets(sum map[string]map[string]*stat, o opts) string {
 		}
 		if name != "" {
 			fmt.Fprintf(&b, "| burst wall ≤ 1.0 × faster peer (%s) | %s | %s |\n", name, ratio(m["watchfolder"].wall, best), mark(m["watchfolder"].wall <= best))
+		}
+	}
+	if m := sum["wan1gib"]; m["watchfolder"] != nil {
+		wf := m["watchfolder"]
+		if mc := m["mc"]; mc != nil {
+			fmt.Fprintf(&b, "| WAN 1 GiB wall ≤ 0.5 × mc cp (defaults) | %s (%.2f s vs %.2f s) | %s |\n", ratio(wf.wall, mc.wall), wf.wall, mc.wall, mark(wf.wall <= 0.5*mc.wall))
+		}
+		best, name := math.Inf(1), ""
+		for _, p := range slices.Concat(peers, bestPeers) {
+			if s := m[p]; s != nil && s.wall < best {
+				best, name = s.wall, p
+			}
+		}
+		if name != "" {
+			fmt.Fprintf(&b, "| WAN 1 GiB wall ≤ 0.8 × best peer setting (%s) | %s (%.2f s vs %.2f s) | %s |\n", name, ratio(wf.wall, best), wf.wall, best, mark(wf.wall <= 0.8*best))
+		}
+		if mc := m["mc"]; mc != nil {
+			fmt.Fprintf(&b, "| WAN 1 GiB peak RSS ≤ mc cp | %.1f MiB vs %.1f MiB | %s |\n", wf.rss, mc.rss, mark(wf.rss <= mc.rss))
+		}
+	}
+	if m := sum["wan500"]; m["watchfolder"] != nil {
+		best, name := math.Inf(1), ""
+		for _, p := range peers {
+			if s := m[p]; s != nil && s.wall < best {
+				best, name = s.wall, p
+			}
+		}
+		if name != "" {
+			fmt.Fprintf(&b, "| WAN 500 × 2 MiB wall ≤ 0.7 × faster peer (%s) | %s (%.2f s vs %.2f s) | %s |\n", name, ratio(m["watchfolder"].wall, best), m["watchfolder"].wall, best, mark(m["watchfolder"].wall <= 0.7*best))
 		}
 	}
 	if s := sum["resume"]["watchfolder"]; s != nil {
@@ -306,10 +340,11 @@ func document(o opts, tables string) ([]byte, error) {
 // bar per tool.
 func chart(sum map[string]map[string]*stat) []byte {
 	const (
-		panelW, barH, gap, labelW, top = 480, 22, 8, 180, 46
+		panelW, barH, gap, labelW, top = 560, 22, 8, 260, 46
 	)
 	colors := map[string]string{"watchfolder": "#2b7bb9", "mc": "#c8553d", "rclone": "#7a9e3b",
-		"watchfolder max_files=4": "#8fb8da", "watchfolder concurrency=2": "#8fb8da", "watchfolder receipts=true": "#8fb8da"}
+		"mc put --parallel 16": "#e09a8a", "rclone --s3-upload-concurrency 16": "#b5cc8e",
+		"watchfolder max_files=4": "#8fb8da", "watchfolder concurrency=2": "#8fb8da", "watchfolder max_files=16": "#8fb8da", "watchfolder receipts=true": "#8fb8da"}
 	type panel struct {
 		title string
 		vals  []float64
@@ -346,7 +381,7 @@ func chart(sum map[string]map[string]*stat) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", w, h, w, h)
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="#fff"/>`+"\n", w, h)
-	fmt.Fprintf(&b, `<text x="10" y="24" font-size="16" font-weight="bold">watchfolder vs mc vs rclone, local MinIO (median; shorter is better)</text>`+"\n")
+	fmt.Fprintf(&b, `<text x="10" y="24" font-size="16" font-weight="bold">watchfolder vs mc vs rclone, local MinIO, direct and through a simulated WAN (median; shorter is better)</text>`+"\n")
 	for i, p := range panels {
 		x0, y0 := 10+(i%cols)*panelW, 40+(i/cols)*panelH
 		fmt.Fprintf(&b, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x0, y0+20, html.EscapeString(p.title))

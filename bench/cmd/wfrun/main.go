@@ -147,7 +147,7 @@ type opts struct {
 	killAt                                float64
 	partSize                              string
 	concurrency, maxFiles                 int
-	tool                                  string
+	tool, scenario                        string
 	receipts                              bool
 }
 
@@ -164,6 +164,7 @@ func measure(mode string, args []string) error {
 	fs.StringVar(&o.out, "out", "", "append the result to this JSON-lines file")
 	fs.IntVar(&o.run, "run", 1, "run number")
 	fs.StringVar(&o.tool, "tool", "watchfolder", "tool name to record (e.g. a variant's)")
+	fs.StringVar(&o.scenario, "scenario", "", "scenario name to record (default: the mode's, e.g. 1gib)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	fs.Float64Var(&o.killAt, "kill-at", 0.5, "resume: SIGKILL after this fraction of the file crossed the proxy")
 	fs.StringVar(&o.partSize, "part-size", "", `[upload] part_size, e.g. "8MiB" (default: the daemon's)`)
@@ -195,6 +196,9 @@ func measure(mode string, args []string) error {
 		rescue(o)
 		return fmt.Errorf("%s run %d: %w (daemon log in %s)", mode, o.run, err, o.work)
 	}
+	if o.scenario != "" {
+		rec.Scenario = o.scenario
+	}
 	rec.Tool, rec.Run = o.tool, o.run
 	fmt.Println(rec.Line())
 	if o.out != "" {
@@ -220,7 +224,7 @@ func setup(o opts, endpoint string) (layout, error) {
 			return l, err
 		}
 	}
-	cfg := fmt.Sprintf(`# written by bench/cmd/wfrun: engine defaults (part_size 16MiB, concurrency 4)
+	cfg := fmt.Sprintf(`# written by bench/cmd/wfrun: engine defaults unless [upload] follows
 state_dir = %q
 control_socket = %q
 
