@@ -3,6 +3,7 @@ package powerfs
 import (
 	"math/rand/v2"
 	"sort"
+	"syscall"
 )
 
 // An op is one change to directory entries that is done in the live tree
@@ -15,6 +16,8 @@ type op struct {
 	n2     string
 	child  uint64 // the node added, removed or moved
 	child2 uint64 // exchange: the node that was at p2/n2
+
+	ctime, ctime2 syscall.Timespec // of child and child2 right after the change
 }
 
 type opKind uint8

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -105,9 +106,27 @@ func (n *node) newChild(ctx context.Context, id uint64, mode uint32) *fs.Inode {
 func (f *FS) fillAttr(out *fuse.Attr, st *syscall.Stat_t, id uint64) {
 	out.FromStat(st)
 	out.Ino = id
-	if ino := f.nodes[id]; ino != nil && ino.shared && out.Nlink > 1 {
+	ino := f.nodes[id]
+	if ino == nil {
+		return
+	}
+	if ino.shared && out.Nlink > 1 {
 		out.Nlink--
 	}
+	if ino.showCtime {
+		if st.Ctim.Sec == ino.ctimeBase.Sec && st.Ctim.Nsec == ino.ctimeBase.Nsec {
+			out.Ctime, out.Ctimensec = uint64(ino.ctime.Sec), uint32(ino.ctime.Nsec)
+		} else {
+			ino.showCtime = false // changed since the cut: its own ctime now
+		}
+	}
+}
+
+// opCtime is the ctime of backing entry p, for an op's record.
+func opCtime(p string) syscall.Timespec {
+	var st syscall.Stat_t
+	syscall.Lstat(p, &st)
+	return st.Ctim
 }
 
 func errno(err error) syscall.Errno { return fs.ToErrno(err) }
@@ -140,10 +159,10 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	defer f.rw.RUnlock()
 	var st syscall.Stat_t
 	var err error
+	// go-fuse passes any open handle of the node, maybe one from before
+	// a cut whose release has not arrived yet: then the path it is.
 	if h, live := f.liveHandle(fh); live {
 		err = syscall.Fstat(h.fd, &st)
-	} else if h != nil {
-		return syscall.EIO
 	} else {
 		err = syscall.Lstat(n.path(), &st)
 	}
@@ -284,7 +303,7 @@ func (n *node) created(ctx context.Context, name, p string, st *syscall.Stat_t, 
 	}
 	f.nodes[id] = ino
 	f.byIno[st.Ino] = id
-	f.log = append(f.log, op{kind: opAdd, p1: n.id(), n1: name, child: id})
+	f.log = append(f.log, op{kind: opAdd, p1: n.id(), n1: name, child: id, ctime: opCtime(p)})
 	return id, 0
 }
 
@@ -396,7 +415,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if e != 0 {
 		return nil, e
 	}
-	f.log = append(f.log, op{kind: opAdd, p1: n.id(), n1: name, child: id})
+	f.log = append(f.log, op{kind: opAdd, p1: n.id(), n1: name, child: id, ctime: st.Ctim})
 	f.fillAttr(&out.Attr, &st, id)
 	return n.newChild(ctx, id, st.Mode), 0
 }
@@ -429,7 +448,10 @@ func (n *node) remove(name string, rm func(string) error) syscall.Errno {
 	if err := rm(p); err != nil {
 		return errno(err)
 	}
-	f.log = append(f.log, op{kind: opRemove, p1: n.id(), n1: name, child: id})
+	// The name is gone, so its ctime cannot be read back: it is now.
+	now := time.Now()
+	f.log = append(f.log, op{kind: opRemove, p1: n.id(), n1: name, child: id,
+		ctime: syscall.Timespec{Sec: now.Unix(), Nsec: int64(now.Nanosecond())}})
 	return 0
 }
 
@@ -465,11 +487,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	switch {
 	case flags&unix.RENAME_EXCHANGE != 0:
-		f.log = append(f.log, op{kind: opExchange, p1: n.id(), n1: name, p2: np.id(), n2: newName, child: id1, child2: id2})
+		f.log = append(f.log, op{kind: opExchange, p1: n.id(), n1: name, p2: np.id(), n2: newName, child: id1, child2: id2,
+			ctime: opCtime(p2), ctime2: opCtime(p1)})
 	case id1 == id2:
 		// Two names of one file: rename does nothing.
 	default:
-		f.log = append(f.log, op{kind: opRename, p1: n.id(), n1: name, p2: np.id(), n2: newName, child: id1})
+		f.log = append(f.log, op{kind: opRename, p1: n.id(), n1: name, p2: np.id(), n2: newName, child: id1, ctime: opCtime(p2)})
 	}
 	return 0
 }

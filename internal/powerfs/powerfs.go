@@ -89,6 +89,12 @@ type inode struct {
 	mtime    unix.Timespec
 	rdev     uint64
 	target   string // symlink
+	// ctime: a disk keeps it across a power cut, and programs compare it
+	// (the daemon does, to see rewrites). The rebuilt backing file has a
+	// new one, so until the file changes, the durable one is shown:
+	// ctimeBase is the backing file's ctime right after the rebuild.
+	ctime, ctimeBase unix.Timespec
+	showCtime        bool
 
 	// Files only. shared: store/<id> is a hard link of the live inode, so
 	// live and durable content are the same bytes. Any change to the data
@@ -114,6 +120,26 @@ func (ino *inode) attrsFrom(st *syscall.Stat_t) {
 	ino.mode = st.Mode
 	ino.uid, ino.gid = st.Uid, st.Gid
 	ino.mtime = unix.Timespec{Sec: st.Mtim.Sec, Nsec: st.Mtim.Nsec}
+	ino.durableCtime(st.Ctim)
+}
+
+// durableCtime records c as the durable ctime if it is the latest.
+func (ino *inode) durableCtime(c syscall.Timespec) {
+	t := unix.Timespec{Sec: c.Sec, Nsec: c.Nsec}
+	if t.Sec > ino.ctime.Sec || t.Sec == ino.ctime.Sec && t.Nsec > ino.ctime.Nsec {
+		ino.ctime = t
+	}
+}
+
+// applyOp makes o durable, with the ctime its nodes had after it.
+func (f *FS) applyOp(o *op) {
+	f.durable.apply(o)
+	if ino := f.nodes[o.child]; ino != nil {
+		ino.durableCtime(o.ctime)
+	}
+	if ino := f.nodes[o.child2]; ino != nil && o.kind == opExchange {
+		ino.durableCtime(o.ctime2)
+	}
 }
 
 // Stats counts what the file system has seen since it was created.
@@ -307,7 +333,7 @@ func (f *FS) SyncAll() error {
 
 func (f *FS) syncAllLocked() error {
 	for i := range f.log {
-		f.durable.apply(&f.log[i])
+		f.applyOp(&f.log[i])
 	}
 	f.log = nil
 	var errs []error
@@ -370,7 +396,7 @@ func (f *FS) discard(o CutOptions) (CutReport, error) {
 	if o.Keep > 0 {
 		kept := randomSubset(f.log, o.Keep, r)
 		for _, i := range kept {
-			f.durable.apply(&f.log[i])
+			f.applyOp(&f.log[i])
 		}
 		rep.OpsKept = len(kept)
 	}
@@ -417,6 +443,13 @@ func (f *FS) rebuild() error {
 	f.byIno[st.Ino] = rootID
 	reached := map[uint64]string{rootID: f.live}
 	err := f.materialize(rootID, f.live, reached)
+	for id, p := range reached {
+		var st syscall.Stat_t
+		if ino := f.nodes[id]; ino != nil && syscall.Lstat(p, &st) == nil {
+			ino.ctimeBase = unix.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec}
+			ino.showCtime = true
+		}
+	}
 	for id, ino := range f.nodes {
 		if _, ok := reached[id]; !ok {
 			ino.clean()
@@ -690,7 +723,7 @@ func (f *FS) syncDir(dir uint64) {
 	f.stats.DirSyncs++
 	idx := closure(f.log, dir)
 	for _, i := range idx {
-		f.durable.apply(&f.log[i])
+		f.applyOp(&f.log[i])
 	}
 	f.log = without(f.log, idx)
 }

@@ -220,6 +220,9 @@ func TestFsyncedFileSurvivesWithItsIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	bs, as := before.Sys().(*syscall.Stat_t), after.Sys().(*syscall.Stat_t)
+	if bs.Ctim != as.Ctim {
+		t.Errorf("ctime changed by the cut: %v, was %v", as.Ctim, bs.Ctim)
+	}
 	if bs.Ino != as.Ino || bs.Dev != as.Dev || !after.ModTime().Equal(mtime) || after.Size() != before.Size() || after.Mode() != before.Mode() || as.Nlink != 1 {
 		t.Errorf("identity changed by the cut: before dev %d ino %d %s %d %v, after dev %d ino %d %s %d %v nlink %d",
 			bs.Dev, bs.Ino, before.ModTime(), before.Size(), before.Mode(), as.Dev, as.Ino, after.ModTime(), after.Size(), after.Mode(), as.Nlink)
