@@ -443,13 +443,6 @@ func (f *FS) rebuild() error {
 	f.byIno[st.Ino] = rootID
 	reached := map[uint64]string{rootID: f.live}
 	err := f.materialize(rootID, f.live, reached)
-	for id, p := range reached {
-		var st syscall.Stat_t
-		if ino := f.nodes[id]; ino != nil && syscall.Lstat(p, &st) == nil {
-			ino.ctimeBase = unix.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec}
-			ino.showCtime = true
-		}
-	}
 	for id, ino := range f.nodes {
 		if _, ok := reached[id]; !ok {
 			ino.clean()
@@ -465,7 +458,17 @@ func (f *FS) rebuild() error {
 			delete(f.durable, id)
 		}
 	}
-	return errors.Join(err, os.RemoveAll(old))
+	err = errors.Join(err, os.RemoveAll(old))
+	// Last: removing the old names changed the ctime of the files whose
+	// inode is in both trees.
+	for id, p := range reached {
+		var st syscall.Stat_t
+		if ino := f.nodes[id]; ino != nil && syscall.Lstat(p, &st) == nil {
+			ino.ctimeBase = unix.Timespec{Sec: st.Ctim.Sec, Nsec: st.Ctim.Nsec}
+			ino.showCtime = true
+		}
+	}
+	return err
 }
 
 func (f *FS) materialize(dir uint64, path string, reached map[uint64]string) error {

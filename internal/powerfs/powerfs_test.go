@@ -230,6 +230,13 @@ func TestFsyncedFileSurvivesWithItsIdentity(t *testing.T) {
 	// A second cut with nothing pending changes nothing.
 	m.cut(CutOptions{})
 	m.want("d/clip.mp4", data)
+	var again syscall.Stat_t
+	if err := syscall.Stat(m.p("d/clip.mp4"), &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Ctim != bs.Ctim || again.Ino != bs.Ino || again.Dev != bs.Dev {
+		t.Errorf("second cut: ctime %v ino %d dev %d, was %v %d %d", again.Ctim, again.Ino, again.Dev, bs.Ctim, bs.Ino, bs.Dev)
+	}
 }
 
 func TestRenameWithoutDirectorySyncIsUndone(t *testing.T) {
