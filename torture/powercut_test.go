@@ -701,6 +701,17 @@ func (rig *pcRig) checkAfterCut() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	filedBy := map[string][]uint64{}
+	for _, j := range jobs {
+		if j.State == state.Done && j.FinalPath != "" {
+			filedBy[j.RelPath] = append(filedBy[j.RelPath], j.ID)
+		}
+	}
+	for rel, ids := range filedBy {
+		if len(ids) > 1 { // counted at the end
+			t.Errorf("cut %d: %s filed by %d done jobs %v (the file never changes)", n, rel, len(ids), ids)
+		}
+	}
 	for _, j := range jobs {
 		if j.State == state.Done && !rig.storeChecked[j.ID] {
 			// Done means delivered: the bytes are in every store.
