@@ -24,6 +24,7 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
+	State        StateSettings
 	Web          Web // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
@@ -53,6 +54,11 @@ type Folder struct {
 	SidecarWait    time.Duration
 	// Receipts: write <name>.receipt.json beside each processed file.
 	Receipts bool
+	// Probe is the media check before upload: "require" (default: a known
+	// container that fails goes to failed_dir), "warn" (deliver anyway,
+	// note the problem), "off", or "ffprobe" (require, plus ffprobe's
+	// stream facts when it is installed).
+	Probe string
 }
 
 // Retry settings.

@@ -272,9 +272,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) makeDirs(cfg *config.Config) {
 	for _, f := range cfg.Folders {
+		if fi, err := os.Stat(f.Path); err != nil || !fi.IsDir() {
+			// Never create the watched folder itself (a typo would be
+			// watched silently); start-up and reload refuse it.
+			continue
+		}
 		for _, dir := range []string{f.ProcessedDir, f.FailedDir} {
+			if _, err := os.Lstat(dir); err == nil {
+				continue
+			}
 			if err := mover.MkdirAll(dir, 0o755); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
+				continue
+			}
+			// Editors read processed/ and failed/: they follow the
+			// folder's group and mode, not the daemon's umask.
+			if err := mover.FollowFolder(f.Path, dir); err != nil {
+				d.log.Warn("cannot give the directory the folder's group and mode", "dir", dir, "err", err)
 			}
 		}
 	}

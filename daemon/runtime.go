@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
@@ -81,6 +82,16 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	cfg, err := d.opts.LoadConfig()
 	if err != nil {
 		d.log.Error("reload refused: the new config has errors; keeping the old one", "err", err)
+		return fmt.Errorf("reload refused, old config kept: %w", err)
+	}
+	// A typo in a folder path must not create and watch an empty folder.
+	if probs := CheckFolders(cfg, nil); len(probs) > 0 {
+		msgs := make([]string, len(probs))
+		for i, p := range probs {
+			msgs[i] = p.String()
+		}
+		err := errors.New(strings.Join(msgs, "; "))
+		d.log.Error("reload refused: a folder cannot be watched; keeping the old config", "err", err)
 		return fmt.Errorf("reload refused, old config kept: %w", err)
 	}
 	old := d.rt.Load()

@@ -317,6 +317,7 @@ func (s *webSource) view(cfg *config.Config, j *state.Job, full bool) web.Job {
 		v.History = append(v.History, web.Event{At: h.At, From: string(h.From), To: string(h.To), Dest: h.Dest,
 			Error: p.Replace(h.Error), Note: p.Replace(h.Note)})
 	}
+	v.Media = webFacts(mediaFacts(j))
 	switch j.State {
 	case state.Failed:
 		v.Reason = p.Replace(reasonText(j, j.Updated))
