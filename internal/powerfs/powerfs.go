@@ -21,11 +21,13 @@
 //     nothing).
 //
 // Cut discards what is not durable (optionally keeping a random part of it,
-// down to single pages of file data: torn writes), unmounts, and rebuilds
-// the backing tree from the durable state; the next Mount shows only that.
-// Inode numbers are the file system's own and survive a cut, as they do on
-// a disk. Attributes other than data and size (mode, owner, mtime) become
-// durable with the file's fsync, or with the change that created it.
+// down to single pages of file data: torn writes) and rebuilds the backing
+// tree from the durable state; until Mount, every operation fails (EIO),
+// and Mount then shows only the durable state. The mount itself stays, so
+// the device number does not change; inode numbers (the file system's own)
+// and ctimes survive a cut too, as they do on a disk. Attributes other than
+// data and size (mode, owner, mtime) become durable with the file's fsync,
+// or with the change that created it (a directory's mode: at its mkdir).
 //
 // Layout of the work directory: live.N is the tree the mount shows,
 // store/<node id> the durable content of each file. A file that has not
