@@ -285,7 +285,7 @@ func (d *Daemon) makeDirs(cfg *config.Config) {
 			// The folder's permission bits: in a setgid folder the
 			// kernel passes the group and the bit on, and no chmod has to
 			// name it (refused under systemd's RestrictSUIDSGID).
-			if err := os.MkdirAll(dir, fi.Mode().Perm()); err != nil {
+			if err := mover.MkdirAll(dir, fi.Mode().Perm()); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
 				continue
 			}

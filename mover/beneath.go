@@ -48,7 +48,7 @@ func symlinkErr(op, path string, err error) error {
 func openRoot(root string, create bool) (int, error) {
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) && create {
-		if err := os.MkdirAll(root, 0o755); err != nil {
+		if err := MkdirAll(root, 0o755); err != nil {
 			return -1, err
 		}
 		fd, err = unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -93,6 +93,11 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 			// setgid folder nothing needs a chmod naming the setgid bit
 			// (refused under systemd's RestrictSUIDSGID).
 			merr := unix.Mkdirat(cur, c, parentPerm(cur))
+			if merr == nil {
+				// The new name must be durable before anything moved into
+				// the directory counts as filed.
+				merr = unix.Fsync(cur)
+			}
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, &os.PathError{Op: "mkdir", Path: filepath.Join(root, rel), Err: merr}
 			}
