@@ -456,6 +456,9 @@ func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) 
 			j.Error = ""
 		}
 		j.NextAttempt = time.Time{}
+		// The planned target was never used: the file there (if any)
+		// belongs to the new version's job, which files it itself.
+		j.FinalPath = ""
 		j.Note("", note)
 		return nil
 	})
