@@ -1,0 +1,143 @@
+package etcdstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/state/etcdstore"
+	"github.com/watchfolder/watchfolder/state/storetest"
+)
+
+// cluster starts one 3-member cluster for the test; each store gets its own
+// prefix in it, as several watchfolder clusters sharing one etcd would.
+func cluster(t *testing.T) (*testenv.Etcd, func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store) {
+	e := testenv.StartEtcd(t, 3)
+	var n atomic.Int64
+	prefix := fmt.Sprintf("/wf%d", n.Add(1))
+	open := func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
+		t.Helper()
+		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},
+			etcdstore.Options{Prefix: prefix, Node: node, LeaseTTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	return e, open
+}
+
+func TestContract(t *testing.T) {
+	e := testenv.StartEtcd(t, 3)
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},
+			etcdstore.Options{Prefix: fmt.Sprintf("/contract%d", n.Add(1)), Node: "n1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+// A node whose claim was taken over commits nothing more for the job.
+func TestClaimFencing(t *testing.T) {
+	ctx := context.Background()
+	_, open := cluster(t)
+	a := open(t, "node-a", 2*time.Second)
+	b := open(t, "node-b", 2*time.Second)
+
+	j := storetest.NewJob("f", "clip.mp4", state.Queued)
+	if err := a.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Claim(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, j.ID); !errors.Is(err, etcdstore.ErrClaimed) {
+		t.Fatalf("second claim: %v, want ErrClaimed", err)
+	}
+	if _, err := a.Update(ctx, j.ID, func(j *state.Job) error { j.State = state.Uploading; return nil }); err != nil {
+		t.Fatalf("holder's update: %v", err)
+	}
+	claims, err := b.Claims(ctx)
+	if err != nil || claims[j.ID] != "node-a" {
+		t.Fatalf("Claims = %v, %v", claims, err)
+	}
+
+	// Node a is cut off: its lease is revoked (as when it expires), and
+	// node b takes the job over.
+	sess, err := a.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Client().Revoke(ctx, sess.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, j.ID); err != nil {
+		t.Fatalf("take-over claim: %v", err)
+	}
+	_, err = a.Update(ctx, j.ID, func(j *state.Job) error { j.State = state.Registering; return nil })
+	if !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("fenced node's update: %v, want ErrFenced", err)
+	}
+	if held, err := a.StillHeld(ctx, j.ID); err != nil || held {
+		t.Errorf("StillHeld on the old holder = %v, %v", held, err)
+	}
+	got, err := b.Update(ctx, j.ID, func(j *state.Job) error { j.State = state.Registering; return nil })
+	if err != nil || got.State != state.Registering {
+		t.Fatalf("new holder's update: %v, %v", got, err)
+	}
+	// A node that never claimed the job (an operator's command) may
+	// still change it: only claim holders are fenced.
+	if err := b.Release(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, j.ID); err != nil { // not ours: no-op
+		t.Fatal(err)
+	}
+	if claims, _ := a.Claims(ctx); len(claims) != 0 {
+		t.Errorf("claims left: %v", claims)
+	}
+}
+
+// With a lease TTL, a dead node's claim disappears by itself.
+func TestClaimExpires(t *testing.T) {
+	ctx := context.Background()
+	_, open := cluster(t)
+	a := open(t, "node-a", time.Second)
+	b := open(t, "node-b", time.Second)
+	j := storetest.NewJob("f", "clip.mp4", state.Queued)
+	if err := a.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Claim(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := a.Session(ctx)
+	sess.Orphan() // keep-alives stop, as when the process dies
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := b.Claim(ctx, j.ID)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, etcdstore.ErrClaimed) || time.Now().After(deadline) {
+			t.Fatalf("claim after the holder died: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	nodes, err := b.Nodes(ctx)
+	if err != nil || len(nodes) != 1 || nodes[0].Name != "node-b" {
+		t.Errorf("Nodes = %+v, %v", nodes, err)
+	}
+}
