@@ -26,6 +26,7 @@ type Config struct {
 	Metrics      Metrics
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
+	State        State                   // [state]: bbolt (default) or etcd
 
 	warnings []string    // found while parsing, see Warnings
 	mode     fs.FileMode // permissions of Path when loaded from a file; 0 from Parse

@@ -110,6 +110,7 @@ func build(top *table.Table) *Config {
 
 	c.Retry = buildRetry(top.Sub("retry"))
 	c.Upload = buildUpload(top.Sub("upload"))
+	c.State = buildState(top.Sub("state"))
 
 	m := top.Sub("metrics")
 	if l, ok := m.Str("listen"); ok && l != "" {

@@ -25,11 +25,16 @@ func (d *Daemon) worker(ctx, workCtx context.Context) {
 		if !ok {
 			return
 		}
+		if !d.cl.acquire(ctx, id) {
+			d.sched.done(id)
+			continue
+		}
 		d.inflight.Add(1)
 		handed := d.process(workCtx, id)
 		d.inflight.Add(-1)
 		if !handed {
 			d.sched.done(id)
+			d.cl.release(workCtx, d, id)
 		}
 	}
 }

@@ -1,0 +1,319 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/state/etcdstore"
+)
+
+// jobStore is what the daemon needs of the state store: *state.Store
+// (bbolt, the default) and *etcdstore.Store (cluster mode) both provide it.
+type jobStore interface {
+	Create(ctx context.Context, j *state.Job) error
+	CreateMany(ctx context.Context, jobs []*state.Job) error
+	Get(ctx context.Context, id uint64) (*state.Job, error)
+	Latest(ctx context.Context, folder, relpath string) (*state.Job, error)
+	ForPath(ctx context.Context, folder, relpath string) ([]*state.Job, error)
+	Update(ctx context.Context, id uint64, fn func(*state.Job) error) (*state.Job, error)
+	UpdateMany(ctx context.Context, ids []uint64, fn func(*state.Job) error) ([]*state.Job, error)
+	List(ctx context.Context, f state.Filter) ([]*state.Job, error)
+	Unfinished(ctx context.Context) ([]*state.Job, error)
+	Counts(ctx context.Context) (map[string]map[state.State]int, error)
+	Delete(ctx context.Context, id uint64) error
+	Prune(ctx context.Context, olderThan time.Time, states []state.State) (int, error)
+	Backup(ctx context.Context, w io.Writer, sized func(int64)) (int64, error)
+	WriteFailures() uint64
+	Close() error
+	outbox
+}
+
+var (
+	_ jobStore = (*state.Store)(nil)
+	_ jobStore = (*etcdstore.Store)(nil)
+)
+
+// OpenEtcd connects to the etcd cluster of cfg's [state] section (also used
+// by the CLI to read the shared state).
+func OpenEtcd(ctx context.Context, cfg config.State) (*etcdstore.Store, error) {
+	cc := clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second,
+		Username: cfg.Username, Password: cfg.Password.Value()}
+	if cfg.CACert != "" || cfg.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CACert != "" {
+			pem, err := os.ReadFile(cfg.CACert)
+			if err != nil {
+				return nil, fmt.Errorf("state.ca_cert: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("state.ca_cert %s: no PEM certificate in it", cfg.CACert)
+			}
+		}
+		if cfg.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("state.cert_file/key_file: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		cc.TLS = tc
+	}
+	return etcdstore.Open(ctx, cc, etcdstore.Options{Prefix: cfg.Prefix, Node: cfg.Node, LeaseTTL: cfg.LeaseTTL})
+}
+
+// cluster is the cluster-mode part of a daemon: claims on the jobs its
+// workers run, discovery of jobs other nodes created, and the election of
+// one scanner per folder. Nil when the state is local (bbolt).
+type cluster struct {
+	st  *etcdstore.Store
+	log *slog.Logger
+	cfg config.State
+
+	mu      sync.Mutex
+	leading map[string]bool     // folder -> this node scans it
+	dropped map[string]struct{} // paths reported while not leading
+}
+
+func newCluster(st *etcdstore.Store, cfg config.State, log *slog.Logger) *cluster {
+	return &cluster{st: st, cfg: cfg, log: log.With("node", cfg.Node),
+		leading: map[string]bool{}, dropped: map[string]struct{}{}}
+}
+
+// acquire claims job id for this node. False: another node works on it,
+// or etcd cannot be reached (the job is found again later by discovery).
+func (c *cluster) acquire(ctx context.Context, id uint64) bool {
+	if c == nil {
+		return true
+	}
+	err := c.st.Claim(ctx, id)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, etcdstore.ErrClaimed):
+		c.log.Debug("job is worked on by another node", "job", id, "err", err)
+	default:
+		c.log.Warn("cannot claim job; not taking work until etcd answers", "job", id, "err", err)
+	}
+	return false
+}
+
+// release gives up id's claim unless the scheduler still tracks the job
+// here (a retry timer, a job pushed again).
+func (c *cluster) release(ctx context.Context, d *Daemon, id uint64) {
+	if c == nil || d.sched.tracked(id) {
+		return
+	}
+	if err := c.st.Release(ctx, id); err != nil {
+		c.log.Warn("release claim", "job", id, "err", err)
+	}
+}
+
+// scanning reports whether this node creates jobs for folder's files. A
+// path seen while not scanning is remembered, to be reported again if
+// this node is elected later.
+func (c *cluster) scanning(folder, path string) bool {
+	if c == nil {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leading[folder] {
+		return true
+	}
+	c.dropped[path] = struct{}{}
+	return false
+}
+
+// run starts discovery, the claim sweeper and one election per folder; it
+// returns when ctx is done.
+func (c *cluster) run(ctx context.Context, d *Daemon) {
+	var wg sync.WaitGroup
+	for _, f := range d.Config().Folders {
+		wg.Go(func() { c.campaign(ctx, d, f.Name) })
+	}
+	wg.Go(func() { c.discover(ctx, d) })
+	wg.Wait()
+}
+
+// pollEvery is how often a node looks for work others created or left.
+func (c *cluster) pollEvery() time.Duration {
+	return min(max(c.cfg.LeaseTTL/5, 200*time.Millisecond), 2*time.Second)
+}
+
+// discover pushes runnable jobs nobody claims to the local scheduler (the
+// workers claim them when they pick them) and releases claims of jobs that
+// finished here.
+func (c *cluster) discover(ctx context.Context, d *Daemon) {
+	t := time.NewTicker(c.pollEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range c.st.Held() {
+			c.release(ctx, d, id)
+		}
+		jobs, err := c.st.List(ctx, state.Filter{States: []state.State{
+			state.Queued, state.Retry, state.Uploading, state.Registering, state.Moving}})
+		if err != nil {
+			c.log.Warn("look for work in etcd", "err", err)
+			continue
+		}
+		claims, err := c.st.Claims(ctx)
+		if err != nil {
+			c.log.Warn("read claims", "err", err)
+			continue
+		}
+		folders := d.rt.Load().folders
+		for _, j := range jobs {
+			if _, held := claims[j.ID]; held || d.sched.tracked(j.ID) || folders[j.Folder] == nil {
+				continue
+			}
+			if j.State == state.Retry {
+				d.sched.pushAt(j.ID, j.NextAttempt)
+			} else {
+				d.sched.push(j.ID)
+			}
+		}
+	}
+}
+
+// campaign runs for leadership of folder's scanning; the leader rescans the
+// folder every scan_interval (inotify does not see other hosts' writes on
+// a network mount) and creates the jobs.
+func (c *cluster) campaign(ctx context.Context, d *Daemon, folder string) {
+	for ctx.Err() == nil {
+		sess, err := c.st.Session(ctx)
+		if err != nil {
+			c.log.Warn("etcd session; retrying", "err", err)
+			sleepCtx(ctx, time.Second)
+			continue
+		}
+		e := concurrency.NewElection(sess, c.st.ElectionPrefix(folder))
+		if err := e.Campaign(ctx, c.cfg.Node); err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("scanner election; retrying", "folder", folder, "err", err)
+				sleepCtx(ctx, time.Second)
+			}
+			continue
+		}
+		c.log.Info("elected scanner of the folder", "folder", folder)
+		c.mu.Lock()
+		c.leading[folder] = true
+		again := c.dropped
+		c.dropped = map[string]struct{}{}
+		c.mu.Unlock()
+		w := d.watcher.Load()
+		for p := range again {
+			w.Forget(p)
+		}
+		w.Rescan()
+		t := time.NewTicker(c.cfg.ScanInterval)
+	lead:
+		for {
+			select {
+			case <-ctx.Done():
+				break lead
+			case <-sess.Done():
+				c.log.Warn("lost the etcd session; no longer scanning the folder", "folder", folder)
+				break lead
+			case <-t.C:
+				d.watcher.Load().Rescan()
+			}
+		}
+		t.Stop()
+		c.mu.Lock()
+		c.leading[folder] = false
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = e.Resign(rctx)
+			cancel()
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// ClusterStatus is the cluster part of `status`.
+type ClusterStatus struct {
+	Node     string            `json:"node"`
+	Nodes    []string          `json:"nodes"`
+	Claims   map[uint64]string `json:"claims"`   // job id -> node
+	Scanning []string          `json:"scanning"` // folders this node scans
+}
+
+func (c *cluster) status(ctx context.Context) (*ClusterStatus, error) {
+	if c == nil {
+		return nil, nil
+	}
+	nodes, err := c.st.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := c.st.Claims(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &ClusterStatus{Node: c.cfg.Node, Claims: claims}
+	for _, n := range nodes {
+		s.Nodes = append(s.Nodes, n.Name)
+	}
+	c.mu.Lock()
+	for f, on := range c.leading {
+		if on {
+			s.Scanning = append(s.Scanning, f)
+		}
+	}
+	c.mu.Unlock()
+	return s, nil
+}
+
+// openStore opens the store [state] names: state.db in state_dir (bbolt),
+// or the etcd cluster.
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (jobStore, *cluster, error) {
+	if cfg.State.Cluster() {
+		st, err := OpenEtcd(ctx, cfg.State)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, newCluster(st, cfg.State, log), nil
+	}
+	// A CLI reading the stopped daemon's database holds a shared lock for
+	// a moment: wait for it rather than refuse to start. Another daemon
+	// holding it for good still fails, after this wait.
+	dbPath := filepath.Join(cfg.StateDir, "state.db")
+	store, err := state.Open(dbPath, state.Options{})
+	if errors.Is(err, state.ErrLocked) {
+		log.Warn("state database is locked by another process; waiting for it", "err", err, "wait", stateLockWait)
+		store, err = state.Open(dbPath, state.Options{Timeout: stateLockWait})
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, nil, nil
+}

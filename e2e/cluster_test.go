@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/watchfolder/watchfolder/internal/testenv"
+)
+
+// clusterNode is one daemon of a cluster: its own state dir, control
+// socket and log, the shared folder, and its own counting proxy to MinIO so
+// the test can tell which node wrote what.
+type clusterNode struct {
+	*site
+	px *testenv.Proxy
+}
+
+// clusterLeaseTTL is short so a dead node's jobs move on quickly.
+const clusterLeaseTTL = 3 * time.Second
+
+func newClusterNodes(t *testing.T, n int, endpoints []string, bucket string) ([]*clusterNode, string) {
+	t.Helper()
+	shared, err := os.MkdirTemp("", "wfcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	inbox := filepath.Join(shared, "in")
+	if err := os.MkdirAll(inbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "/" + uniqueBucket("wf")
+	var eps []string
+	for _, e := range endpoints {
+		eps = append(eps, fmt.Sprintf("%q", e))
+	}
+	var nodes []*clusterNode
+	for i := range n {
+		dir := filepath.Join(shared, fmt.Sprintf("n%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		px := testenv.NewProxy(t, minio.Endpoint)
+		s := &site{t: t, dir: dir, inbox: inbox, cfg: filepath.Join(dir, "c.toml"), log: filepath.Join(dir, "d.log")}
+		toml := fmt.Sprintf(`state_dir = %q
+control_socket = %q
+shutdown_timeout = "2s"
+[log]
+level = "debug"
+[state]
+backend = "etcd"
+endpoints = [%s]
+prefix = %q
+node = "node%d"
+lease_ttl = %q
+scan_interval = "300ms"
+[retry]
+max_attempts = 6
+initial_backoff = "100ms"
+max_backoff = "500ms"
+[upload]
+part_size = "5MiB"
+max_files = 2
+max_bandwidth = "16MiB/s"
+[[folder]]
+name = "news"
+path = %q
+destinations = ["archive"]
+stable_after = "150ms"
+rescan_interval = "1s"
+[destination.archive]
+type = "s3"
+key = "{relpath}"
+%s`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), strings.Join(eps, ", "), prefix, i,
+			clusterLeaseTTL.String(), inbox, s3Table(bucket, px.URL))
+		if err := os.WriteFile(s.cfg, []byte(toml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.kill)
+		nodes = append(nodes, &clusterNode{site: s, px: px})
+	}
+	return nodes, inbox
+}
+
+// writes sums object writes begun for bucket/key over every node.
+func clusterWrites(nodes []*clusterNode, key string) (writes, parts int) {
+	for _, n := range nodes {
+		writes += n.px.Writes(key)
+		parts += n.px.Parts(key)
+	}
+	return writes, parts
+}
+
+// Issue 17: three daemons share one folder through a 3-member etcd
+// cluster: every file is delivered once and filed once, the work is spread
+// over the nodes, and a node SIGKILLed mid-multipart has its job finished
+// by another node from the committed parts.
+func TestClusterThreeNodes(t *testing.T) {
+	etcd := testenv.StartEtcd(t, 3)
+	bucket := uniqueBucket("cluster")
+	minio.MakeBucket(t, bucket)
+	nodes, inbox := newClusterNodes(t, 3, etcd.Endpoints, bucket)
+	for _, n := range nodes {
+		n.start()
+	}
+
+	const nFiles = 60
+	want := map[string][]byte{}
+	for i := range nFiles {
+		size := 64<<10 + i*4<<10
+		if i%15 == 7 {
+			size = 11 << 20 // multipart: 3 parts of 5 MiB
+		}
+		name := fmt.Sprintf("clip%02d.mp4", i)
+		want[name] = media(name, size)
+	}
+	stage := nodes[0].site
+	for name, data := range want {
+		stage.drop(name, data)
+	}
+	waitAllDone(t, nodes, nFiles, 90*time.Second)
+
+	for name, data := range want {
+		key := bucket + "/" + name
+		if w, _ := clusterWrites(nodes, key); w != 1 {
+			t.Errorf("%s: %d object writes over the cluster, want 1", name, w)
+		}
+		got, err := os.ReadFile(filepath.Join(inbox, "processed", name))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("processed/%s: %v (%d bytes)", name, err, len(got))
+		}
+	}
+	if got := minio.GetObject(t, bucket, "clip07.mp4"); !bytes.Equal(got, want["clip07.mp4"]) {
+		t.Errorf("multipart object differs from the file")
+	}
+	for i, n := range nodes {
+		total := 0
+		for _, c := range n.px.AllWrites() {
+			total += c
+		}
+		t.Logf("node%d wrote %d objects", i, total)
+		if total == 0 {
+			t.Errorf("node%d did no work: work is not spread", i)
+		}
+	}
+	out, _, code := nodes[1].cli("status")
+	if code != 0 || !strings.Contains(out, "cluster: this node node1") || !strings.Contains(out, "node0") {
+		t.Errorf("status (exit %d) does not show the cluster:\n%s", code, out)
+	}
+
+	// SIGKILL the node uploading a multipart file, after some parts.
+	const big = "big.mp4"
+	bigData := media(big, 30<<20) // 6 parts
+	stage.drop(big, bigData)
+	key := bucket + "/" + big
+	var victim *clusterNode
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			if n.px.Parts(key) >= 2 {
+				victim = n
+				return true, ""
+			}
+		}
+		return false, "no node has sent 2 parts of " + big
+	}, nil)
+	victim.kill()
+	killedAt := time.Now()
+	sentBefore := victim.px.Parts(key)
+	var alive *clusterNode
+	for _, n := range nodes {
+		if n != victim {
+			alive = n
+		}
+	}
+	j := alive.waitState(big, clusterLeaseTTL+30*time.Second, "done", "failed")
+	if j.State != "done" {
+		t.Fatalf("%s ended %s: %s", big, j.State, j.Error)
+	}
+	t.Logf("taken over and finished %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	writes, parts := clusterWrites(nodes, key)
+	if writes != 1 {
+		t.Errorf("%s: %d multipart uploads begun, want 1 (the survivor resumes the dead node's upload)", big, writes)
+	}
+	// At most the parts in flight at the kill (concurrency 4) go twice.
+	if parts > 6+4 {
+		t.Errorf("%s: %d parts sent in all (%d by the killed node), want at most 10", big, parts, sentBefore)
+	}
+	if got := minio.GetObject(t, bucket, big); !bytes.Equal(got, bigData) {
+		t.Errorf("s3://%s/%s differs from the file", bucket, big)
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "processed", big)); err != nil {
+		t.Errorf("%s not filed: %v", big, err)
+	}
+}
+
+// waitAllDone waits until n jobs are done (read through the first live node).
+func waitAllDone(t *testing.T, nodes []*clusterNode, n int, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, func() (bool, string) {
+		jobs, _ := nodes[0].list()
+		done, other := 0, map[string]int{}
+		for _, j := range jobs {
+			if j.State == "done" {
+				done++
+			} else {
+				other[j.State]++
+			}
+		}
+		return done == n && len(jobs) == n, fmt.Sprintf("%d of %d done, %d jobs, others %v", done, n, len(jobs), other)
+	}, func() string {
+		var b strings.Builder
+		for _, nd := range nodes {
+			b.WriteString(nd.tail())
+		}
+		return b.String()
+	})
+}
