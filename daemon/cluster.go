@@ -317,3 +317,25 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (jobSt
 	}
 	return store, nil, nil
 }
+
+// owns checks with etcd, right before a step that cannot be undone
+// (registering a media, filing the file), that this node still holds job
+// id's claim. A node paused or cut off past its lease finds its claim gone
+// or taken over, and leaves the job and its file to the new holder.
+func (c *cluster) owns(ctx context.Context, id uint64) bool {
+	if c == nil {
+		return true
+	}
+	ok, err := c.st.StillHeld(ctx, id)
+	if err != nil {
+		c.log.Warn("cannot confirm the claim on the job with etcd; not touching it", "job", id, "err", err)
+		return false
+	}
+	if !ok {
+		c.log.Warn("claim on the job was lost (this node's lease expired: paused or cut off?); another node owns it now, this node commits nothing and leaves the file alone", "job", id)
+	}
+	return ok
+}
+
+// fenced reports a write refused because the claim was lost.
+func fenced(err error) bool { return errors.Is(err, etcdstore.ErrFenced) }

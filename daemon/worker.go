@@ -69,6 +69,9 @@ func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
 			}
 			return false
 		}
+		if !d.cl.owns(ctx, id) {
+			return false
+		}
 		var st step
 		switch j.State {
 		case state.Queued, state.Retry:

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -196,6 +197,75 @@ func TestClusterThreeNodes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(inbox, "processed", big)); err != nil {
 		t.Errorf("%s not filed: %v", big, err)
 	}
+
+	// SIGSTOP the node uploading the next multipart file past its lease;
+	// the other node takes the job over and finishes it. Woken up, the
+	// stopped node commits nothing for the job and leaves the file alone.
+	var live []*clusterNode
+	for _, n := range nodes {
+		if n != victim {
+			live = append(live, n)
+		}
+	}
+	const big2 = "big2.mp4"
+	big2Data := media(big2, 30<<20)
+	stage.drop(big2, big2Data)
+	key2 := bucket + "/" + big2
+	var sleeper, other *clusterNode
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		for i, n := range live {
+			if n.px.Parts(key2) >= 2 {
+				sleeper, other = n, live[1-i]
+				return true, ""
+			}
+		}
+		return false, "no node has sent 2 parts of " + big2
+	}, nil)
+	sleeper.signal(syscall.SIGSTOP)
+	j2 := other.waitState(big2, clusterLeaseTTL+30*time.Second, "done", "failed")
+	if j2.State != "done" {
+		t.Fatalf("%s ended %s: %s", big2, j2.State, j2.Error)
+	}
+	before, _ := other.list()
+	sleeper.signal(syscall.SIGCONT)
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		b, _ := os.ReadFile(sleeper.log)
+		return bytes.Contains(b, []byte("claim on the job was lost")), "woken node did not log the lost claim"
+	}, sleeper.tail)
+	after, _ := other.list()
+	if !sameJobs(before, after) {
+		t.Errorf("jobs changed after the stopped node woke up:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if got := minio.GetObject(t, bucket, big2); !bytes.Equal(got, big2Data) {
+		t.Errorf("s3://%s/%s differs from the file", bucket, big2)
+	}
+	if got, err := os.ReadFile(filepath.Join(inbox, "processed", big2)); err != nil || !bytes.Equal(got, big2Data) {
+		t.Errorf("processed/%s: %v", big2, err)
+	}
+	if w, _ := clusterWrites(nodes, key2); w != 1 {
+		t.Errorf("%s: %d uploads begun, want 1", big2, w)
+	}
+}
+
+// signal sends sig to the node's daemon.
+func (n *clusterNode) signal(sig syscall.Signal) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil {
+		n.cmd.Process.Signal(sig)
+	}
+}
+
+func sameJobs(a, b []jobJSON) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID || a[i].State != b[i].State || a[i].Attempts != b[i].Attempts {
+			return false
+		}
+	}
+	return true
 }
 
 // waitAllDone waits until n jobs are done (read through the first live node).
