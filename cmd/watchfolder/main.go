@@ -52,6 +52,7 @@ func commands() map[string]command {
 		"resume":     {"start new jobs again (one folder or all)", cmdResume},
 		"reload":     {"reload the config without a restart (like systemctl reload)", cmdReload},
 		"db":         {"db check: verify the state database (daemon stopped)", cmdDB},
+		"migrate":    {"copy the jobs between state.db and etcd (--to etcd|bbolt; daemons stopped)", cmdMigrate},
 		"completion": {"print a shell completion script: completion bash|zsh|fish", cmdCompletion},
 	}
 }

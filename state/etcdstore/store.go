@@ -680,3 +680,59 @@ func (s *Store) Prune(ctx context.Context, olderThan time.Time, states []state.S
 func (s *Store) Backup(ctx context.Context, w io.Writer, sized func(int64)) (int64, error) {
 	return 0, errors.New("backup: the state is in etcd; use `etcdctl snapshot save` (or `watchfolder migrate` to copy it into a bbolt file)")
 }
+
+// Import writes jobs as they are, keeping their ids (`watchfolder
+// migrate`), in transactions of at most MaxTxnOps operations. The prefix
+// must hold no job yet; the id counter continues after the highest id.
+func (s *Store) Import(ctx context.Context, jobs []*state.Job) error {
+	resp, err := s.cli.Get(ctx, s.p+"/jobs/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("import jobs: %w", err)
+	}
+	if resp.Count > 0 {
+		return fmt.Errorf("import jobs: %s already holds %d job(s); import only into an empty prefix", s.p, resp.Count)
+	}
+	var top uint64
+	var ops []clientv3.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		ops = ops[:0]
+		return err
+	}
+	for _, j := range jobs {
+		if j.ID == 0 {
+			return fmt.Errorf("import jobs: job %s/%s has no id", j.Folder, j.RelPath)
+		}
+		data, err := json.Marshal(j)
+		if err != nil {
+			return fmt.Errorf("encode job %d: %w", j.ID, err)
+		}
+		if len(ops)+opsPerJob > MaxTxnOps {
+			if err := flush(); err != nil {
+				return fmt.Errorf("import jobs: %w", err)
+			}
+		}
+		ops = append(ops, clientv3.OpPut(s.jobKey(j.ID), string(data)),
+			clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder),
+			clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""))
+		top = max(top, j.ID)
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("import jobs: %w", err)
+	}
+	if top > 0 {
+		last, err := s.reserveIDs(ctx, 0)
+		if err != nil {
+			return fmt.Errorf("import jobs: %w", err)
+		}
+		if last-1 < top {
+			if _, err := s.reserveIDs(ctx, top-(last-1)); err != nil {
+				return fmt.Errorf("import jobs: %w", err)
+			}
+		}
+	}
+	return nil
+}
