@@ -72,6 +72,8 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.str("max_bandwidth", "")
 	}
 
+	writeState(e, c.State)
+
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
 

@@ -49,6 +49,12 @@ func buildState(t *table.Table) State {
 		KeyFile:      t.StrOr("key_file", ""),
 		ScanInterval: t.Duration("scan_interval", 2*time.Second, 100*time.Millisecond),
 	}
+	if s.Node == "" {
+		s.Node = host
+	}
+	if len(s.Endpoints) == 0 {
+		s.Endpoints = nil
+	}
 	if s.Cluster() {
 		if len(s.Endpoints) == 0 {
 			t.Errf("endpoints", `required with backend = "etcd" (e.g. ["https://etcd1:2379"])`)
@@ -68,4 +74,22 @@ func buildState(t *table.Table) State {
 	}
 	t.Unknown(nil)
 	return s
+}
+
+// writeState adds the [state] table to the effective configuration.
+func writeState(e *emitter, s State) {
+	e.section("[state]")
+	e.str("backend", s.Backend)
+	e.list("endpoints", s.Endpoints)
+	e.str("prefix", s.Prefix)
+	e.str("node", s.Node)
+	e.dur("lease_ttl", s.LeaseTTL)
+	e.dur("scan_interval", s.ScanInterval)
+	e.str("username", s.Username)
+	if s.Password.IsSet() {
+		e.secret("password", s.Password)
+	}
+	e.str("ca_cert", s.CACert)
+	e.str("cert_file", s.CertFile)
+	e.str("key_file", s.KeyFile)
 }
