@@ -100,14 +100,16 @@ func (c *cluster) acquire(ctx context.Context, id uint64) bool {
 	if c == nil {
 		return true
 	}
-	err := c.st.Claim(ctx, id)
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	err := c.st.Claim(cctx, id)
 	switch {
 	case err == nil:
 		return true
 	case errors.Is(err, etcdstore.ErrClaimed):
 		c.log.Debug("job is worked on by another node", "job", id, "err", err)
 	default:
-		c.log.Warn("cannot claim job; not taking work until etcd answers", "job", id, "err", err)
+		c.log.Warn("cannot claim job: etcd does not answer (no quorum?); not taking work until it does", "job", id, "err", err)
 	}
 	return false
 }
@@ -167,18 +169,19 @@ func (c *cluster) discover(ctx context.Context, d *Daemon) {
 			return
 		case <-t.C:
 		}
+		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
 		for _, id := range c.st.Held() {
-			c.release(ctx, d, id)
+			c.release(cctx, d, id)
 		}
-		jobs, err := c.st.List(ctx, state.Filter{States: []state.State{
+		jobs, err := c.st.List(cctx, state.Filter{States: []state.State{
 			state.Queued, state.Retry, state.Uploading, state.Registering, state.Moving}})
-		if err != nil {
-			c.log.Warn("look for work in etcd", "err", err)
-			continue
+		var claims map[uint64]string
+		if err == nil {
+			claims, err = c.st.Claims(cctx)
 		}
-		claims, err := c.st.Claims(ctx)
+		cancel()
 		if err != nil {
-			c.log.Warn("read claims", "err", err)
+			c.log.Warn("cannot look for work: etcd does not answer (no quorum?); retrying", "err", err)
 			continue
 		}
 		folders := d.rt.Load().folders
@@ -326,7 +329,9 @@ func (c *cluster) owns(ctx context.Context, id uint64) bool {
 	if c == nil {
 		return true
 	}
-	ok, err := c.st.StillHeld(ctx, id)
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	ok, err := c.st.StillHeld(cctx, id)
 	if err != nil {
 		c.log.Warn("cannot confirm the claim on the job with etcd; not touching it", "job", id, "err", err)
 		return false
@@ -339,3 +344,7 @@ func (c *cluster) owns(ctx context.Context, id uint64) bool {
 
 // fenced reports a write refused because the claim was lost.
 func fenced(err error) bool { return errors.Is(err, etcdstore.ErrFenced) }
+
+// etcdCallTimeout bounds the cluster bookkeeping calls (claims, discovery)
+// so a node without an etcd quorum logs and waits instead of hanging.
+const etcdCallTimeout = 5 * time.Second

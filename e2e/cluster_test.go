@@ -290,3 +290,54 @@ func waitAllDone(t *testing.T, nodes []*clusterNode, n int, timeout time.Duratio
 		return b.String()
 	})
 }
+
+// Issue 17: with one etcd member down the cluster works on; with two down
+// (no quorum) nodes take no work and say so; once a member is back the
+// files are delivered, each once.
+func TestClusterEtcdQuorum(t *testing.T) {
+	etcd := testenv.StartEtcd(t, 3)
+	bucket := uniqueBucket("quorum")
+	minio.MakeBucket(t, bucket)
+	nodes, _ := newClusterNodes(t, 2, etcd.Endpoints, bucket)
+	for _, n := range nodes {
+		n.start()
+	}
+	stage := nodes[0].site
+
+	etcd.Stop(0)
+	for i := range 10 {
+		name := fmt.Sprintf("a%02d.mp4", i)
+		stage.drop(name, media(name, 100<<10))
+	}
+	waitAllDone(t, nodes, 10, 60*time.Second)
+
+	etcd.Stop(1)
+	for i := range 5 {
+		name := fmt.Sprintf("b%02d.mp4", i)
+		stage.drop(name, media(name, 100<<10))
+	}
+	waitFor(t, 30*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			b, _ := os.ReadFile(n.log)
+			if bytes.Contains(b, []byte("etcd does not answer")) {
+				return true, ""
+			}
+		}
+		return false, "no node says etcd does not answer"
+	}, nil)
+	for i := range 5 {
+		key := fmt.Sprintf("%s/b%02d.mp4", bucket, i)
+		if w, _ := clusterWrites(nodes, key); w != 0 {
+			t.Errorf("%s written without an etcd quorum", key)
+		}
+	}
+
+	etcd.Start(1)
+	waitAllDone(t, nodes, 15, 90*time.Second)
+	for i := range 5 {
+		key := fmt.Sprintf("%s/b%02d.mp4", bucket, i)
+		if w, _ := clusterWrites(nodes, key); w != 1 {
+			t.Errorf("%s: %d writes, want 1", key, w)
+		}
+	}
+}
