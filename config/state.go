@@ -71,6 +71,8 @@ func buildState(t *table.Table) State {
 		if s.Password.IsSet() && s.Username == "" {
 			t.Errf("username", "required when password is set")
 		}
+		t.Warn("backend", "cluster mode: the open-for-writing probe sees only writers on the node that scans a folder; "+
+			"writes from other hosts are judged by stable_after alone, so set it above the slowest writer's pauses")
 	}
 	t.Unknown(nil)
 	return s

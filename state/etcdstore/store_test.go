@@ -16,13 +16,11 @@ import (
 	"github.com/watchfolder/watchfolder/state/storetest"
 )
 
-// cluster starts one 3-member cluster for the test; each store gets its own
-// prefix in it, as several watchfolder clusters sharing one etcd would.
-func cluster(t *testing.T) (*testenv.Etcd, func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store) {
-	e := testenv.StartEtcd(t, 3)
-	var n atomic.Int64
-	prefix := fmt.Sprintf("/wf%d", n.Add(1))
-	open := func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
+// opener opens stores of one prefix in e, as the nodes of one watchfolder
+// cluster; each test takes its own prefix, as several clusters sharing one
+// etcd would.
+func opener(e *testenv.Etcd, prefix string) func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
+	return func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
 		t.Helper()
 		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},
 			etcdstore.Options{Prefix: prefix, Node: node, LeaseTTL: ttl})
@@ -32,11 +30,18 @@ func cluster(t *testing.T) (*testenv.Etcd, func(t *testing.T, node string, ttl t
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}
-	return e, open
 }
 
-func TestContract(t *testing.T) {
+// TestEtcdStore starts one 3-member cluster for all the store's tests
+// (starting one costs seconds).
+func TestEtcdStore(t *testing.T) {
 	e := testenv.StartEtcd(t, 3)
+	t.Run("Contract", func(t *testing.T) { testContract(t, e) })
+	t.Run("ClaimFencing", func(t *testing.T) { testClaimFencing(t, opener(e, "/fencing")) })
+	t.Run("ClaimExpires", func(t *testing.T) { testClaimExpires(t, opener(e, "/expires")) })
+}
+
+func testContract(t *testing.T, e *testenv.Etcd) {
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},
@@ -50,9 +55,8 @@ func TestContract(t *testing.T) {
 }
 
 // A node whose claim was taken over commits nothing more for the job.
-func TestClaimFencing(t *testing.T) {
+func testClaimFencing(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
 	ctx := context.Background()
-	_, open := cluster(t)
 	a := open(t, "node-a", 2*time.Second)
 	b := open(t, "node-b", 2*time.Second)
 
@@ -111,9 +115,8 @@ func TestClaimFencing(t *testing.T) {
 }
 
 // With a lease TTL, a dead node's claim disappears by itself.
-func TestClaimExpires(t *testing.T) {
+func testClaimExpires(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
 	ctx := context.Background()
-	_, open := cluster(t)
 	a := open(t, "node-a", time.Second)
 	b := open(t, "node-b", time.Second)
 	j := storetest.NewJob("f", "clip.mp4", state.Queued)
