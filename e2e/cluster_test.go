@@ -340,4 +340,13 @@ func TestClusterEtcdQuorum(t *testing.T) {
 			t.Errorf("%s: %d writes, want 1", key, w)
 		}
 	}
+
+	// With every daemon stopped, list reads the shared state from etcd.
+	for _, n := range nodes {
+		n.kill()
+	}
+	jobs, _ := nodes[1].list()
+	if len(jobs) != 15 {
+		t.Errorf("offline list shows %d jobs, want 15", len(jobs))
+	}
 }
