@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -170,6 +172,7 @@ func (c *cluster) discover(ctx context.Context, d *Daemon) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+		c.syncPause(cctx, d)
 		for _, id := range c.st.Held() {
 			c.release(cctx, d, id)
 		}
@@ -348,3 +351,84 @@ func fenced(err error) bool { return errors.Is(err, etcdstore.ErrFenced) }
 // etcdCallTimeout bounds the cluster bookkeeping calls (claims, discovery)
 // so a node without an etcd quorum logs and waits instead of hanging.
 const etcdCallTimeout = 5 * time.Second
+
+// pauseSetting is the cluster-wide pause (the same JSON as paused.json).
+const pauseSetting = "pause"
+
+// publishPause stores this node's pause state for every node to apply.
+func (c *cluster) publishPause(ctx context.Context, p *pauseState) error {
+	if c == nil {
+		return nil
+	}
+	data, err := json.Marshal(p.doc())
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	return c.st.SetSetting(cctx, pauseSetting, data)
+}
+
+// syncPause applies the cluster-wide pause when it differs from this
+// node's, and hands back the jobs a resume releases.
+func (c *cluster) syncPause(ctx context.Context, d *Daemon) {
+	data, err := c.st.Setting(ctx, pauseSetting)
+	if err != nil || data == nil {
+		return
+	}
+	var doc pauseDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		c.log.Warn("cluster pause setting is malformed; ignoring it", "err", err)
+		return
+	}
+	release, changed, err := d.pause.replace(doc)
+	if err != nil {
+		c.log.Warn("apply the cluster's pause state", "err", err)
+		return
+	}
+	if changed {
+		c.log.Info("pause state changed by another node", "paused", d.pause.list(), "released_jobs", len(release))
+	}
+	for _, id := range release {
+		d.sched.push(id)
+	}
+}
+
+func (p *pauseState) doc() pauseDoc {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	doc := pauseDoc{All: p.all, Folders: []string{}}
+	for f := range p.folders {
+		doc.Folders = append(doc.Folders, f)
+	}
+	slices.Sort(doc.Folders)
+	return doc
+}
+
+// replace sets the pause state to doc (saved locally too, so a node that
+// restarts without etcd keeps it).
+func (p *pauseState) replace(doc pauseDoc) (release []uint64, changed bool, err error) {
+	cur := p.doc()
+	slices.Sort(doc.Folders)
+	if cur.All == doc.All && slices.Equal(cur.Folders, doc.Folders) {
+		return nil, false, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.all = doc.All
+	p.folders = map[string]bool{}
+	for _, f := range doc.Folders {
+		p.folders[f] = true
+	}
+	if err := p.saveLocked(); err != nil {
+		return nil, true, err
+	}
+	for id, f := range p.parked {
+		if !p.pausedLocked(f) {
+			release = append(release, id)
+			delete(p.parked, id)
+		}
+	}
+	slices.Sort(release)
+	return release, true, nil
+}

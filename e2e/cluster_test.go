@@ -341,12 +341,33 @@ func TestClusterEtcdQuorum(t *testing.T) {
 		}
 	}
 
+	// pause on one node holds every node's work; resume on another
+	// releases it.
+	if _, errOut, code := nodes[0].cli("pause"); code != 0 {
+		t.Fatalf("pause: exit %d: %s", code, errOut)
+	}
+	waitFor(t, 15*time.Second, func() (bool, string) {
+		out, _, _ := nodes[1].cli("status")
+		return strings.Contains(out, "PAUSED"), "node1 does not show the pause:\n" + out
+	}, nil)
+	stage.drop("c00.mp4", media("c00.mp4", 100<<10))
+	nodes[1].waitState("c00.mp4", 20*time.Second, "queued")
+	// Absence of work can only be watched for a while: two discovery rounds.
+	time.Sleep(2 * clusterLeaseTTL / 5 * 2)
+	if j, _ := nodes[1].job("c00.mp4"); j.State != "queued" {
+		t.Errorf("c00.mp4 is %s while the cluster is paused", j.State)
+	}
+	if _, errOut, code := nodes[1].cli("resume"); code != 0 {
+		t.Fatalf("resume: exit %d: %s", code, errOut)
+	}
+	waitAllDone(t, nodes, 16, 60*time.Second)
+
 	// With every daemon stopped, list reads the shared state from etcd.
 	for _, n := range nodes {
 		n.kill()
 	}
 	jobs, _ := nodes[1].list()
-	if len(jobs) != 15 {
-		t.Errorf("offline list shows %d jobs, want 15", len(jobs))
+	if len(jobs) != 16 {
+		t.Errorf("offline list shows %d jobs, want 16", len(jobs))
 	}
 }

@@ -226,3 +226,24 @@ func (s *Store) Outbox(ctx context.Context) ([]state.OutboxEntry, error) {
 	}
 	return out, nil
 }
+
+// Setting returns a cluster-wide setting stored under P/settings/<name>
+// (nil when unset).
+func (s *Store) Setting(ctx context.Context, name string) ([]byte, error) {
+	resp, err := s.cli.Get(ctx, s.p+"/settings/"+name)
+	if err != nil {
+		return nil, fmt.Errorf("read setting %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
+}
+
+// SetSetting stores a cluster-wide setting.
+func (s *Store) SetSetting(ctx context.Context, name string, value []byte) error {
+	if _, err := s.cli.Put(ctx, s.p+"/settings/"+name, string(value)); err != nil {
+		return fmt.Errorf("write setting %s: %w", name, err)
+	}
+	return nil
+}
