@@ -67,7 +67,13 @@ type Store struct {
 	mu      sync.Mutex
 	sess    *concurrency.Session
 	claims  map[uint64]claim
+	kept    map[uint64]keptJob // see Update
 	writeKO uint64
+}
+
+type keptJob struct {
+	data []byte
+	rev  int64
 }
 
 type claim struct {
@@ -89,7 +95,7 @@ func New(cli *clientv3.Client, o Options) *Store {
 		clock = time.Now
 	}
 	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL,
-		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}}
+		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}}
 }
 
 // Open connects to etcd with cfg and returns a Store owning the client.
@@ -225,12 +231,14 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 				clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder),
 				clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""))
 		}
-		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
 			s.failed()
 			return fmt.Errorf("create %d job(s): %d committed before: %w", len(jobs), start, err)
 		}
 		for i := start; i < end; i++ {
 			*jobs[i] = staged[i]
+			s.remember(&staged[i], resp.Header.Revision)
 		}
 	}
 	return nil
@@ -278,10 +286,17 @@ func (s *Store) get(ctx context.Context, id uint64) (*state.Job, int64, error) {
 		return nil, 0, err
 	}
 	if len(resp.Kvs) == 0 {
+		s.forget(id)
 		return nil, 0, state.ErrNotFound
 	}
-	j, err := decode(id, resp.Kvs[0].Value)
-	return j, resp.Kvs[0].ModRevision, err
+	kv := resp.Kvs[0]
+	j, err := decode(id, kv.Value)
+	if err == nil && !j.State.Terminal() {
+		s.mu.Lock()
+		s.kept[id] = keptJob{data: kv.Value, rev: kv.ModRevision}
+		s.mu.Unlock()
+	}
+	return j, kv.ModRevision, err
 }
 
 // Update loads job id, calls fn, checks the transition and commits with a
@@ -289,23 +304,46 @@ func (s *Store) get(ctx context.Context, id uint64) (*state.Job, int64, error) {
 // another writer came first (fn may then run more than once). When this
 // node holds the job's claim the commit is also conditional on the claim:
 // a lost claim returns ErrFenced and writes nothing.
+//
+// The last version this node read or wrote of each unfinished job is kept,
+// so an update usually costs one round trip: the transaction is tried on
+// that version, and when another writer came first its answer carries the
+// current one. fn's verdict on a kept version is never trusted: an error
+// from fn or a refused transition is checked again on a fresh read.
 func (s *Store) Update(ctx context.Context, id uint64, fn func(*state.Job) error) (*state.Job, error) {
+	data, rev, have := s.recall(id)
+	fresh := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("update job %d: %w", id, err)
 		}
-		j, rev, err := s.get(ctx, id)
+		if !have {
+			resp, err := s.cli.Get(ctx, s.jobKey(id))
+			if err != nil {
+				return nil, fmt.Errorf("update job %d: %w", id, err)
+			}
+			if len(resp.Kvs) == 0 {
+				s.forget(id)
+				return nil, fmt.Errorf("update job %d: %w", id, state.ErrNotFound)
+			}
+			data, rev, have, fresh = resp.Kvs[0].Value, resp.Kvs[0].ModRevision, true, true
+		}
+		j, err := decode(id, data)
 		if err != nil {
 			return nil, fmt.Errorf("update job %d: %w", id, err)
 		}
 		ops, conds, fnErr, err := s.stage(j, rev, s.now(), fn)
+		if (fnErr != nil || err != nil) && !fresh {
+			have = false // judge again on the current version
+			continue
+		}
 		if fnErr != nil {
 			return nil, fnErr
 		}
 		if err != nil {
 			return nil, fmt.Errorf("update job %d: %w", id, err)
 		}
-		ok, fenced, err := s.commit(ctx, conds, ops, []uint64{id})
+		ok, fenced, resp, err := s.commitReading(ctx, conds, ops, []uint64{id}, s.jobKey(id))
 		if err != nil {
 			return nil, fmt.Errorf("update job %d: %w", id, err)
 		}
@@ -313,9 +351,47 @@ func (s *Store) Update(ctx context.Context, id uint64, fn func(*state.Job) error
 			return nil, fmt.Errorf("update job %d: %w", id, ErrFenced)
 		}
 		if ok {
+			s.remember(j, resp.Header.Revision)
 			return j, nil
 		}
+		// Another writer came first: its version came back with the answer.
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			have = false // deleted: the next read says so
+			continue
+		}
+		data, rev, have, fresh = kvs[0].Value, kvs[0].ModRevision, true, true
 	}
+}
+
+// recall returns the kept version of job id.
+func (s *Store) recall(id uint64) ([]byte, int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.kept[id]
+	return v.data, v.rev, ok
+}
+
+// remember keeps j as committed at rev; finished jobs are dropped, so
+// the map holds only jobs in progress.
+func (s *Store) remember(j *state.Job, rev int64) {
+	if j.State.Terminal() {
+		s.forget(j.ID)
+		return
+	}
+	data, err := json.Marshal(j)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.kept[j.ID] = keptJob{data: data, rev: rev}
+	s.mu.Unlock()
+}
+
+func (s *Store) forget(id uint64) {
+	s.mu.Lock()
+	delete(s.kept, id)
+	s.mu.Unlock()
 }
 
 // stage applies fn to j (read at rev) and returns the writes and the
@@ -347,6 +423,13 @@ func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job
 // holds added. ok false: a job changed meanwhile (retry). fenced: a claim
 // of ours is gone.
 func (s *Store) commit(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (ok, fenced bool, err error) {
+	ok, fenced, _, err = s.commitReading(ctx, conds, ops, ids, "")
+	return ok, fenced, err
+}
+
+// commitReading is commit that, when reread is set, reads that key in the
+// same transaction when the conditions fail (Responses[0]).
+func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64, reread string) (ok, fenced bool, resp *clientv3.TxnResponse, err error) {
 	var claimConds []clientv3.Cmp
 	s.mu.Lock()
 	for _, id := range ids {
@@ -357,22 +440,25 @@ func (s *Store) commit(ctx context.Context, conds []clientv3.Cmp, ops []clientv3
 	s.mu.Unlock()
 	all := append(conds, claimConds...)
 	var elseOps []clientv3.Op
+	if reread != "" {
+		elseOps = append(elseOps, clientv3.OpGet(reread))
+	}
 	if len(claimConds) > 0 {
 		// Tell a lost claim from a concurrent write without a second read.
 		elseOps = append(elseOps, clientv3.OpTxn(claimConds, nil, nil))
 	}
-	resp, err := s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
+	resp, err = s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
 	if err != nil {
 		s.failed()
-		return false, false, err
+		return false, false, nil, err
 	}
 	if resp.Succeeded {
-		return true, false, nil
+		return true, false, resp, nil
 	}
-	if len(elseOps) > 0 && !resp.Responses[0].GetResponseTxn().Succeeded {
-		return false, true, nil
+	if len(claimConds) > 0 && !resp.Responses[len(elseOps)-1].GetResponseTxn().Succeeded {
+		return false, true, resp, nil
 	}
-	return false, false, nil
+	return false, false, resp, nil
 }
 
 // UpdateMany applies fn to each job. Jobs are committed in transactions of
@@ -643,6 +729,7 @@ func (s *Store) Delete(ctx context.Context, id uint64) error {
 			return fmt.Errorf("delete job %d: %w", id, err)
 		}
 		if resp.Succeeded {
+			s.forget(id)
 			return nil
 		}
 	}

@@ -39,6 +39,42 @@ func TestEtcdStore(t *testing.T) {
 	t.Run("Contract", func(t *testing.T) { testContract(t, e) })
 	t.Run("ClaimFencing", func(t *testing.T) { testClaimFencing(t, opener(e, "/fencing")) })
 	t.Run("ClaimExpires", func(t *testing.T) { testClaimExpires(t, opener(e, "/expires")) })
+	t.Run("OtherNodesWrites", func(t *testing.T) { testOtherNodesWrites(t, opener(e, "/stale")) })
+}
+
+// A node's kept version of a job goes stale when another node writes it:
+// its next update must be judged on the current version, not refused.
+func testOtherNodesWrites(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
+	ctx := context.Background()
+	a, b := open(t, "a", 0), open(t, "b", 0)
+	j := storetest.NewJob("f", "x.mp4", state.Queued)
+	if err := a.Create(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Update(ctx, j.ID, func(j *state.Job) error { j.State = state.Uploading; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Queued -> registering would be illegal; uploading -> registering is not.
+	got, err := a.Update(ctx, j.ID, func(j *state.Job) error {
+		if j.State != state.Uploading {
+			return fmt.Errorf("saw %s", j.State)
+		}
+		j.State = state.Registering
+		return nil
+	})
+	if err != nil || got.State != state.Registering || len(got.History) != 3 {
+		t.Fatalf("update after another node's write: %+v, %v", got, err)
+	}
+	// And a real refusal still comes back.
+	if _, err := b.Update(ctx, j.ID, func(j *state.Job) error { j.State = state.Done; return nil }); !errors.Is(err, state.ErrIllegalTransition) {
+		t.Errorf("registering -> done: %v, want ErrIllegalTransition", err)
+	}
+	if err := b.Delete(ctx, j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Update(ctx, j.ID, func(j *state.Job) error { j.Attempts++; return nil }); !errors.Is(err, state.ErrNotFound) {
+		t.Errorf("update of a job deleted by another node: %v, want ErrNotFound", err)
+	}
 }
 
 func testContract(t *testing.T, e *testenv.Etcd) {
