@@ -24,6 +24,7 @@ func completionFlags() map[string][]string {
 		"resume":     {"--config", "--json"},
 		"reload":     {"--config"},
 		"db":         {"--config", "--json"},
+		"migrate":    {"--config", "--to"},
 		"completion": {},
 	}
 }
