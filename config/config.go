@@ -24,9 +24,10 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
+	State        StateSettings // [state]: keep_done; backend bbolt (default) or etcd
+	Web          Web           // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
-	State        State                   // [state]: bbolt (default) or etcd
 
 	warnings []string    // found while parsing, see Warnings
 	mode     fs.FileMode // permissions of Path when loaded from a file; 0 from Parse
@@ -53,6 +54,11 @@ type Folder struct {
 	SidecarWait    time.Duration
 	// Receipts: write <name>.receipt.json beside each processed file.
 	Receipts bool
+	// Probe is the media check before upload: "require" (default: a known
+	// container that fails goes to failed_dir), "warn" (deliver anyway,
+	// note the problem), "off", or "ffprobe" (require, plus ffprobe's
+	// stream facts when it is installed).
+	Probe string
 }
 
 // Retry settings.

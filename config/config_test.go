@@ -113,8 +113,10 @@ api_secret = "s"
 		{"relative failed_dir", folder2("failed_dir = \"failed\"\n"), "folder[1].failed_dir", "not an absolute path"},
 		{"state_dir inside folder", "state_dir = \"/srv/news/.state\"\n" + minimal, "state_dir", `inside folder "news"`},
 		{"bad glob", folder2("include = [\"[a-\"]\n"), "folder[1].include", "syntax error in pattern"},
-		{"glob with slash", folder2("exclude = [\"sub/*.mp4\"]\n"), "folder[1].exclude", "file name only"},
+		{"absolute glob", folder2("exclude = [\"/sub/*.mp4\"]\n"), "folder[1].exclude", "relative to the folder"},
+		{"bad brace glob", folder2("include = [\"*.{mov,mxf\"]\n"), "folder[1].include", "syntax error in pattern"},
 		{"bad sidecar", folder2("sidecar = \"maybe\"\n"), "folder[1].sidecar", "not one of"},
+		{"bad probe", folder2("probe = \"sometimes\"\n"), "folder[1].probe", "not one of"},
 		{"bad ACL", dest("acl = \"public\"\n"), "destination.archive.acl", `"public" is not one of`},
 		{"bad storage class", dest("storage_class = \"COLD\"\n"), "destination.archive.storage_class", `"COLD" is not one of`},
 		{"template with ..", dest("key = \"{folder}/../{name}\"\n"), "destination.archive.key", `".." segment`},
@@ -273,12 +275,12 @@ url = "https://hooks.test/x"
 	check("shutdown_timeout", c.ShutdownTimeout, 30*time.Second)
 	check("log", c.Log, Log{Level: "info", Format: "text"})
 	check("retry", c.Retry, Retry{MaxAttempts: 8, InitialBackoff: 5 * time.Second, MaxBackoff: 10 * time.Minute})
-	check("upload", c.Upload, Upload{PartSize: 16 * MiB, Concurrency: 4, MaxFiles: 8, MultipartThreshold: 16 * MiB})
+	check("upload", c.Upload, Upload{PartSize: 16 * MiB, Concurrency: 32, MaxFiles: 8, MultipartThreshold: 16 * MiB})
 	check("metrics", c.Metrics, Metrics{})
 	check("folder", c.Folders, []Folder{{
 		Name: "news", Path: "/srv/news", ProcessedDir: "/srv/news/processed", FailedDir: "/srv/news/failed",
 		Destinations: []string{"archive"}, StableAfter: 5 * time.Second, RescanInterval: time.Minute,
-		Sidecar: "optional", SidecarWait: 30 * time.Second,
+		Sidecar: "optional", SidecarWait: 30 * time.Second, Probe: "require",
 	}})
 	check("notify", len(c.Notify), 1)
 	n := c.Notify[0]
@@ -660,6 +662,7 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"literal secret, world readable", lit, 0o644, []string{"holds literal secrets and is readable by others (mode 0644)", "destination.spare is not used"}},
 		{"literal secret, private", lit, 0o600, []string{"destination.spare is not used"}},
+		{"literal secret, group only (packaged 0640 root:watchfolder)", lit, 0o640, []string{"destination.spare is not used"}},
 		{"no secrets, world readable", minimal, 0o644, nil},
 		{"secret file readable by others", minimal + "access_key_id = \"AKIA1\"\nsecret_access_key = \"file:" + loose + "\"\n", 0o600,
 			[]string{"destination.archive.secret_access_key: secret file " + loose + " is readable by others (mode 0644)"}},

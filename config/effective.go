@@ -2,13 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Warnings returns problems that do not stop the daemon but that an
@@ -16,7 +17,9 @@ import (
 // files others can read, destinations that no folder uses.
 func (c *Config) Warnings() []string {
 	var out []string
-	if c.mode&0o044 != 0 && c.hasLiteralSecrets() {
+	// Group-readable is the packaged setup (0640 root:watchfolder: the
+	// service and its operators read it); only world-readable is a leak.
+	if c.mode&0o004 != 0 && c.hasLiteralSecrets() {
 		out = append(out, fmt.Sprintf("config %s holds literal secrets and is readable by others (mode %#o): chmod 600 or use ${ENV}/file:", c.Path, c.mode))
 	}
 	return append(out, c.warnings...)
@@ -72,10 +75,17 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.str("max_bandwidth", "")
 	}
 
-	writeState(e, c.State)
-
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
+	c.Web.writeEffective(e)
+
+	e.section("[state]")
+	if c.State.KeepDone > 0 {
+		e.dur("keep_done", c.State.KeepDone)
+	} else {
+		e.str("keep_done", "")
+	}
+	writeStateBackend(e, c.State)
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")
@@ -99,6 +109,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.str("sidecar", f.Sidecar)
 		e.dur("sidecar_wait", f.SidecarWait)
 		e.line("receipts", strconv.FormatBool(f.Receipts))
+		e.str("probe", f.Probe)
 	}
 
 	names := make([]string, 0, len(c.Destinations))

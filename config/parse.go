@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/bmatcuk/doublestar/v4"
 
 	"github.com/watchfolder/watchfolder/config/table"
 )
@@ -121,6 +121,7 @@ func build(top *table.Table) *Config {
 		}
 	}
 	m.Unknown(nil)
+	c.Web = buildWeb(top.Sub("web"))
 
 	for _, n := range top.Tables("notify") {
 		c.Notify = append(c.Notify, buildNotify(n))
@@ -185,7 +186,7 @@ func buildRetry(t *table.Table) Retry {
 func buildUpload(t *table.Table) Upload {
 	u := Upload{
 		PartSize:    t.SizeIn("part_size", 16*MiB, 5*MiB, 5*GiB),
-		Concurrency: t.Integer("concurrency", 4, 1, 64),
+		Concurrency: t.Integer("concurrency", 32, 1, 64),
 		MaxFiles:    t.Integer("max_files", 8, 1, 256),
 	}
 	// The threshold defaults to the part size: below it a file is one part
@@ -273,6 +274,7 @@ func buildFolder(t *table.Table, dests *table.Table) Folder {
 		Sidecar:        t.OneOf("sidecar", "optional", "optional", "required", "ignore"),
 		SidecarWait:    t.Duration("sidecar_wait", 30*time.Second, 0),
 		Receipts:       t.Boolean("receipts", false),
+		Probe:          t.OneOf("probe", "require", "require", "warn", "off", "ffprobe"),
 	}
 	if name, ok := t.Str("name"); !ok {
 		if !t.Has("name") {
@@ -352,20 +354,20 @@ func buildFolder(t *table.Table, dests *table.Table) Folder {
 	return f
 }
 
-// globs reads patterns matched against a file's base name (see watcher).
+// globs reads include/exclude patterns. The watcher matches them against
+// the base name, or against the path below the folder when they name
+// directories; `**` and `{a,b}` work (doublestar syntax).
 func globs(t *table.Table, k string) []string {
 	var out []string
 	for _, g := range t.Strings(k) {
 		switch {
 		case g == "":
 			t.Errf(k, "empty pattern")
-		case strings.Contains(g, "/"):
-			t.Errf(k, "pattern %q contains /: patterns match the file name only", g)
+		case strings.HasPrefix(g, "/"):
+			t.Errf(k, "pattern %q: must be relative to the folder (no leading /)", g)
+		case !doublestar.ValidatePattern(strings.ToLower(g)):
+			t.Errf(k, "pattern %q: %v", g, doublestar.ErrBadPattern)
 		default:
-			if _, err := path.Match(g, ""); err != nil {
-				t.Errf(k, "pattern %q: %v", g, err)
-				continue
-			}
 			out = append(out, g)
 		}
 	}

@@ -27,7 +27,7 @@ func TestDestinationDeclarations(t *testing.T) {
 		{name: "skylark prefixed key warns", dest: "type = \"skylark\"\nbucket = \"bkt\"\nkey = \"{folder}/{name}\"\n",
 			warnHas: "destination.d.key: \"{folder}/{name}\" puts objects under a prefix"},
 		{name: "bluebillywig secret in the SDK form", dest: "type = \"bluebillywig\"\npublication = \"p\"\naccount = \"1\"\napi_secret = \"7-abcdef\"\n",
-			key: "api_key_id", want: ""},
+			key: "api_key_id", want: "7"},
 		{name: "bluebillywig without any key id", dest: "type = \"bluebillywig\"\npublication = \"p\"\naccount = \"1\"\napi_secret = \"abcdef\"\n",
 			errHas: "destination.d.api_key_id: required unless api_secret has the form <id>-<secret>"},
 		{name: "jw multipart threshold", dest: "type = \"jwplayer\"\nsite_id = \"s\"\napi_secret = \"x\"\nmultipart_threshold = \"8MiB\"\n",
@@ -69,6 +69,9 @@ func TestDestinationDeclarations(t *testing.T) {
 			}
 			if strings.Contains(buf.String(), "abcdef") {
 				t.Errorf("secret in output:\n%s", buf.String())
+			}
+			if _, err := Parse(buf.Bytes(), "effective"); err != nil {
+				t.Errorf("effective output does not parse again: %v\n%s", err, buf.String())
 			}
 		})
 	}

@@ -6,52 +6,34 @@ import (
 	"time"
 )
 
-func TestStateSection(t *testing.T) {
-	base := `
-[[folder]]
-name = "news"
-path = "/srv/watch/news"
-destinations = ["a"]
-[destination.a]
-type = "s3"
-bucket = "bkt"
-`
+func TestStateKeepDone(t *testing.T) {
+	const folder = "[[folder]]\nname = \"n\"\npath = \"/srv/n\"\ndestinations = [\"a\"]\n[destination.a]\ntype = \"s3\"\nbucket = \"abc\"\n"
 	tests := []struct {
-		name, state, err string
+		toml string
+		want time.Duration
+		err  string
 	}{
-		{"default bbolt", ``, ""},
-		{"etcd", `backend = "etcd"
-endpoints = ["http://127.0.0.1:2379"]
-lease_ttl = "5s"
-node = "ingest-1"`, ""},
-		{"etcd without endpoints", `backend = "etcd"`, "state.endpoints"},
-		{"bad backend", `backend = "redis"`, "state.backend"},
-		{"lease too short", `lease_ttl = "10ms"`, "state.lease_ttl"},
-		{"cert without key", `backend = "etcd"
-endpoints = ["https://e:2379"]
-cert_file = "/etc/c.pem"`, "state.cert_file"},
-		{"unknown key", `endpoint = "x"`, "state.endpoint"},
+		{"", 0, ""},
+		{"[state]\nkeep_done = \"90d\"\n", 90 * 24 * time.Hour, ""},
+		{"[state]\nkeep_done = \"1d12h\"\n", 36 * time.Hour, ""},
+		{"[state]\nkeep_done = \"soon\"\n", 0, "state.keep_done"},
+		{"[state]\nkeep_done = \"0d\"\n", 0, "state.keep_done"},
+		{"[state]\nkeep_dune = \"1d\"\n", 0, "keep_dune"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := Parse([]byte(base+"[state]\n"+tt.state+"\n"), "t.toml")
-			if tt.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.err) {
-					t.Fatalf("err = %v, want one naming %s", err, tt.err)
-				}
-				return
+	for _, tc := range tests {
+		c, err := Parse([]byte(tc.toml+folder), "t.toml")
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want one naming %s", tc.toml, err, tc.err)
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.name == "etcd" {
-				s := c.State
-				if !s.Cluster() || s.LeaseTTL != 5*time.Second || s.Node != "ingest-1" || s.Prefix != "/watchfolder" {
-					t.Errorf("State = %+v", s)
-				}
-			} else if c.State.Cluster() {
-				t.Errorf("default backend is %s", c.State.Backend)
-			}
-		})
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.toml, err)
+			continue
+		}
+		if c.State.KeepDone != tc.want {
+			t.Errorf("%q: keep_done %v, want %v", tc.toml, c.State.KeepDone, tc.want)
+		}
 	}
 }

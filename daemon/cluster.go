@@ -51,7 +51,7 @@ var (
 
 // OpenEtcd connects to the etcd cluster of cfg's [state] section (also used
 // by the CLI to read the shared state).
-func OpenEtcd(ctx context.Context, cfg config.State) (*etcdstore.Store, error) {
+func OpenEtcd(ctx context.Context, cfg config.StateSettings) (*etcdstore.Store, error) {
 	cc := clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second,
 		Username: cfg.Username, Password: cfg.Password.Value()}
 	if cfg.CACert != "" || cfg.CertFile != "" {
@@ -84,14 +84,14 @@ func OpenEtcd(ctx context.Context, cfg config.State) (*etcdstore.Store, error) {
 type cluster struct {
 	st  *etcdstore.Store
 	log *slog.Logger
-	cfg config.State
+	cfg config.StateSettings
 
 	mu      sync.Mutex
 	leading map[string]bool     // folder -> this node scans it
 	dropped map[string]struct{} // paths reported while not leading
 }
 
-func newCluster(st *etcdstore.Store, cfg config.State, log *slog.Logger) *cluster {
+func newCluster(st *etcdstore.Store, cfg config.StateSettings, log *slog.Logger) *cluster {
 	return &cluster{st: st, cfg: cfg, log: log.With("node", cfg.Node),
 		leading: map[string]bool{}, dropped: map[string]struct{}{}}
 }

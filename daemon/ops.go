@@ -58,13 +58,21 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 	d.claims.Store(key, struct{}{})
 	defer d.claims.Delete(key)
 
-	if err := mover.Move(src, target); err != nil {
+	// Confined like filing: a failed/ or a folder directory an editor
+	// replaced with a symlink is refused, never followed.
+	dir, err := mover.MoveBelow(f.FailedDir, src, f.Path, target)
+	if err != nil {
 		return nil, fmt.Errorf("job %d: move the file back: %w", id, err)
+	}
+	if dir != "" {
+		if err := mover.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("job %d: move the file back: sync %s: %w", id, dir, err)
+		}
 	}
 	sidecar := ""
 	if sc := sidecarPath(src); fileExists(sc) {
 		sidecar = sidecarPath(target)
-		if err := mover.Move(sc, sidecar); err != nil {
+		if _, err := mover.MoveBelow(f.FailedDir, sc, f.Path, sidecar); err != nil {
 			d.log.Warn("retry: could not move the sidecar back; the file goes without it", "job", id, "sidecar", sc, "err", err)
 			sidecar = ""
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
 	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
 	"github.com/watchfolder/watchfolder/uploader/wistia/wistiatest"
 )
@@ -67,19 +68,24 @@ func wistiaPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*wistiatest
 	}
 }
 
-func bbPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*fakeBB, *platform) {
-	f := newFakeBB(t, bucket)
+// bbPlatform is the exported Blue Billywig test server; the daemon
+// uploads through its ACL-recording proxy, which forwards to px.
+func bbPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*bluebillywigtest.Server, *platform) {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := bluebillywigtest.New(t, minio, bucket, bluebillywigtest.Options{KeyID: bbKeyID, Secret: bbSecret, Upstream: px.URL})
 	return f, &platform{
-		dest: f.table("bb", px.URL),
+		dest: dest{"bb", fmt.Sprintf("type = \"bluebillywig\"\npublication = \"e2epub\"\naccount = %q\napi_key_id = %q\napi_secret = \"${WF_E2E_BB}\"\napi_url = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n%s",
+			f.Account, bbKeyID, f.URL, s3Table(bucket, f.S3URL))},
 		ids: func() []string {
 			var ids []string
-			for _, c := range f.all() {
+			for _, c := range f.Clips() {
 				ids = append(ids, strconv.Itoa(c.ID))
 			}
 			return ids
 		},
-		creates: func() int { return len(f.all()) },
-		secrets: f.seenTokens,
+		creates: func() int { return len(f.Clips()) },
+		secrets: f.Tokens,
 	}
 }
 
@@ -119,8 +125,8 @@ func TestCrashBetweenUploadAndRegistration(t *testing.T) {
 		}, true},
 		{"bluebillywig-search", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "c1-bb", px)
-			f.searchGate = newHook(true)
-			p.hook = f.searchGate
+			p.hook = newHook(true)
+			f.OnFound(p.hook.fire)
 			return p
 		}, false},
 	}

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
 	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
+	"github.com/watchfolder/watchfolder/uploader/skylark/skylarktest"
 )
 
 // Issue 4, fan-out: one folder delivers to plain S3, Wistia and JW Player.
@@ -148,7 +150,7 @@ func TestSidecarReachesPlatformsAndMovesWithMedia(t *testing.T) {
 		fmt.Sprint(meta["tags"]) != "[news evening]" {
 		t.Errorf("jw metadata %v", meta)
 	}
-	clips := bb.all()
+	clips := bb.Clips()
 	if len(clips) != 1 || len(clips[0].Updates) != 1 {
 		t.Fatalf("bb clips %+v, want one clip updated once", clips)
 	}
@@ -223,7 +225,7 @@ func TestRateLimitsAnd5xxDeliverOnce(t *testing.T) {
 		}, time.Second},
 		{"bb-search-429-and-5xx", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "rl-bb1", px)
-			f.script("search", fault{status: 429, retryAfter: "1"}, fault{status: 500}, fault{status: 503})
+			f.ScriptOp("search", bluebillywigtest.Fault{Status: 429, RetryAfter: "1"}, bluebillywigtest.Fault{Status: 500}, bluebillywigtest.Fault{Status: 503})
 			return p
 		}, time.Second},
 	}
@@ -306,4 +308,31 @@ func TestJWUploadLinkIsNotShown(t *testing.T) {
 		t.Fatalf("no upload link signatures recorded: %v", sigs)
 	}
 	s.assertNoSecrets(sigs...)
+}
+
+// Issue 10: a Skylark destination configured with nothing but its bucket
+// writes the file at the bucket root, where Skylark ingests it (the test
+// server ingests root-level objects only and moves them to processed/);
+// the job is done with the processed object and the asset id.
+func TestSkylarkDefaultKeyIsIngested(t *testing.T) {
+	t.Parallel()
+	bucket := uniqueBucket("sky")
+	minio.MakeBucket(t, bucket)
+	f := skylarktest.New(t, minio, bucket, 50*time.Millisecond)
+	s := newSite(t, dest{"sky", fmt.Sprintf("type = \"skylark\"\n%sapi_url = %q\ntoken = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n",
+		s3Table(bucket, minio.Endpoint), f.URL, f.Token)})
+	s.start()
+	s.drop("sub/promo clip.mp4", media("promo clip.mp4", 80<<10))
+	j := s.waitState("sub/promo clip.mp4", 40*time.Second, "done", "failed")
+	if j.State != "done" {
+		t.Fatalf("job %s: %s\n%s", j.State, j.Error, s.tail())
+	}
+	if n := f.Ingested()["promo clip.mp4"]; n != 1 {
+		t.Errorf("ingested %v, want the root-level object once", f.Ingested())
+	}
+	d := j.dest("sky")
+	if d.Object != "s3://"+bucket+"/processed/promo clip.mp4" || d.VendorID == "" || d.VendorID != f.Assets()["promo clip"] {
+		t.Errorf("destination %+v, assets %v", d, f.Assets())
+	}
+	s.assertNoSecrets(f.Token)
 }

@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/watchfolder/watchfolder/probe"
 )
 
 // Source describes one version of a file to deliver. The daemon builds it
@@ -31,6 +33,10 @@ type Source struct {
 	// container; 0 means unknown. Platforms with a minimum length (JW
 	// refuses media shorter than 2 s) check it before creating anything.
 	Duration time.Duration
+	// Media is everything the media check found (container, codecs,
+	// picture size, frame rate, audio layout); nil when the folder's probe
+	// is off. Duration above is its duration.
+	Media *probe.Facts
 }
 
 // Metadata is the sidecar (<stem>.json) content, or what is derived from the

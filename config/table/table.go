@@ -473,7 +473,9 @@ func ResolveSecret(s string) (sec Secret, warn string, err error) {
 		if err != nil {
 			return Secret{}, "", err
 		}
-		if mode&0o077 != 0 {
+		// Group-readable (0640 root:watchfolder) is how the service user
+		// reads it; world-readable is the leak.
+		if mode&0o007 != 0 {
 			warn = fmt.Sprintf("secret file %s is readable by others (mode %#o): chmod 600", p, mode&fs.ModePerm)
 		}
 		return secretOf(v, "file:"+p), warn, nil

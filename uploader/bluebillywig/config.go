@@ -60,8 +60,11 @@ func decode(t *table.Table) uploader.Settings {
 	}
 	s.secret = t.Required("api_secret")
 	if s.keyID == "" && s.secret.IsSet() && !t.SkipSecrets() {
+		// The id part is an identifier, not a secret: show it.
 		if id, rest, ok := strings.Cut(s.secret.Value(), "-"); !ok || id == "" || rest == "" {
 			t.Errf("api_key_id", "required unless api_secret has the form <id>-<secret>")
+		} else {
+			s.keyID = id
 		}
 	}
 	def := ""

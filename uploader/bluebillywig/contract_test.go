@@ -19,10 +19,8 @@ import (
 func TestContract(t *testing.T) {
 	destinationtest.Run(t, func(t *testing.T) *destinationtest.Env {
 		e := setup(t)
-		e.fake.mu.Lock()
-		e.fake.delay = 1 // index lag: the clip shows up one search late
-		e.fake.mu.Unlock()
-		faults := destinationtest.NewFaultProxy(t, e.proxy.srv.URL)
+		e.srv.SetDelay(1) // index lag: the clip shows up one search late
+		faults := destinationtest.NewFaultProxy(t, e.srv.S3URL)
 		var mu sync.Mutex
 		secret := testSecret
 		const wrong = "not-the-bb-secret"
@@ -49,12 +47,11 @@ func TestContract(t *testing.T) {
 			// One object in the ingest bucket is one mediaclip.
 			Delivered: func(t *testing.T) int { return len(minio.ListKeys(t, e.bucket)) },
 			Fault: func(status int, ra string, n int) {
-				e.fake.mu.Lock()
-				defer e.fake.mu.Unlock()
-				e.fake.script, e.fake.retryAfter = nil, ra
-				for range n {
-					e.fake.script = append(e.fake.script, status)
+				st := make([]int, n)
+				for i := range st {
+					st[i] = status
 				}
+				e.srv.Script(ra, st...)
 			},
 			Refuse: func(on bool) {
 				mu.Lock()

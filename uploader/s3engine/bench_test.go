@@ -2,7 +2,6 @@ package s3engine
 
 import (
 	"context"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // BenchmarkPut256MiB uploads a 256 MiB file to the local MinIO with the

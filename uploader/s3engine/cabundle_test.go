@@ -3,13 +3,13 @@ package s3engine
 import (
 	"bytes"
 	"context"
-	"github.com/watchfolder/watchfolder/uploader"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Hosts often set AWS_CA_BUNDLE; the SDK's config loader then rejects a

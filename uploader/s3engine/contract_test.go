@@ -30,7 +30,7 @@ func TestContract(t *testing.T) {
 			Delivered: func(t *testing.T) int { return len(m.ListKeys(t, bucket)) },
 			Fault:     proxy.Fault,
 			Refuse:    func(on bool) { proxy.Refuse(on, "Access Denied by bucket policy") },
-			Message:   "AccessDenied",
+			Message:   "StatusCode: 403",
 			Secrets:   []string{m.SecretKey},
 		}
 	})
@@ -57,7 +57,7 @@ func TestContractMultipart(t *testing.T) {
 			Delivered: func(t *testing.T) int { return len(m.ListKeys(t, bucket)) },
 			Fault:     proxy.Fault,
 			Refuse:    func(on bool) { proxy.Refuse(on, "Access Denied by bucket policy") },
-			Message:   "AccessDenied",
+			Message:   "StatusCode: 403",
 			Secrets:   []string{m.SecretKey},
 			Size:      11 << 20,
 			Name:      "long clip.mov",

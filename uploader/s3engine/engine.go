@@ -44,11 +44,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path"
 	"slices"
@@ -62,6 +62,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // castagnoli is the CRC32C table (read-only after init).
@@ -1196,6 +1198,14 @@ var (
 	errNotOurs = errors.New("object belongs to another job")
 )
 
+// JobToken is the handle an object written by this engine carries in its
+// x-amz-meta-watchfolder-job metadata (MetaJob); destinations that look for
+// their object later (Skylark's processed/ copy) compare against it.
+func JobToken(src *uploader.Source) string { return jobToken(src) }
+
+// MetaJob is the x-amz-meta-* name of the job token.
+const MetaJob = metaJob
+
 // jobToken identifies the job (one version of one file in one state
 // database) that writes an object: its id and when it was created (to the
 // millisecond, so a store that keeps times coarser than Go's still gives
@@ -1253,6 +1263,13 @@ func (c *S3) claimKey(ctx context.Context, base, from, token string) (key string
 		h, err := c.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)})
 		switch {
 		case isNotFound(err):
+			return k, false, nil
+		case httpStatus(err) == http.StatusForbidden:
+			// Without s3:ListBucket (write-only drop buckets, policies
+			// that grant only PutObject) S3 answers 403 for a key that
+			// does not exist: HEAD cannot tell, so the conditional write
+			// decides (and a real refusal comes back from it, with the
+			// store's own message).
 			return k, false, nil
 		case err != nil:
 			return "", false, classify(fmt.Errorf("head %s: %w", objectURL(bucket, k), err))

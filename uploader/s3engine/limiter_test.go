@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/watchfolder/watchfolder/uploader"
 	"io"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 func TestLimiterNil(t *testing.T) {

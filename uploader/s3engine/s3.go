@@ -4,21 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // S3Options are the S3 settings shared by every destination type that writes
@@ -214,6 +217,16 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
+		// A HEAD answered 429 has no body, so no throttling error code the
+		// SDK knows: retry on the status itself.
+		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+			so.Retryables = append(slices.Clone(so.Retryables), retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if httpStatus(err) == http.StatusTooManyRequests {
+					return aws.TrueTernary
+				}
+				return aws.UnknownTernary
+			}))
+		})
 		if eng.HTTPClient != nil {
 			o.HTTPClient = eng.HTTPClient
 		}

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -37,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // The package's tests share one MinIO server, started by the first test that
@@ -721,8 +721,10 @@ func TestPutBandwidthCap(t *testing.T) {
 	// The bucket starts full (burst), the rest is paced at rate.
 	want := time.Duration((float64(size) - max(float64(rate)/20, uploader.LimiterChunk)) / rate * float64(time.Second))
 	t.Logf("12 MiB at 8 MiB/s: %v (ideal %v)", elapsed, want)
-	if elapsed < want*9/10 || elapsed > want*115/100+150*time.Millisecond {
-		t.Errorf("elapsed %v, want %v -10%%/+15%%", elapsed, want)
+	// The lower bound is the cap; the upper one only catches a limiter
+	// that stalls (a busy machine is slow, never faster than the cap).
+	if elapsed < want*9/10 || elapsed > want*3+time.Second {
+		t.Errorf("elapsed %v, want at least %v (-10%%) and no stall", elapsed, want)
 	}
 }
 

@@ -3,11 +3,11 @@ package s3engine
 import (
 	"context"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"strings"
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // S3Destination is the plain "s3" destination: the file becomes an object

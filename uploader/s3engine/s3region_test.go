@@ -3,7 +3,6 @@ package s3engine
 import (
 	"context"
 	"fmt"
-	"github.com/watchfolder/watchfolder/uploader"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // noAWSEnv hides the machine's AWS settings so only what a test sets counts.

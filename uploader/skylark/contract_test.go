@@ -49,7 +49,7 @@ func TestContract(t *testing.T) {
 			},
 			Fault:   proxy.Fault,
 			Refuse:  func(on bool) { proxy.Refuse(on, "Access Denied by bucket policy") },
-			Message: "AccessDenied",
+			Message: "StatusCode: 403",
 			Secrets: []string{minio.SecretKey, f.Token},
 		}
 	})

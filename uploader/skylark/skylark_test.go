@@ -255,3 +255,52 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 }
+
+type failLastSave struct{ memSession }
+
+func (s *failLastSave) Save(ctx context.Context, cp *uploader.Checkpoint) error {
+	if cp.Uploaded {
+		return fmt.Errorf("simulated crash before the upload's commit")
+	}
+	return s.memSession.Save(ctx, cp)
+}
+
+// TestNoSecondPutAfterIngest: the object was sent but its commit was lost,
+// and Skylark moved it to processed/ before the retry (the key answers
+// 404): the retry must not PUT it again (a second asset).
+func TestNoSecondPutAfterIngest(t *testing.T) {
+	bucket := newBucket(t)
+	f := skylarktest.New(t, minio, bucket, 0)
+	d, err := New(Options{Name: "sky", S3: newEngine(t, bucket), PollInterval: 10 * time.Millisecond,
+		RegisterTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src := testSource(t, "clip.mp4", uploader.Metadata{})
+	if err := d.Upload(ctx, src, &uploader.Checkpoint{}, &failLastSave{}); err == nil {
+		t.Fatal("Upload succeeded though its commit failed")
+	}
+	for f.Ingested()["clip.mp4"] == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("never ingested")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cp := &uploader.Checkpoint{}
+	s := &memSession{}
+	if err := d.Upload(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Register(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a second object would be ingested by now
+	if n := f.Ingested()["clip.mp4"]; n != 1 {
+		t.Fatalf("ingested %d times, want 1", n)
+	}
+	if !cp.Uploaded || cp.Extra[extraProcessedKey] != "processed/clip.mp4" {
+		t.Errorf("cp = %+v", cp)
+	}
+}
