@@ -432,3 +432,33 @@ func (p *pauseState) replace(doc pauseDoc) (release []uint64, changed bool, err 
 	slices.Sort(release)
 	return release, true, nil
 }
+
+// CheckCluster is doctor's part for cluster mode: the etcd cluster answers
+// (unless offline), and a reminder of what a shared folder changes.
+func CheckCluster(ctx context.Context, cfg *config.Config, offline bool) []Problem {
+	s := cfg.State
+	if !s.Cluster() {
+		return nil
+	}
+	out := []Problem{{ClassSystem, "state", "cluster mode: the writer probe sees only writers on the node that scans a folder; " +
+		"files written from other hosts are judged finished by stable_after alone", false}}
+	if offline {
+		return out
+	}
+	st, err := OpenEtcd(ctx, s)
+	if err != nil {
+		return append(out, Problem{ClassSystem, "state", err.Error(), true})
+	}
+	defer st.Close()
+	nodes, err := st.Nodes(ctx)
+	if err != nil {
+		return append(out, Problem{ClassSystem, "state", err.Error(), true})
+	}
+	for _, n := range nodes {
+		if n.Name == s.Node {
+			out = append(out, Problem{ClassSystem, "state", fmt.Sprintf("node name %q is already live in the cluster: "+
+				"each node needs its own name (this check also runs while this node's daemon is up)", s.Node), false})
+		}
+	}
+	return out
+}

@@ -74,6 +74,7 @@ path = %q
 destinations = ["archive"]
 stable_after = "150ms"
 rescan_interval = "1s"
+probe = "off"
 [destination.archive]
 type = "s3"
 key = "{relpath}"
@@ -273,15 +274,18 @@ func waitAllDone(t *testing.T, nodes []*clusterNode, n int, timeout time.Duratio
 	t.Helper()
 	waitFor(t, timeout, func() (bool, string) {
 		jobs, _ := nodes[0].list()
-		done, other := 0, map[string]int{}
+		done, other, lastErr := 0, map[string]int{}, ""
 		for _, j := range jobs {
 			if j.State == "done" {
 				done++
 			} else {
 				other[j.State]++
 			}
+			if j.Error != "" {
+				lastErr = j.Error
+			}
 		}
-		return done == n && len(jobs) == n, fmt.Sprintf("%d of %d done, %d jobs, others %v", done, n, len(jobs), other)
+		return done == n && len(jobs) == n, fmt.Sprintf("%d of %d done, %d jobs, others %v, an error: %s", done, n, len(jobs), other, lastErr)
 	}, func() string {
 		var b strings.Builder
 		for _, nd := range nodes {
@@ -303,6 +307,11 @@ func TestClusterEtcdQuorum(t *testing.T) {
 		n.start()
 	}
 	stage := nodes[0].site
+
+	out, errOut, _ := nodes[0].cli("doctor", "--user", "root")
+	if !strings.Contains(out, "stable_after alone") || strings.Contains(out, "PROBLEM [system] state") {
+		t.Errorf("doctor in cluster mode:\n%s%s", out, errOut)
+	}
 
 	etcd.Stop(0)
 	for i := range 10 {
