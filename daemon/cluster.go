@@ -122,7 +122,9 @@ func (c *cluster) release(ctx context.Context, d *Daemon, id uint64) {
 	if c == nil || d.sched.tracked(id) {
 		return
 	}
-	if err := c.st.Release(ctx, id); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	if err := c.st.Release(cctx, id); err != nil {
 		c.log.Warn("release claim", "job", id, "err", err)
 	}
 }

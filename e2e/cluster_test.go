@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,7 +112,11 @@ func TestClusterThreeNodes(t *testing.T) {
 		n.start()
 	}
 
-	const nFiles = 60
+	// make torture runs the 300 files (WF_CLUSTER_FILES=300).
+	nFiles := 60
+	if v, err := strconv.Atoi(os.Getenv("WF_CLUSTER_FILES")); err == nil && v > 0 {
+		nFiles = v
+	}
 	want := map[string][]byte{}
 	for i := range nFiles {
 		size := 64<<10 + i*4<<10
@@ -125,7 +130,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	for name, data := range want {
 		stage.drop(name, data)
 	}
-	waitAllDone(t, nodes, nFiles, 90*time.Second)
+	waitAllDone(t, nodes, nFiles, 60*time.Second+time.Duration(nFiles)*time.Second/2)
 
 	for name, data := range want {
 		key := bucket + "/" + name
