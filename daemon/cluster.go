@@ -215,7 +215,25 @@ func (c *cluster) campaign(ctx context.Context, d *Daemon, folder string) {
 			continue
 		}
 		e := concurrency.NewElection(sess, c.st.ElectionPrefix(folder))
-		if err := e.Campaign(ctx, c.cfg.Node); err != nil {
+		// A campaign under a session that expires meanwhile must not win.
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done():
+				cancel()
+			case <-cctx.Done():
+			}
+		}()
+		err = e.Campaign(cctx, c.cfg.Node)
+		cancel()
+		if err == nil {
+			select {
+			case <-sess.Done():
+				err = errors.New("etcd session expired during the election")
+			default:
+			}
+		}
+		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("scanner election; retrying", "folder", folder, "err", err)
 				sleepCtx(ctx, time.Second)
