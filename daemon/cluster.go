@@ -291,9 +291,10 @@ type ClusterStatus struct {
 	Nodes    []string          `json:"nodes"`
 	Claims   map[uint64]string `json:"claims"`   // job id -> node
 	Scanning []string          `json:"scanning"` // folders this node scans
+	Scanners map[string]string `json:"scanners"` // folder -> elected node
 }
 
-func (c *cluster) status(ctx context.Context) (*ClusterStatus, error) {
+func (c *cluster) status(ctx context.Context, folders []config.Folder) (*ClusterStatus, error) {
 	if c == nil {
 		return nil, nil
 	}
@@ -305,7 +306,12 @@ func (c *cluster) status(ctx context.Context) (*ClusterStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ClusterStatus{Node: c.cfg.Node, Claims: claims}
+	s := &ClusterStatus{Node: c.cfg.Node, Claims: claims, Scanners: map[string]string{}}
+	for _, f := range folders {
+		if s.Scanners[f.Name], err = c.st.Scanner(ctx, f.Name); err != nil {
+			return nil, err
+		}
+	}
 	for _, n := range nodes {
 		s.Nodes = append(s.Nodes, n.Name)
 	}

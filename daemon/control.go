@@ -164,7 +164,7 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 		Uptime: up.Round(time.Second).String(), UptimeSeconds: up.Seconds(), Counts: counts,
 		Folders: []string{}, Paused: d.pause.list(),
 		QueueDepth: d.sched.depth(), InFlight: []InFlight{}, Failures: []JobView{}}
-	if st.Cluster, err = d.cl.status(ctx); err != nil {
+	if st.Cluster, err = d.cl.status(ctx, d.Config().Folders); err != nil {
 		return nil, err
 	}
 	for _, f := range d.Config().Folders {

@@ -156,7 +156,8 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 	}
 	out, _, code := nodes[1].cli("status")
-	if code != 0 || !strings.Contains(out, "cluster: this node node1") || !strings.Contains(out, "node0") {
+	if code != 0 || !strings.Contains(out, "cluster: this node node1") || !strings.Contains(out, "node0") ||
+		!strings.Contains(out, "scanner of news: node") {
 		t.Errorf("status (exit %d) does not show the cluster:\n%s", code, out)
 	}
 

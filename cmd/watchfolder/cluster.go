@@ -17,8 +17,17 @@ import (
 // folders this node scans and which node holds which job.
 func renderCluster(w io.Writer, c *daemon.ClusterStatus) {
 	fmt.Fprintf(w, "cluster: this node %s; nodes alive: %s\n", c.Node, strings.Join(c.Nodes, ", "))
-	if len(c.Scanning) > 0 {
-		fmt.Fprintf(w, "  scanning (elected): %s\n", strings.Join(c.Scanning, ", "))
+	folders := make([]string, 0, len(c.Scanners))
+	for f := range c.Scanners {
+		folders = append(folders, f)
+	}
+	slices.Sort(folders)
+	for _, f := range folders {
+		node := c.Scanners[f]
+		if node == "" {
+			node = "(none elected)"
+		}
+		fmt.Fprintf(w, "  scanner of %s: %s\n", f, node)
 	}
 	ids := make([]uint64, 0, len(c.Claims))
 	for id := range c.Claims {

@@ -247,3 +247,16 @@ func (s *Store) SetSetting(ctx context.Context, name string, value []byte) error
 	}
 	return nil
 }
+
+// Scanner returns the node elected to scan folder ("" when none is).
+func (s *Store) Scanner(ctx context.Context, folder string) (string, error) {
+	// The election's leader is the oldest key under its prefix.
+	resp, err := s.cli.Get(ctx, s.ElectionPrefix(folder)+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", fmt.Errorf("read scanner of %s: %w", folder, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
