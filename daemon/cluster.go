@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -487,4 +488,26 @@ func CheckCluster(ctx context.Context, cfg *config.Config, offline bool) []Probl
 		}
 	}
 	return out
+}
+
+// collectors are the per-node cluster metrics.
+func (c *cluster) collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "watchfolder_cluster_claims", Help: "Jobs this node holds the claim of (cluster mode).",
+		}, func() float64 { return float64(len(c.st.Held())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "watchfolder_cluster_scanning_folders", Help: "Folders this node is the elected scanner of (cluster mode).",
+		}, func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			n := 0
+			for _, on := range c.leading {
+				if on {
+					n++
+				}
+			}
+			return float64(n)
+		}),
+	}
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +21,8 @@ import (
 // the test can tell which node wrote what.
 type clusterNode struct {
 	*site
-	px *testenv.Proxy
+	px      *testenv.Proxy
+	metrics string // host:port of /metrics
 }
 
 // clusterLeaseTTL is short so a dead node's jobs move on quickly.
@@ -48,12 +51,18 @@ func newClusterNodes(t *testing.T, n int, endpoints []string, bucket string) ([]
 			t.Fatal(err)
 		}
 		px := testenv.NewProxy(t, minio.Endpoint)
+		maddr, err := testenv.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
 		s := &site{t: t, dir: dir, inbox: inbox, cfg: filepath.Join(dir, "c.toml"), log: filepath.Join(dir, "d.log")}
 		toml := fmt.Sprintf(`state_dir = %q
 control_socket = %q
 shutdown_timeout = "2s"
 [log]
 level = "debug"
+[metrics]
+listen = %q
 [state]
 backend = "etcd"
 endpoints = [%s]
@@ -79,13 +88,13 @@ probe = "off"
 [destination.archive]
 type = "s3"
 key = "{relpath}"
-%s`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), strings.Join(eps, ", "), prefix, i,
+%s`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), maddr, strings.Join(eps, ", "), prefix, i,
 			clusterLeaseTTL.String(), inbox, s3Table(bucket, px.URL))
 		if err := os.WriteFile(s.cfg, []byte(toml), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(s.kill)
-		nodes = append(nodes, &clusterNode{site: s, px: px})
+		nodes = append(nodes, &clusterNode{site: s, px: px, metrics: maddr})
 	}
 	return nodes, inbox
 }
@@ -159,6 +168,22 @@ func TestClusterThreeNodes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "cluster: this node node1") || !strings.Contains(out, "node0") ||
 		!strings.Contains(out, "scanner of news: node") {
 		t.Errorf("status (exit %d) does not show the cluster:\n%s", code, out)
+	}
+
+	scanning := 0
+	for _, n := range nodes {
+		resp, err := http.Get("http://" + n.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "watchfolder_cluster_scanning_folders 1") {
+			scanning++
+		}
+	}
+	if scanning != 1 {
+		t.Errorf("%d nodes report scanning the folder in their metrics, want 1", scanning)
 	}
 
 	// SIGKILL the node uploading a multipart file, after some parts.
