@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/internal/testenv/etcdenv"
 )
 
 // clusterNode is one daemon of a cluster: its own state dir, control
@@ -113,7 +114,7 @@ func clusterWrites(nodes []*clusterNode, key string) (writes, parts int) {
 // over the nodes, and a node SIGKILLed mid-multipart has its job finished
 // by another node from the committed parts.
 func TestClusterThreeNodes(t *testing.T) {
-	etcd := testenv.StartEtcd(t, 3)
+	etcd := etcdenv.Start(t, 3)
 	bucket := uniqueBucket("cluster")
 	minio.MakeBucket(t, bucket)
 	nodes, inbox := newClusterNodes(t, 3, etcd.Endpoints, bucket)
@@ -330,7 +331,7 @@ func waitAllDone(t *testing.T, nodes []*clusterNode, n int, timeout time.Duratio
 // (no quorum) nodes take no work and say so; once a member is back the
 // files are delivered, each once.
 func TestClusterEtcdQuorum(t *testing.T) {
-	etcd := testenv.StartEtcd(t, 3)
+	etcd := etcdenv.Start(t, 3)
 	bucket := uniqueBucket("quorum")
 	minio.MakeBucket(t, bucket)
 	nodes, _ := newClusterNodes(t, 2, etcd.Endpoints, bucket)

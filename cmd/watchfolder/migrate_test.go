@@ -12,7 +12,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/daemon"
-	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/internal/testenv/etcdenv"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/state/storetest"
 )
@@ -21,7 +21,7 @@ import (
 // empty prefix, refuses a second time, and --to bbolt copies it back.
 func TestMigrateRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	etcd := testenv.StartEtcd(t, 1)
+	etcd := etcdenv.Start(t, 1)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "c.toml")
 	write := func(stateDir string) {

@@ -9,7 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/internal/testenv/etcdenv"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/state/etcdstore"
 	"github.com/watchfolder/watchfolder/state/storetest"
@@ -23,7 +23,7 @@ import (
 // the figure is the cost of the distributed store without the network.
 func BenchmarkBurst(b *testing.B) {
 	const files, batch, workers = 2000, 512, 8
-	e := testenv.StartEtcd(b, 3)
+	e := etcdenv.Start(b, 3)
 	backends := []struct {
 		name string
 		open func(b *testing.B, i int) storetest.Store

@@ -10,7 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/internal/testenv/etcdenv"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/state/etcdstore"
 	"github.com/watchfolder/watchfolder/state/storetest"
@@ -19,7 +19,7 @@ import (
 // opener opens stores of one prefix in e, as the nodes of one watchfolder
 // cluster; each test takes its own prefix, as several clusters sharing one
 // etcd would.
-func opener(e *testenv.Etcd, prefix string) func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
+func opener(e *etcdenv.Etcd, prefix string) func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
 	return func(t *testing.T, node string, ttl time.Duration) *etcdstore.Store {
 		t.Helper()
 		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},
@@ -35,7 +35,7 @@ func opener(e *testenv.Etcd, prefix string) func(t *testing.T, node string, ttl 
 // TestEtcdStore starts one 3-member cluster for all the store's tests
 // (starting one costs seconds).
 func TestEtcdStore(t *testing.T) {
-	e := testenv.StartEtcd(t, 3)
+	e := etcdenv.Start(t, 3)
 	t.Run("Contract", func(t *testing.T) { testContract(t, e) })
 	t.Run("ClaimFencing", func(t *testing.T) { testClaimFencing(t, opener(e, "/fencing")) })
 	t.Run("ClaimExpires", func(t *testing.T) { testClaimExpires(t, opener(e, "/expires")) })
@@ -77,7 +77,7 @@ func testOtherNodesWrites(t *testing.T, open func(*testing.T, string, time.Durat
 	}
 }
 
-func testContract(t *testing.T, e *testenv.Etcd) {
+func testContract(t *testing.T, e *etcdenv.Etcd) {
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		s, err := etcdstore.Open(context.Background(), clientv3.Config{Endpoints: e.Endpoints},

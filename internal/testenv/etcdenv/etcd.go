@@ -1,4 +1,7 @@
-package testenv
+// Package etcdenv starts an in-process etcd cluster for the cluster-mode
+// tests. It is apart from testenv so that only the tests that need etcd
+// link its server.
+package etcdenv
 
 import (
 	"fmt"
@@ -10,6 +13,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/watchfolder/watchfolder/internal/testenv"
 )
 
 // Etcd is an in-process etcd cluster on loopback, for the cluster-mode
@@ -24,7 +29,7 @@ type Etcd struct {
 }
 
 // StartEtcd starts an n-member cluster and stops it when the test ends.
-func StartEtcd(t testing.TB, n int) *Etcd {
+func Start(t testing.TB, n int) *Etcd {
 	t.Helper()
 	dir := t.TempDir()
 	type ports struct{ peer, client url.URL }
@@ -32,7 +37,7 @@ func StartEtcd(t testing.TB, n int) *Etcd {
 	var initial []string
 	for i := range ps {
 		for _, u := range []*url.URL{&ps[i].peer, &ps[i].client} {
-			addr, err := FreeAddr()
+			addr, err := testenv.FreeAddr()
 			if err != nil {
 				t.Fatalf("etcd: %v", err)
 			}
