@@ -269,7 +269,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) makeDirs(cfg *config.Config) {
 	for _, f := range cfg.Folders {
-		if fi, err := os.Stat(f.Path); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(f.Path)
+		if err != nil || !fi.IsDir() {
 			// Never create the watched folder itself (a typo would be
 			// watched silently); start-up and reload refuse it.
 			continue
@@ -278,7 +279,10 @@ func (d *Daemon) makeDirs(cfg *config.Config) {
 			if _, err := os.Lstat(dir); err == nil {
 				continue
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			// The folder's permission bits: in a setgid folder the
+			// kernel passes the group and the bit on, and no chmod has to
+			// name it (refused under systemd's RestrictSUIDSGID).
+			if err := mover.MkdirAll(dir, fi.Mode().Perm()); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
 				continue
 			}
