@@ -130,7 +130,7 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 			}
 			continue
 		}
-		if j.State != state.Moving {
+		if j.State != state.Moving || !d.cl.owns(ctx, j.ID) {
 			continue
 		}
 		if f := d.file(ctx, j); f != nil {

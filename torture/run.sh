@@ -32,6 +32,15 @@ else
 	tail -20 "$out/powerfs.log"
 fi
 
+echo "== cluster: 300 files over 3 nodes and a 3-member etcd"
+if WF_CLUSTER_FILES=300 go test -race -count=1 -timeout 20m -v -run '^TestClusterThreeNodes$' ./e2e/ >"$out/cluster.log" 2>&1; then
+	summary+=("cluster 300 files: ok ($(grep -Eo 'node[0-9] wrote [0-9]+ objects' "$out/cluster.log" | paste -sd, -))")
+else
+	status=1
+	summary+=("cluster 300 files: FAILED (see $out/cluster.log)")
+	tail -20 "$out/cluster.log"
+fi
+
 fuzz() { # package target
 	echo "== fuzz $2 ($FUZZTIME)"
 	if go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" "$1" >"$out/fuzz-$2.log" 2>&1; then

@@ -53,6 +53,7 @@ func commands() map[string]command {
 		"resume":     {"start new jobs again (one folder or all)", cmdResume},
 		"reload":     {"reload the config without a restart (like systemctl reload)", cmdReload},
 		"db":         {"db check: verify the state database; db backup FILE: copy it", cmdDB},
+		"migrate":    {"copy the jobs between state.db and etcd (--to etcd|bbolt; daemons stopped)", cmdMigrate},
 		"completion": {"print a shell completion script: completion bash|zsh|fish", cmdCompletion},
 		"man":        {"print the manual page (roff), as installed as watchfolder(1)", cmdMan},
 		"doctor":     {"check the installation: folders, inotify limits, destinations (exit code per problem class)", cmdDoctor},
