@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/state/etcdstore"
 	"github.com/watchfolder/watchfolder/watcher"
 )
 
@@ -86,7 +87,17 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 		d.log.Warn("batch create failed; creating jobs one by one", "jobs", len(creates), "err", err)
 		var ok []*state.Job
 		for _, j := range creates {
-			if err := d.store.Create(ctx, j); err != nil {
+			if j.ID != 0 {
+				ok = append(ok, j) // committed before the failure (etcd batches)
+				continue
+			}
+			if err := d.store.Create(ctx, j); errors.Is(err, etcdstore.ErrActive) {
+				// Another node created the job first (scanner handover): the
+				// next scan finds it and leaves it to its owner.
+				d.log.Info("file already has a job on another node", "path", j.Path)
+				d.watcher.Load().Forget(j.Path)
+				continue
+			} else if err != nil {
 				// The watcher reports it again at its next scan, so a
 				// file found while the disk was full gets its job later.
 				d.log.Error("record new file; will try again at the next scan", "path", j.Path, "err", err)

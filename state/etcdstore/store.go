@@ -10,6 +10,7 @@
 //	P/jobs/<id>                   job JSON
 //	P/idx/state/<state>/<id>      folder name (List by state, Counts)
 //	P/idx/path/<folder>\x00<rel>\x00<id>  empty (ForPath, Latest)
+//	P/active/<folder>\x00<rel>     id of the path's unfinished job
 //	P/claims/<id>                 node name, bound to the node's lease
 //	P/nodes/<node>                node info, bound to the node's lease
 //	P/outbox/<node>/<id>          queued notification of one node
@@ -45,6 +46,10 @@ var (
 	ErrFenced = errors.New("claim on the job was lost (lease expired or taken over by another node); nothing was committed")
 	// ErrClaimed: another node holds the job's claim.
 	ErrClaimed = errors.New("job is claimed by another node")
+	// ErrActive: a create was refused because the path already has an
+	// unfinished job (another node created it first, e.g. while the
+	// scanner election changed hands).
+	ErrActive = errors.New("the file already has an unfinished job")
 )
 
 // Options for Open.
@@ -171,7 +176,30 @@ func (s *Store) pathIdx(folder, rel string, id uint64) string {
 	return s.pathPrefix(folder, rel) + hexID(id)
 }
 func (s *Store) claimKey(id uint64) string { return s.p + "/claims/" + hexID(id) }
-func (s *Store) seqKey() string            { return s.p + "/seq" }
+
+// activeKey marks the one unfinished job of folder+rel; creating it with a
+// CreateRevision == 0 compare is what keeps two nodes from creating a job
+// each for the same file.
+func (s *Store) activeKey(folder, rel string) string {
+	return s.p + "/active/" + folder + "\x00" + rel
+}
+
+// holdActive takes the path's mark for job id unless another job holds it.
+// It is a nested transaction so that a job coming back to life (an
+// operator's retry of a failed job) is never refused for it.
+func (s *Store) holdActive(folder, rel string, id uint64) clientv3.Op {
+	k := s.activeKey(folder, rel)
+	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(k, hexID(id))}, nil)
+}
+
+// releaseActive drops the path's mark if job id holds it.
+func (s *Store) releaseActive(folder, rel string, id uint64) clientv3.Op {
+	k := s.activeKey(folder, rel)
+	return clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", hexID(id))},
+		[]clientv3.Op{clientv3.OpDelete(k)}, nil)
+}
+func (s *Store) seqKey() string { return s.p + "/seq" }
 
 func idFromKey(k []byte) (uint64, bool) {
 	if len(k) < 16 {
@@ -194,14 +222,19 @@ func (s *Store) Create(ctx context.Context, j *state.Job) error {
 	return s.CreateMany(ctx, []*state.Job{j})
 }
 
-// opsPerJob: the job, its state index entry, its path index entry.
-const opsPerJob = 3
+// opsPerJob: the job, its state index entry, its path index entry, the
+// path's active mark.
+const opsPerJob = 4
 
-// CreateMany creates jobs. Ids are taken from the counter in one
-// compare-and-swap; the jobs are then written in transactions of at most
-// MaxTxnOps operations. Each transaction is atomic; when a later one fails,
-// the jobs of the earlier ones are committed (they keep their ids) and the
-// error says how many.
+// CreateMany creates jobs. Each job is created only if its folder+relpath
+// has no unfinished job (the active mark, compared in the same transaction
+// as the writes): two nodes racing to create a job for the same file make
+// exactly one. Ids are taken from the counter in one compare-and-swap; the
+// jobs are then written in transactions of at most MaxTxnOps operations.
+// Jobs refused for an existing unfinished job keep id 0 and the others are
+// committed; the error then wraps ErrActive. Each transaction is atomic;
+// when a later one fails, the jobs of the earlier ones are committed (they
+// have their ids) and the error says how many.
 func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 	if len(jobs) == 0 {
 		return nil
@@ -215,33 +248,97 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 		s.failed()
 		return fmt.Errorf("create %d job(s): %w", len(jobs), err)
 	}
+	var refused []string
+	// Two jobs of one batch for the same path: the first one wins, as it
+	// would against a job created by another node.
+	inBatch := make(map[string]bool, len(staged))
 	per := MaxTxnOps / opsPerJob
 	for start := 0; start < len(staged); start += per {
 		end := min(start+per, len(staged))
-		var ops []clientv3.Op
+		var todo []int
 		for i := start; i < end; i++ {
-			j := &staged[i]
-			j.ID = first + uint64(i)
-			data, err := json.Marshal(j)
-			if err != nil {
-				return fmt.Errorf("encode job %d: %w", j.ID, err)
+			staged[i].ID = first + uint64(i)
+			k := s.activeKey(staged[i].Folder, staged[i].RelPath)
+			if inBatch[k] {
+				refused = append(refused, staged[i].Folder+"/"+staged[i].RelPath)
+				continue
 			}
-			ops = append(ops,
-				clientv3.OpPut(s.jobKey(j.ID), string(data)),
-				clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder),
-				clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""))
+			inBatch[k] = true
+			todo = append(todo, i)
 		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			s.failed()
-			return fmt.Errorf("create %d job(s): %d committed before: %w", len(jobs), start, err)
-		}
-		for i := start; i < end; i++ {
-			*jobs[i] = staged[i]
-			s.remember(&staged[i], resp.Header.Revision)
+		for len(todo) > 0 {
+			busy, rev, err := s.createChunk(ctx, staged, todo)
+			if err != nil {
+				s.failed()
+				return fmt.Errorf("create %d job(s): %d committed before: %w", len(jobs), start, err)
+			}
+			if len(busy) == 0 {
+				for _, i := range todo {
+					*jobs[i] = staged[i]
+					s.remember(&staged[i], rev)
+				}
+				break
+			}
+			// Drop the paths another job holds and try the rest again.
+			keep := todo[:0]
+			for _, i := range todo {
+				if busy[s.activeKey(staged[i].Folder, staged[i].RelPath)] {
+					refused = append(refused, staged[i].Folder+"/"+staged[i].RelPath)
+					continue
+				}
+				keep = append(keep, i)
+			}
+			todo = keep
 		}
 	}
+	if len(refused) > 0 {
+		return fmt.Errorf("create %d job(s): %d refused (%s): %w",
+			len(jobs), len(refused), strings.Join(refused[:min(len(refused), 5)], ", "), ErrActive)
+	}
 	return nil
+}
+
+// createChunk writes staged[todo] in one transaction, on condition that no
+// path among them has an active mark. When some have, nothing is written
+// and busy holds their marks' keys.
+func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int) (busy map[string]bool, rev int64, err error) {
+	ops := make([]clientv3.Op, 0, len(todo)*opsPerJob)
+	conds := make([]clientv3.Cmp, 0, len(todo))
+	reads := make([]clientv3.Op, 0, len(todo))
+	for _, i := range todo {
+		j := &staged[i]
+		data, err := json.Marshal(j)
+		if err != nil {
+			return nil, 0, fmt.Errorf("encode job %d: %w", j.ID, err)
+		}
+		ak := s.activeKey(j.Folder, j.RelPath)
+		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
+		reads = append(reads, clientv3.OpGet(ak, clientv3.WithKeysOnly()))
+		ops = append(ops,
+			clientv3.OpPut(s.jobKey(j.ID), string(data)),
+			clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder),
+			clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""),
+			clientv3.OpPut(ak, hexID(j.ID)))
+	}
+	resp, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Else(reads...).Commit()
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.Succeeded {
+		return nil, resp.Header.Revision, nil
+	}
+	busy = map[string]bool{}
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			busy[string(kv.Key)] = true
+		}
+	}
+	if len(busy) == 0 {
+		// The marks were released between the compare and the read: the
+		// next attempt will tell.
+		return nil, 0, fmt.Errorf("active marks changed during the create; try again")
+	}
+	return busy, 0, nil
 }
 
 // reserveIDs advances the counter by n and returns the first id.
@@ -414,6 +511,16 @@ func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job
 	if oldFolder != j.Folder || oldRel != j.RelPath {
 		ops = append(ops, clientv3.OpDelete(s.pathIdx(oldFolder, oldRel, j.ID)),
 			clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""))
+	}
+	// The active mark follows the job: released in the transaction that
+	// finishes it (so a new version of the file may get a job), taken again
+	// by a retried job, moved with a rename.
+	moved := oldFolder != j.Folder || oldRel != j.RelPath
+	if !oldState.Terminal() && (j.State.Terminal() || moved) {
+		ops = append(ops, s.releaseActive(oldFolder, oldRel, j.ID))
+	}
+	if !j.State.Terminal() && (oldState.Terminal() || moved) {
+		ops = append(ops, s.holdActive(j.Folder, j.RelPath, j.ID))
 	}
 	conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.jobKey(j.ID)), "=", rev)}
 	return ops, conds, nil, nil
@@ -723,7 +830,8 @@ func (s *Store) Delete(ctx context.Context, id uint64) error {
 		}
 		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.jobKey(id)), "=", rev)).
 			Then(clientv3.OpDelete(s.jobKey(id)), clientv3.OpDelete(s.stateIdx(j.State, id)),
-				clientv3.OpDelete(s.pathIdx(j.Folder, j.RelPath, id))).Commit()
+				clientv3.OpDelete(s.pathIdx(j.Folder, j.RelPath, id)),
+				s.releaseActive(j.Folder, j.RelPath, id)).Commit()
 		if err != nil {
 			s.failed()
 			return fmt.Errorf("delete job %d: %w", id, err)
@@ -781,6 +889,7 @@ func (s *Store) Import(ctx context.Context, jobs []*state.Job) error {
 	}
 	var top uint64
 	var ops []clientv3.Op
+	active := map[string]uint64{}
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
@@ -805,7 +914,19 @@ func (s *Store) Import(ctx context.Context, jobs []*state.Job) error {
 		ops = append(ops, clientv3.OpPut(s.jobKey(j.ID), string(data)),
 			clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder),
 			clientv3.OpPut(s.pathIdx(j.Folder, j.RelPath, j.ID), ""))
+		if !j.State.Terminal() {
+			// Marks are set after the jobs (one per path: the newest).
+			active[s.activeKey(j.Folder, j.RelPath)] = max(active[s.activeKey(j.Folder, j.RelPath)], j.ID)
+		}
 		top = max(top, j.ID)
+	}
+	for k, id := range active {
+		if len(ops) >= MaxTxnOps {
+			if err := flush(); err != nil {
+				return fmt.Errorf("import jobs: %w", err)
+			}
+		}
+		ops = append(ops, clientv3.OpPut(k, hexID(id)))
 	}
 	if err := flush(); err != nil {
 		return fmt.Errorf("import jobs: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,6 +41,8 @@ func TestEtcdStore(t *testing.T) {
 	t.Run("ClaimFencing", func(t *testing.T) { testClaimFencing(t, opener(e, "/fencing")) })
 	t.Run("ClaimExpires", func(t *testing.T) { testClaimExpires(t, opener(e, "/expires")) })
 	t.Run("OtherNodesWrites", func(t *testing.T) { testOtherNodesWrites(t, opener(e, "/stale")) })
+	t.Run("CreateRace", func(t *testing.T) { testCreateRace(t, opener(e, "/race")) })
+	t.Run("ActiveMark", func(t *testing.T) { testActiveMark(t, opener(e, "/active")) })
 }
 
 // A node's kept version of a job goes stale when another node writes it:
@@ -178,5 +181,137 @@ func testClaimExpires(t *testing.T, open func(*testing.T, string, time.Duration)
 	nodes, err := b.Nodes(ctx)
 	if err != nil || len(nodes) != 1 || nodes[0].Name != "node-b" {
 		t.Errorf("Nodes = %+v, %v", nodes, err)
+	}
+}
+
+// Two nodes that both believe they are a folder's scanner (an election
+// handing over) create jobs for the same new files at the same moment:
+// every file gets exactly one job, and the loser is told why.
+func testCreateRace(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
+	ctx := context.Background()
+	const nodes, rounds = 2, 20
+	stores := make([]*etcdstore.Store, nodes)
+	for i := range stores {
+		stores[i] = open(t, fmt.Sprintf("node-%d", i), 0)
+	}
+	for r := range rounds {
+		// A single create and a batch (the burst path) each round.
+		rel := fmt.Sprintf("clip-%02d.mp4", r)
+		batch := []string{fmt.Sprintf("burst-%02d-a.mp4", r), fmt.Sprintf("burst-%02d-b.mp4", r), rel + ".xml"}
+		errs := make([]error, nodes)
+		made := make([][]*state.Job, nodes)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, s := range stores {
+			made[i] = []*state.Job{storetest.NewJob("f", rel, state.Queued)}
+			for _, b := range batch {
+				made[i] = append(made[i], storetest.NewJob("f", b, state.Queued))
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if r%2 == 0 {
+					errs[i] = s.Create(ctx, made[i][0])
+					if err := s.CreateMany(ctx, made[i][1:]); err != nil {
+						errs[i] = errors.Join(errs[i], err)
+					}
+					return
+				}
+				errs[i] = s.CreateMany(ctx, made[i])
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, etcdstore.ErrActive) {
+				t.Fatalf("round %d node %d: %v", r, i, err)
+			}
+		}
+		for k, p := range append([]string{rel}, batch...) {
+			jobs, err := stores[0].ForPath(ctx, "f", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(jobs) != 1 {
+				t.Fatalf("round %d: %s has %d jobs, want 1", r, p, len(jobs))
+			}
+			// The winner's job has its id; the loser's was left untouched.
+			winners := 0
+			for i := range stores {
+				if id := made[i][k].ID; id != 0 {
+					winners++
+					if id != jobs[0].ID {
+						t.Errorf("round %d: %s: node %d got id %d, stored %d", r, p, i, id, jobs[0].ID)
+					}
+				} else if !errors.Is(errs[i], etcdstore.ErrActive) {
+					t.Errorf("round %d: %s refused on node %d without ErrActive: %v", r, p, i, errs[i])
+				}
+			}
+			if winners != 1 {
+				t.Errorf("round %d: %s: %d nodes think they created it", r, p, winners)
+			}
+		}
+	}
+}
+
+// The active mark lives as long as the job is unfinished: a finished job
+// lets a new version of the file in, a retried one takes the mark again,
+// a deleted one gives it up, and a batch naming a path twice makes one job.
+func testActiveMark(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
+	ctx := context.Background()
+	s := open(t, "n", 0)
+	set := func(id uint64, st state.State) {
+		t.Helper()
+		if _, err := s.Update(ctx, id, func(j *state.Job) error { j.State = st; return nil }); err != nil {
+			t.Fatalf("job %d -> %s: %v", id, st, err)
+		}
+	}
+	first := storetest.NewJob("f", "a.mp4", state.Queued)
+	if err := s.Create(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, storetest.NewJob("f", "a.mp4", state.Waiting)); !errors.Is(err, etcdstore.ErrActive) {
+		t.Fatalf("second job while the first is unfinished: %v, want ErrActive", err)
+	}
+	set(first.ID, state.Moving)
+	set(first.ID, state.Failed)
+	second := storetest.NewJob("f", "a.mp4", state.Queued)
+	if err := s.Create(ctx, second); err != nil {
+		t.Fatalf("new version after the first failed: %v", err)
+	}
+	// An operator retries the failed job while the new one runs: the retry
+	// is not refused, and the mark stays with the new job.
+	set(first.ID, state.Queued)
+	set(second.ID, state.Gone)
+	if err := s.Create(ctx, storetest.NewJob("f", "a.mp4", state.Queued)); err != nil {
+		t.Fatalf("create after the mark's holder finished: %v", err)
+	}
+
+	// Delete gives the mark up; a rename moves it.
+	d := storetest.NewJob("f", "d.mp4", state.Queued)
+	if err := s.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, d.ID, func(j *state.Job) error { j.RelPath = "e.mp4"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, storetest.NewJob("f", "e.mp4", state.Queued)); !errors.Is(err, etcdstore.ErrActive) {
+		t.Errorf("create on a renamed job's new path: %v, want ErrActive", err)
+	}
+	if err := s.Create(ctx, storetest.NewJob("f", "d.mp4", state.Queued)); err != nil {
+		t.Errorf("create on a renamed job's old path: %v", err)
+	}
+	if err := s.Delete(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, storetest.NewJob("f", "e.mp4", state.Queued)); err != nil {
+		t.Errorf("create after the holder was deleted: %v", err)
+	}
+
+	x, y, z := storetest.NewJob("f", "x.mp4", state.Queued), storetest.NewJob("f", "x.mp4", state.Queued), storetest.NewJob("f", "z.mp4", state.Queued)
+	err := s.CreateMany(ctx, []*state.Job{x, y, z})
+	if !errors.Is(err, etcdstore.ErrActive) || x.ID == 0 || y.ID != 0 || z.ID == 0 {
+		t.Errorf("batch with a path twice: %v; ids %d %d %d, want x and z created", err, x.ID, y.ID, z.ID)
 	}
 }
