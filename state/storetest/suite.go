@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) Store) {
 		{"Bulk", testBulk},
 		{"Concurrent", testConcurrent},
 		{"DeletePrune", testDeletePrune},
+		{"PathFreed", testPathFreed},
 		{"Outbox", testOutbox},
 	}
 	for _, tt := range tests {
@@ -436,6 +437,55 @@ func testDeletePrune(t *testing.T, s Store) {
 	}
 	if counts, _ := s.Counts(ctx); len(counts) != 0 {
 		t.Errorf("Counts after prune = %v", counts)
+	}
+}
+
+// A backend may refuse a second unfinished job for one file (etcd does,
+// so that two nodes cannot both create one); every backend must accept a
+// new job for the file once the old one finished, was deleted or renamed.
+func testPathFreed(t *testing.T, s Store) {
+	ctx := context.Background()
+	ends := []struct {
+		name string
+		path []state.State
+	}{
+		{"done", []state.State{state.Uploading, state.Moving, state.Done}},
+		{"failed", []state.State{state.Uploading, state.Moving, state.Failed}},
+		{"gone", []state.State{state.Gone}},
+		{"gone while waiting", nil},
+	}
+	for i, e := range ends {
+		rel := fmt.Sprintf("end%d.mp4", i)
+		st := state.Queued
+		if e.path == nil {
+			st, e.path = state.Waiting, []state.State{state.Gone}
+		}
+		old := NewJob("f", rel, st)
+		mustCreate(t, s, old)
+		for _, to := range e.path {
+			if _, err := s.Update(ctx, old.ID, setState(to)); err != nil {
+				t.Fatalf("%s: %v", e.name, err)
+			}
+		}
+		if err := s.Create(ctx, NewJob("f", rel, state.Queued)); err != nil {
+			t.Errorf("new job after the old one ended %s: %v", e.name, err)
+		}
+	}
+	del, ren := NewJob("f", "deleted.mp4", state.Queued), NewJob("f", "renamed-from.mp4", state.Waiting)
+	mustCreate(t, s, del, ren)
+	if err := s.Delete(ctx, del.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, ren.ID, func(j *state.Job) error { j.RelPath = "renamed-to.mp4"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"deleted.mp4", "renamed-from.mp4"} {
+		if err := s.Create(ctx, NewJob("f", rel, state.Queued)); err != nil {
+			t.Errorf("new job for %s: %v", rel, err)
+		}
+	}
+	if got, err := s.Latest(ctx, "f", "renamed-to.mp4"); err != nil || got.ID != ren.ID {
+		t.Errorf("Latest(renamed-to) = %v, %v; want %d", got, err, ren.ID)
 	}
 }
 
