@@ -11,7 +11,7 @@ LDFLAGS := -X main.version=$(VERSION)
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build test test-deps vet demo clean install bench torture package debian-root
+.PHONY: all build test test-deps vet demo clean install bench bench-cluster torture package debian-root
 
 all: build
 
@@ -78,6 +78,10 @@ demo: test-deps build
 # Benchmarks against mc and rclone (see bench/README.md, docs/benchmarks.md).
 bench: test-deps build
 	./bench/run.sh
+
+# Cluster mode: etcd vs bbolt on a burst, 3 nodes vs 1 (bench/cluster.sh).
+bench-cluster: test-deps
+	./bench/cluster.sh
 
 # The long reliability suite: crash torture, injected faults, fuzzing.
 torture: test-deps
