@@ -68,7 +68,6 @@ func BenchmarkCluster(b *testing.B) {
 	scaleN, scaleMiB := envInt("WF_BENCH_SCALE_FILES", 24), envInt("WF_BENCH_SCALE_MIB", 32)
 	rate := int64(envInt("WF_BENCH_NODE_RATE_MIB", 24)) << 20
 
-
 	var rows []row
 	add := func(scenario, setup string, files int, size int64, wall time.Duration) {
 		rows = append(rows, row{scenario, setup, files, int64(files) * size, wall})
