@@ -429,7 +429,7 @@ func (s *Store) Update(ctx context.Context, id uint64, fn func(*state.Job) error
 		if err != nil {
 			return nil, fmt.Errorf("update job %d: %w", id, err)
 		}
-		ops, conds, fnErr, err := s.stage(j, rev, s.now(), fn)
+		ops, conds, unclaim, fnErr, err := s.stage(j, rev, s.now(), fn)
 		if (fnErr != nil || err != nil) && !fresh {
 			have = false // judge again on the current version
 			continue
@@ -449,6 +449,9 @@ func (s *Store) Update(ctx context.Context, id uint64, fn func(*state.Job) error
 		}
 		if ok {
 			s.remember(j, resp.Header.Revision)
+			if unclaim {
+				s.dropClaim(id)
+			}
 			return j, nil
 		}
 		// Another writer came first: its version came back with the answer.
@@ -493,17 +496,17 @@ func (s *Store) forget(id uint64) {
 
 // stage applies fn to j (read at rev) and returns the writes and the
 // conditions they need.
-func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job) error) ([]clientv3.Op, []clientv3.Cmp, error, error) {
+func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job) error) (ops []clientv3.Op, conds []clientv3.Cmp, unclaim bool, fnErr, err error) {
 	oldFolder, oldRel := j.Folder, j.RelPath
 	oldState, fnErr, err := state.ApplyUpdate(j, now, fn)
 	if fnErr != nil || err != nil {
-		return nil, nil, fnErr, err
+		return nil, nil, false, fnErr, err
 	}
 	data, err := json.Marshal(j)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("encode job %d: %w", j.ID, err)
+		return nil, nil, false, nil, fmt.Errorf("encode job %d: %w", j.ID, err)
 	}
-	ops := []clientv3.Op{clientv3.OpPut(s.jobKey(j.ID), string(data))}
+	ops = []clientv3.Op{clientv3.OpPut(s.jobKey(j.ID), string(data))}
 	if oldState != j.State || oldFolder != j.Folder {
 		ops = append(ops, clientv3.OpDelete(s.stateIdx(oldState, j.ID)),
 			clientv3.OpPut(s.stateIdx(j.State, j.ID), j.Folder))
@@ -522,8 +525,14 @@ func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job
 	if !j.State.Terminal() && (oldState.Terminal() || moved) {
 		ops = append(ops, s.holdActive(j.Folder, j.RelPath, j.ID))
 	}
-	conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.jobKey(j.ID)), "=", rev)}
-	return ops, conds, nil, nil
+	if unclaim = !oldState.Terminal() && j.State.Terminal() && s.Holds(j.ID); unclaim {
+		// A finished job needs no claim: give it up in the same transaction
+		// (the commit is conditional on it still being ours), which saves
+		// the node a round trip per job; the caller forgets it once committed.
+		ops = append(ops, clientv3.OpDelete(s.claimKey(j.ID)))
+	}
+	conds = []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.jobKey(j.ID)), "=", rev)}
+	return ops, conds, unclaim, nil, nil
 }
 
 // commit runs one transaction with the claim conditions of ids this node
@@ -574,7 +583,7 @@ func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []c
 // earlier ones committed.
 func (s *Store) UpdateMany(ctx context.Context, ids []uint64, fn func(*state.Job) error) ([]*state.Job, error) {
 	out := make([]*state.Job, 0, len(ids))
-	const per = MaxTxnOps / 8 // a job takes up to 5 ops plus a claim compare
+	const per = MaxTxnOps / 8 // a job takes up to 8 ops (job, indexes, marks, claim)
 	for start := 0; start < len(ids); start += per {
 		chunk := ids[start:min(start+per, len(ids))]
 		done, err := s.updateChunk(ctx, chunk, fn)
@@ -594,6 +603,7 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 		var ops []clientv3.Op
 		var conds []clientv3.Cmp
 		out := make([]*state.Job, len(ids))
+		var unclaimed []uint64
 		seen := map[uint64]int{}
 		now := s.now()
 		for i, id := range ids {
@@ -607,7 +617,7 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			if err != nil {
 				return nil, fmt.Errorf("job %d: %w", id, err)
 			}
-			o, c, fnErr, err := s.stage(j, rev, now, fn)
+			o, c, unclaim, fnErr, err := s.stage(j, rev, now, fn)
 			if fnErr != nil {
 				return nil, fmt.Errorf("job %d: %w", id, fnErr)
 			}
@@ -616,6 +626,9 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			}
 			seen[id] = i
 			out[i] = j
+			if unclaim {
+				unclaimed = append(unclaimed, id)
+			}
 			ops, conds = append(ops, o...), append(conds, c...)
 		}
 		ok, fenced, err := s.commit(ctx, conds, ops, ids)
@@ -626,9 +639,20 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			return nil, ErrFenced
 		}
 		if ok {
+			for _, id := range unclaimed {
+				s.dropClaim(id)
+			}
 			return out, nil
 		}
 	}
+}
+
+// dropClaim forgets the claim of a job whose terminal transition, just
+// committed, deleted it (see stage).
+func (s *Store) dropClaim(id uint64) {
+	s.mu.Lock()
+	delete(s.claims, id)
+	s.mu.Unlock()
 }
 
 // ForPath returns every job of folder+relpath, newest first.

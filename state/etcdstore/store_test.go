@@ -43,6 +43,7 @@ func TestEtcdStore(t *testing.T) {
 	t.Run("OtherNodesWrites", func(t *testing.T) { testOtherNodesWrites(t, opener(e, "/stale")) })
 	t.Run("CreateRace", func(t *testing.T) { testCreateRace(t, opener(e, "/race")) })
 	t.Run("ActiveMark", func(t *testing.T) { testActiveMark(t, opener(e, "/active")) })
+	t.Run("FinishReleasesClaim", func(t *testing.T) { testFinishReleasesClaim(t, opener(e, "/finish")) })
 }
 
 // A node's kept version of a job goes stale when another node writes it:
@@ -313,5 +314,68 @@ func testActiveMark(t *testing.T, open func(*testing.T, string, time.Duration) *
 	err := s.CreateMany(ctx, []*state.Job{x, y, z})
 	if !errors.Is(err, etcdstore.ErrActive) || x.ID == 0 || y.ID != 0 || z.ID == 0 {
 		t.Errorf("batch with a path twice: %v; ids %d %d %d, want x and z created", err, x.ID, y.ID, z.ID)
+	}
+}
+
+// The transition that finishes a job gives up its claim in the same
+// transaction; a node that lost the claim cannot finish the job.
+func testFinishReleasesClaim(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
+	ctx := context.Background()
+	a, b := open(t, "node-a", 0), open(t, "node-b", 0)
+	jobs := []*state.Job{storetest.NewJob("f", "one.mp4", state.Queued), storetest.NewJob("f", "two.mp4", state.Queued)}
+	if err := a.CreateMany(ctx, jobs); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if err := a.Claim(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []state.State{state.Uploading, state.Moving} {
+			if _, err := a.Update(ctx, j.ID, func(j *state.Job) error { j.State = st; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := a.Update(ctx, jobs[0].ID, func(j *state.Job) error { j.State = state.Done; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdateMany(ctx, []uint64{jobs[1].ID}, func(j *state.Job) error { j.State = state.Failed; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if a.Holds(j.ID) {
+			t.Errorf("job %d: still held after it finished", j.ID)
+		}
+	}
+	if claims, err := b.Claims(ctx); err != nil || len(claims) != 0 {
+		t.Errorf("claims left after the jobs finished: %v, %v", claims, err)
+	}
+
+	// Fenced: the holder's lease is gone and another node holds the job.
+	c := storetest.NewJob("f", "three.mp4", state.Queued)
+	if err := a.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Claim(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Update(ctx, c.ID, func(j *state.Job) error { j.State = state.Moving; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := a.Session(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Client().Revoke(ctx, sess.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Update(ctx, c.ID, func(j *state.Job) error { j.State = state.Done; return nil }); !errors.Is(err, etcdstore.ErrFenced) {
+		t.Fatalf("finish by a node that lost the claim: %v, want ErrFenced", err)
+	}
+	if claims, _ := b.Claims(ctx); claims[c.ID] != "node-b" {
+		t.Errorf("new holder's claim touched: %v", claims)
 	}
 }
