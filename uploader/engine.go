@@ -717,6 +717,7 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *Source, in *PutInpu
 	partSize := partSizeFor(size, c.eng.PartSize)
 	token := jobToken(src)
 	guard := c.opts.OnConflict != ConflictOverwrite
+	var rtt rttGauge // round trips of the small requests before the parts
 
 	if cp.UploadID != "" && (cp.Checksum != alg || cp.PartSize < minPartSize || (size+cp.PartSize-1)/cp.PartSize > maxParts) {
 		// Parts of an upload created with another checksum algorithm or
@@ -730,7 +731,10 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *Source, in *PutInpu
 	if cp.UploadID != "" {
 		partSize = cp.PartSize
 		var err error
-		if unrecorded, err = c.keepStoredParts(ctx, cp, size); err != nil {
+		t0 := time.Now()
+		unrecorded, err = c.keepStoredParts(ctx, cp, size)
+		rtt.observe(t0)
+		if err != nil {
 			if !isNoSuchUpload(err) {
 				return wrap(classify(err))
 			}
@@ -747,19 +751,25 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *Source, in *PutInpu
 		own := false
 		var err error
 		if guard {
+			t0 := time.Now()
 			in.Key, own, err = c.claimKey(ctx, base, in.Key, token)
+			rtt.observe(t0)
 			if err != nil {
 				return wrap(err)
 			}
 		} else {
+			t0 := time.Now()
 			own = c.isOwn(ctx, in.Key, token)
+			rtt.observe(t0)
 		}
 		if own {
 			return c.adoptOwn(ctx, f, src, in.Key, partSize, token, cp, s, wrap)
 		}
+		t0 := time.Now()
 		if err := c.create(ctx, *in, cp, partSize, token, s); err != nil {
 			return wrap(err)
 		}
+		rtt.observe(t0)
 	}
 	key := in.Key
 
@@ -800,7 +810,15 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *Source, in *PutInpu
 	jobs := make(chan partJob)
 	// Start where the last upload to this destination settled: the link
 	// is most likely the same.
-	st := newStreams(c.eng.Concurrency, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
+	ceiling := c.eng.Concurrency
+	if rtt.local() {
+		// A store this close is not held back per connection (a TCP
+		// window fills in microseconds): more streams would only put
+		// more bytes in flight for a crash to throw away, and on a busy
+		// machine its noise can look like a gain.
+		ceiling = min(ceiling, streamStart)
+	}
+	st := newStreams(ceiling, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
@@ -1321,3 +1339,20 @@ func (c *S3) adoptOwn(ctx context.Context, f *os.File, src *Source, key string, 
 	c.log.Info("object already written by this job", "file", src.Path, "object", cp.Object)
 	return nil
 }
+
+// rttGauge keeps the shortest duration of an upload's small requests (HEAD,
+// create, list parts): about the round trip to the store.
+type rttGauge struct{ min time.Duration }
+
+func (g *rttGauge) observe(since time.Time) {
+	if d := time.Since(since); g.min == 0 || d < g.min {
+		g.min = d
+	}
+}
+
+// localRTT is the round trip below which the store counts as local
+// (loopback, LAN): no per-connection limit to probe for.
+const localRTT = 5 * time.Millisecond
+
+// local reports a store measured closer than localRTT.
+func (g *rttGauge) local() bool { return g.min > 0 && g.min < localRTT }

@@ -24,11 +24,11 @@ import (
 //     a few steps (2, 4, 16) to where the link is full. A leap that does
 //     not pay is followed by a try of the level in between.
 //   - Parts in flight are staggered: a new part starts only once the most
-//     recently started one has sent 1/(2*limit) of its bytes. Parts that
-//     start together also end together, so a crash near their end would
-//     lose nearly limit whole parts; staggered, they end spread out. (A
-//     stagger of a full 1/limit would hold the level below its limit:
-//     parts do not finish evenly spaced.)
+//     recently started one has sent 1/limit of its bytes (1/(2*limit)
+//     above four streams, where a full share would hold the level below
+//     its limit). Parts that start together also end together, so a crash
+//     near their end would lose nearly limit whole parts; staggered, they
+//     end spread out.
 //
 // Once settled, the rate keeps being watched over longer windows: a link
 // that gets much faster or slower (a route change, shaping that kicks in)
@@ -136,7 +136,13 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	}
 	defer s.mu.Unlock()
 	s.inflight++
-	w := &partWatch{len: n, threshold: n / int64(2*s.limit), s: s}
+	share := int64(s.limit)
+	if s.limit > 4 {
+		// Many streams: half a share each, or the stagger itself would
+		// hold the level below its limit (parts do not end evenly spaced).
+		share *= 2
+	}
+	w := &partWatch{len: n, threshold: n / share, s: s}
 	if w.threshold <= 0 {
 		w.crossed.Store(true)
 	}
