@@ -1341,7 +1341,7 @@ func (c *S3) adoptOwn(ctx context.Context, f *os.File, src *Source, key string, 
 }
 
 // rttGauge keeps the shortest duration of an upload's small requests (HEAD,
-// create, list parts): about the round trip to the store.
+// create, list parts): about the round trip to the store, or more.
 type rttGauge struct{ min time.Duration }
 
 func (g *rttGauge) observe(since time.Time) {
@@ -1351,8 +1351,11 @@ func (g *rttGauge) observe(since time.Time) {
 }
 
 // localRTT is the round trip below which the store counts as local
-// (loopback, LAN): no per-connection limit to probe for.
-const localRTT = 5 * time.Millisecond
+// (loopback, LAN, a metro link: a TCP window fills in a few ms, so no
+// per-connection limit to probe for). Generous, because the requests are
+// timed in this process: on a busy machine a loopback HEAD can take
+// several milliseconds.
+const localRTT = 20 * time.Millisecond
 
 // local reports a store measured closer than localRTT.
 func (g *rttGauge) local() bool { return g.min > 0 && g.min < localRTT }
