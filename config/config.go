@@ -5,6 +5,8 @@ package config
 import (
 	"io/fs"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // DefaultPath is used when neither --config nor WATCHFOLDER_CONFIG is given.
@@ -22,6 +24,8 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
+	State        StateSettings
+	Web          Web // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
 
@@ -50,6 +54,11 @@ type Folder struct {
 	SidecarWait    time.Duration
 	// Receipts: write <name>.receipt.json beside each processed file.
 	Receipts bool
+	// Probe is the media check before upload: "require" (default: a known
+	// container that fails goes to failed_dir), "warn" (deliver anyway,
+	// note the problem), "off", or "ffprobe" (require, plus ffprobe's
+	// stream facts when it is installed).
+	Probe string
 }
 
 // Retry settings.
@@ -81,84 +90,20 @@ type Notify struct {
 	Timeout time.Duration
 }
 
-// Secret is a configured secret: a literal, "${ENV}" or "file:/path". Its
-// String and GoString never reveal the value.
-type Secret struct {
-	value  string
-	source string // "literal", "env:NAME", "file:/path", or "" when unset
-}
-
-// NewSecret returns a literal secret (for tests and programmatic configs).
-func NewSecret(v string) Secret { return Secret{value: v, source: "literal"} }
-
-// Value returns the secret itself. Only pass it to the code that uses it.
-func (s Secret) Value() string { return s.value }
-
-// IsSet reports whether a value was configured.
-func (s Secret) IsSet() bool { return s.source != "" }
-
-// String redacts.
-func (s Secret) String() string {
-	if !s.IsSet() {
-		return ""
-	}
-	return "[redacted " + s.source + "]"
-}
-
-// GoString redacts too, so %#v cannot leak it.
-func (s Secret) GoString() string { return s.String() }
-
-// S3 holds the keys every S3-writing destination type shares.
-type S3 struct {
-	Bucket             string
-	Key                string // key template
-	Region             string
-	Endpoint           string
-	PathStyle          bool
-	AccessKeyID        string
-	SecretAccessKey    Secret
-	SessionToken       Secret
-	Profile            string
-	ACL                string
-	ContentType        string
-	ContentDisposition string
-	CacheControl       string
-	StorageClass       string
-	Metadata           map[string]string
-	SSE                string
-	SSEKMSKeyID        string
-	Checksum           string // crc32c | md5 | none
-	OnConflict         string // suffix | fail | overwrite (on_conflict)
-}
-
-// Destination is one [destination.NAME] table. Type selects which of the
-// platform fields apply; validation rejects keys that do not belong to Type.
+// Destination is one [destination.NAME] table: its type and the settings
+// the type's own declaration read (see uploader.DestinationType).
 type Destination struct {
-	Name string
-	Type string // s3 | bluebillywig | jwplayer | wistia | skylark
-	S3   S3
+	Name     string
+	Type     string
+	Settings uploader.Settings
+}
 
-	APIURL          string
-	UploadURL       string
-	WaitFor         string // "", "ready", "processed" (per type)
-	RegisterTimeout time.Duration
-	PollInterval    time.Duration
-
-	// bluebillywig
-	Publication string
-	Account     string
-	APIKeyID    string
-	// jwplayer
-	SiteID string
-	API    string // v2 (default) | v1
-	APIKey string // v1
-	// shared secret: BB shared secret, JW v2 secret / v1 secret
-	APISecret Secret
-	// wistia / skylark
-	Token       Secret
-	ProjectID   string
-	ContactID   string
-	Description string
+// Value returns the effective value of one of the destination's keys.
+func (d *Destination) Value(key string) (any, bool) {
+	if d.Settings == nil {
+		return nil, false
+	}
+	return uploader.Lookup(d.Settings.Fields(), key)
 }
 
 // Folder returns the folder called name, or nil.

@@ -113,14 +113,20 @@ api_secret = "s"
 		{"relative failed_dir", folder2("failed_dir = \"failed\"\n"), "folder[1].failed_dir", "not an absolute path"},
 		{"state_dir inside folder", "state_dir = \"/srv/news/.state\"\n" + minimal, "state_dir", `inside folder "news"`},
 		{"bad glob", folder2("include = [\"[a-\"]\n"), "folder[1].include", "syntax error in pattern"},
-		{"glob with slash", folder2("exclude = [\"sub/*.mp4\"]\n"), "folder[1].exclude", "file name only"},
+		{"absolute glob", folder2("exclude = [\"/sub/*.mp4\"]\n"), "folder[1].exclude", "relative to the folder"},
+		{"bad brace glob", folder2("include = [\"*.{mov,mxf\"]\n"), "folder[1].include", "syntax error in pattern"},
 		{"bad sidecar", folder2("sidecar = \"maybe\"\n"), "folder[1].sidecar", "not one of"},
+		{"bad probe", folder2("probe = \"sometimes\"\n"), "folder[1].probe", "not one of"},
 		{"bad ACL", dest("acl = \"public\"\n"), "destination.archive.acl", `"public" is not one of`},
 		{"bad storage class", dest("storage_class = \"COLD\"\n"), "destination.archive.storage_class", `"COLD" is not one of`},
 		{"template with ..", dest("key = \"{folder}/../{name}\"\n"), "destination.archive.key", `".." segment`},
 		{"absolute template", dest("key = \"/{folder}/{name}\"\n"), "destination.archive.key", "absolute"},
 		{"unknown placeholder", dest("key = \"{folder}/{title}\"\n"), "destination.archive.key", "unknown placeholder {title}"},
-		{"bad endpoint", dest("endpoint = \"minio:9000\"\n"), "destination.archive.endpoint", "http:// or https://"},
+		{"bad endpoint", dest("endpoint = \"ftp://minio:9000\"\n"), "destination.archive.endpoint", "http:// or https://"},
+		{"bad bare endpoint", dest("endpoint = \"minio 9000\"\n"), "destination.archive.endpoint", "neither an http(s) URL nor a host[:port]"},
+		{"secure against the scheme", dest("endpoint = \"http://minio:9000\"\nsecure = true\n"), "destination.archive.secure", "contradicts"},
+		{"secure without endpoint", dest("secure = false\n"), "destination.archive.secure", "only used with a bare-host endpoint"},
+		{"anonymous with keys", dest("anonymous = true\naccess_key_id = \"A\"\nsecret_access_key = \"B\"\n"), "destination.archive.anonymous", "unsigned"},
 		{"endpoint with credentials", dest("endpoint = \"https://u:p@minio:9000\"\n"), "destination.archive.endpoint", "credentials"},
 		{"bad path_style", dest("path_style = \"yes\"\n"), "destination.archive.path_style", "want true or false, got string"},
 		{"access key without secret", dest("access_key_id = \"AKIA1\"\n"), "destination.archive.secret_access_key", "required when access_key_id is set"},
@@ -274,7 +280,7 @@ url = "https://hooks.test/x"
 	check("folder", c.Folders, []Folder{{
 		Name: "news", Path: "/srv/news", ProcessedDir: "/srv/news/processed", FailedDir: "/srv/news/failed",
 		Destinations: []string{"archive"}, StableAfter: 5 * time.Second, RescanInterval: time.Minute,
-		Sidecar: "optional", SidecarWait: 30 * time.Second,
+		Sidecar: "optional", SidecarWait: 30 * time.Second, Probe: "require",
 	}})
 	check("notify", len(c.Notify), 1)
 	n := c.Notify[0]
@@ -282,43 +288,61 @@ url = "https://hooks.test/x"
 	check("notify.timeout", n.Timeout, 10*time.Second)
 	check("notify.secret set", n.Secret.IsSet(), false)
 
-	a := c.Destinations["archive"]
-	check("s3", a.S3, S3{Bucket: "media", Key: "{folder}/{relpath}", Region: "us-east-1", Checksum: "crc32c", OnConflict: "suffix"})
-	check("s3 timeout", a.RegisterTimeout, time.Duration(0))
+	val := func(dest, key string) any {
+		t.Helper()
+		v, ok := c.Destinations[dest].Value(key)
+		if !ok {
+			t.Errorf("destination %s has no key %s", dest, key)
+		}
+		return v
+	}
+	check("s3.bucket", val("archive", "bucket"), "media")
+	check("s3.key", val("archive", "key"), "{folder}/{relpath}")
+	// Empty: the SDK chain (AWS_REGION, profile) then the bucket's own
+	// region decide, not a forced us-east-1.
+	check("s3.region", val("archive", "region"), "")
+	check("s3.checksum", val("archive", "checksum"), "crc32c")
+	check("s3.anonymous", val("archive", "anonymous"), false)
+	if _, ok := c.Destinations["archive"].Value("register_timeout"); ok {
+		t.Error("s3 has a register_timeout")
+	}
 
-	jw := c.Destinations["jw"]
-	check("jw.api", jw.API, "v2")
-	check("jw.api_url", jw.APIURL, "https://api.jwplayer.com")
-	check("jw.upload_url", jw.UploadURL, "")
-	check("jw.wait_for", jw.WaitFor, "")
-	check("jw.register_timeout", jw.RegisterTimeout, 2*time.Hour)
-	check("jw.poll_interval", jw.PollInterval, 15*time.Second)
-	check("jw.s3", jw.S3, S3{})
-	check("jw1.api_url", c.Destinations["jw1"].APIURL, "https://api.jwplatform.com")
-	check("jw1.api_key", c.Destinations["jw1"].APIKey, "k")
+	check("jw.api", val("jw", "api"), "v2")
+	check("jw.api_url", val("jw", "api_url"), "https://api.jwplayer.com")
+	check("jw.upload_url", val("jw", "upload_url"), "")
+	check("jw.wait_for", val("jw", "wait_for"), "")
+	check("jw.register_timeout", val("jw", "register_timeout"), 2*time.Hour)
+	check("jw.poll_interval", val("jw", "poll_interval"), 15*time.Second)
+	check("jw.multipart_threshold", val("jw", "multipart_threshold"), "100000000B")
+	if _, ok := c.Destinations["jw"].Value("bucket"); ok {
+		t.Error("jwplayer has S3 keys")
+	}
+	check("jw1.api_url", val("jw1", "api_url"), "https://api.jwplatform.com")
+	check("jw1.api_key", val("jw1", "api_key"), "k")
 
-	bb := c.Destinations["bb"]
-	check("bb.bucket", bb.S3.Bucket, "mm.pub.bbvms.com")
-	check("bb.acl", bb.S3.ACL, "public-read")
-	check("bb.key", bb.S3.Key, "")
-	check("bb.api_url", bb.APIURL, "https://pub.bbvms.com")
-	check("bb.register_timeout", bb.RegisterTimeout, 30*time.Minute)
-	check("bb.poll_interval", bb.PollInterval, 10*time.Second)
+	check("bb.bucket", val("bb", "bucket"), "mm.pub.bbvms.com")
+	check("bb.acl", val("bb", "acl"), "public-read")
+	if _, ok := c.Destinations["bb"].Value("key"); ok {
+		t.Error("bluebillywig has a key template")
+	}
+	check("bb.api_url", val("bb", "api_url"), "https://pub.bbvms.com")
+	check("bb.register_timeout", val("bb", "register_timeout"), 30*time.Minute)
+	check("bb.poll_interval", val("bb", "poll_interval"), 10*time.Second)
 
-	w := c.Destinations["w"]
-	check("wistia.upload_url", w.UploadURL, "https://upload.wistia.com")
-	check("wistia.api_url", w.APIURL, "https://api.wistia.com")
-	check("wistia.wait_for", w.WaitFor, "")
-	check("wistia.register_timeout", w.RegisterTimeout, 2*time.Hour)
-	check("wistia.poll_interval", w.PollInterval, 15*time.Second)
-	check("wistia.key", w.S3.Key, "{folder}/{relpath}")
-	check("wistia.token", w.Token.Value(), "t")
+	check("wistia.upload_url", val("w", "upload_url"), "https://upload.wistia.com")
+	check("wistia.api_url", val("w", "api_url"), "https://api.wistia.com")
+	check("wistia.wait_for", val("w", "wait_for"), "")
+	check("wistia.register_timeout", val("w", "register_timeout"), 2*time.Hour)
+	check("wistia.poll_interval", val("w", "poll_interval"), 15*time.Second)
+	check("wistia.key", val("w", "key"), "{folder}/{relpath}")
+	check("wistia.token", val("w", "token").(Secret).Value(), "t")
 
-	sky := c.Destinations["sky"]
-	check("skylark.wait_for", sky.WaitFor, "processed")
-	check("skylark.api_url", sky.APIURL, "")
-	check("skylark.register_timeout", sky.RegisterTimeout, 2*time.Hour)
-	check("skylark.poll_interval", sky.PollInterval, 15*time.Second)
+	check("skylark.wait_for", val("sky", "wait_for"), "processed")
+	check("skylark.api_url", val("sky", "api_url"), "")
+	check("skylark.register_timeout", val("sky", "register_timeout"), 2*time.Hour)
+	check("skylark.poll_interval", val("sky", "poll_interval"), 15*time.Second)
+	// Skylark ingests the bucket root: the default key is the file name.
+	check("skylark.key", val("sky", "key"), "{name}")
 
 	if c.Folder("news") != &c.Folders[0] || c.Folder("nope") != nil {
 		t.Error("Folder lookup")
@@ -356,9 +380,12 @@ sse_kms_key_id = "arn:aws:kms:eu-west-1:111122223333:key/abc"
 	if f.Path != "/srv/news" || f.ProcessedDir != "/srv/done/news" || f.FailedDir != "/srv/news/failed" || f.StableAfter != 0 {
 		t.Errorf("folder %+v", f)
 	}
-	s := c.Destinations["archive"].S3
-	if s.Endpoint != "http://127.0.0.1:9000" || s.Metadata["X-Team"] != "desk" || s.SSEKMSKeyID == "" {
-		t.Errorf("s3 %+v", s)
+	d := c.Destinations["archive"]
+	ep, _ := d.Value("endpoint")
+	meta, _ := d.Value("metadata")
+	kms, _ := d.Value("sse_kms_key_id")
+	if ep != "http://127.0.0.1:9000/" || meta.(map[string]string)["X-Team"] != "desk" || kms == "" {
+		t.Errorf("s3 endpoint %v metadata %v kms %v", ep, meta, kms)
 	}
 }
 
@@ -416,10 +443,10 @@ secret = "literal-hmac"
 		s         Secret
 		value, as string
 	}{
-		{"env", c.Destinations["archive"].S3.SecretAccessKey, "sak-from-env", "[redacted env:WF_TEST_SAK]"},
-		{"file", c.Destinations["jw"].APISecret, "jw-file-secret", "[redacted file:" + filepath.Join(dir, "jw") + "]"},
+		{"env", secretOf(c, "archive", "secret_access_key"), "sak-from-env", "[redacted env:WF_TEST_SAK]"},
+		{"file", secretOf(c, "jw", "api_secret"), "jw-file-secret", "[redacted file:" + filepath.Join(dir, "jw") + "]"},
 		{"literal", c.Notify[0].Secret, "literal-hmac", "[redacted literal]"},
-		{"unset", c.Destinations["archive"].S3.SessionToken, "", ""},
+		{"unset", secretOf(c, "archive", "session_token"), "", ""},
 	}
 	for _, tc := range tests {
 		if tc.s.Value() != tc.value || tc.s.String() != tc.as || fmt.Sprintf("%#v", tc.s) != tc.as {
@@ -564,18 +591,32 @@ metadata = { project = "news \"quoted\"", "x.y" = "z" }
 		cc.Path, cc.warnings, cc.mode = "", nil, 0
 		cc.Notify = append([]Notify(nil), c.Notify...)
 		for i := range cc.Notify {
-			cc.Notify[i].Secret = Secret{}
+			// Secrets and hook URLs (tokens in their paths) are redacted.
+			cc.Notify[i].Secret, cc.Notify[i].URL = Secret{}, ""
 		}
-		cc.Destinations = map[string]*Destination{}
-		for n, d := range c.Destinations {
-			dd := *d
-			dd.S3.SecretAccessKey, dd.S3.SessionToken, dd.APISecret, dd.Token = Secret{}, Secret{}, Secret{}, Secret{}
-			cc.Destinations[n] = &dd
-		}
+		cc.Destinations = nil
 		return &cc
 	}
 	if a, b := strip(c), strip(again); !reflect.DeepEqual(a, b) {
 		t.Errorf("round trip differs:\n%+v\n%+v", a, b)
+	}
+	// Destinations: the same declared keys with the same values, secrets
+	// compared by whether they are set.
+	fields := func(c *Config) map[string][]string {
+		out := map[string][]string{}
+		for n, d := range c.Destinations {
+			for _, f := range d.Settings.Fields() {
+				v := fmt.Sprint(f.Value)
+				if s, ok := f.Value.(Secret); ok {
+					v = fmt.Sprint(s.IsSet())
+				}
+				out[n] = append(out[n], f.Key+"="+v)
+			}
+		}
+		return out
+	}
+	if a, b := fields(c), fields(again); !reflect.DeepEqual(a, b) {
+		t.Errorf("destinations differ after the round trip:\n%v\n%v", a, b)
 	}
 }
 
@@ -621,6 +662,7 @@ func TestWarnings(t *testing.T) {
 	}{
 		{"literal secret, world readable", lit, 0o644, []string{"holds literal secrets and is readable by others (mode 0644)", "destination.spare is not used"}},
 		{"literal secret, private", lit, 0o600, []string{"destination.spare is not used"}},
+		{"literal secret, group only (packaged 0640 root:watchfolder)", lit, 0o640, []string{"destination.spare is not used"}},
 		{"no secrets, world readable", minimal, 0o644, nil},
 		{"secret file readable by others", minimal + "access_key_id = \"AKIA1\"\nsecret_access_key = \"file:" + loose + "\"\n", 0o600,
 			[]string{"destination.archive.secret_access_key: secret file " + loose + " is readable by others (mode 0644)"}},
@@ -673,4 +715,10 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("empty error message")
 		}
 	})
+}
+
+func secretOf(c *Config, dest, key string) Secret {
+	v, _ := c.Destinations[dest].Value(key)
+	s, _ := v.(Secret)
+	return s
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // Warnings returns problems that do not stop the daemon but that an
@@ -15,7 +17,9 @@ import (
 // files others can read, destinations that no folder uses.
 func (c *Config) Warnings() []string {
 	var out []string
-	if c.mode&0o044 != 0 && c.hasLiteralSecrets() {
+	// Group-readable is the packaged setup (0640 root:watchfolder: the
+	// service and its operators read it); only world-readable is a leak.
+	if c.mode&0o004 != 0 && c.hasLiteralSecrets() {
 		out = append(out, fmt.Sprintf("config %s holds literal secrets and is readable by others (mode %#o): chmod 600 or use ${ENV}/file:", c.Path, c.mode))
 	}
 	return append(out, c.warnings...)
@@ -23,13 +27,16 @@ func (c *Config) Warnings() []string {
 
 func (c *Config) hasLiteralSecrets() bool {
 	for _, n := range c.Notify {
-		if n.Secret.isLiteral() {
+		if n.Secret.IsLiteral() {
 			return true
 		}
 	}
 	for _, d := range c.Destinations {
-		for _, s := range []Secret{d.S3.SecretAccessKey, d.S3.SessionToken, d.APISecret, d.Token} {
-			if s.isLiteral() {
+		if d.Settings == nil {
+			continue
+		}
+		for _, f := range d.Settings.Fields() {
+			if s, ok := f.Value.(Secret); ok && s.IsLiteral() {
 				return true
 			}
 		}
@@ -70,10 +77,18 @@ func (c *Config) WriteEffective(w io.Writer) error {
 
 	e.section("[metrics]")
 	e.str("listen", c.Metrics.Listen)
+	c.Web.writeEffective(e)
+
+	e.section("[state]")
+	if c.State.KeepDone > 0 {
+		e.dur("keep_done", c.State.KeepDone)
+	} else {
+		e.str("keep_done", "")
+	}
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")
-		e.str("url", redactQuery(n.URL))
+		e.str("url", redactURL(n.URL))
 		e.list("events", n.Events)
 		e.secret("secret", n.Secret)
 		e.dur("timeout", n.Timeout)
@@ -93,6 +108,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		e.str("sidecar", f.Sidecar)
 		e.dur("sidecar_wait", f.SidecarWait)
 		e.line("receipts", strconv.FormatBool(f.Receipts))
+		e.str("probe", f.Probe)
 	}
 
 	names := make([]string, 0, len(c.Destinations))
@@ -104,80 +120,55 @@ func (c *Config) WriteEffective(w io.Writer) error {
 		d := c.Destinations[n]
 		e.section("[destination." + tomlKey(n) + "]")
 		e.str("type", d.Type)
-		switch d.Type {
-		case TypeBlueBillywig:
-			e.str("publication", d.Publication)
-			e.str("account", d.Account)
-			e.str("api_key_id", d.APIKeyID)
-			e.secret("api_secret", d.APISecret)
-			e.str("api_url", d.APIURL)
-		case TypeJWPlayer:
-			e.str("api", d.API)
-			if d.API == "v1" {
-				e.str("api_key", d.APIKey)
-			} else {
-				e.str("site_id", d.SiteID)
-			}
-			e.secret("api_secret", d.APISecret)
-			e.str("api_url", d.APIURL)
-			e.str("upload_url", d.UploadURL)
-			e.str("wait_for", d.WaitFor)
-		case TypeWistia:
-			e.secret("token", d.Token)
-			e.str("upload_url", d.UploadURL)
-			e.str("api_url", d.APIURL)
-			e.str("project_id", d.ProjectID)
-			e.str("contact_id", d.ContactID)
-			e.str("description", d.Description)
-			e.str("wait_for", d.WaitFor)
-		case TypeSkylark:
-			e.str("api_url", d.APIURL)
-			e.secret("token", d.Token)
-			e.str("wait_for", d.WaitFor)
+		if d.Settings == nil {
+			continue
 		}
-		if d.Type != TypeS3 {
-			e.dur("register_timeout", d.RegisterTimeout)
-			e.dur("poll_interval", d.PollInterval)
-		}
-		if d.Type != TypeJWPlayer {
-			e.s3(d.S3, d.Type)
+		// Each type declares its keys; what it declares secret is shown
+		// only as its source.
+		for _, f := range d.Settings.Fields() {
+			e.field(f)
 		}
 	}
 	_, err := io.WriteString(w, e.b.String())
 	return err
 }
 
-func (e *emitter) s3(s S3, typ string) {
-	e.str("bucket", s.Bucket)
-	if typ != TypeBlueBillywig {
-		e.str("key", s.Key)
+func (e *emitter) field(f uploader.Field) {
+	switch v := f.Value.(type) {
+	case Secret:
+		e.secret(f.Key, v)
+	case string:
+		if f.Secret && v != "" {
+			e.str(f.Key, "[redacted]")
+			return
+		}
+		e.str(f.Key, v)
+	case bool:
+		e.line(f.Key, strconv.FormatBool(v))
+	case int64:
+		e.int(f.Key, v)
+	case int:
+		e.int(f.Key, int64(v))
+	case time.Duration:
+		e.dur(f.Key, v)
+	case []string:
+		e.list(f.Key, v)
+	case map[string]string:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = tomlKey(k) + " = " + tomlString(v[k])
+		}
+		e.line(f.Key, "{"+strings.Join(parts, ", ")+"}")
+	default:
+		// A declaration error: never print an unknown value, it might
+		// be a secret.
+		e.comment(f.Key + ": value of unsupported type not shown")
 	}
-	e.str("region", s.Region)
-	e.str("endpoint", s.Endpoint)
-	e.line("path_style", strconv.FormatBool(s.PathStyle))
-	e.str("access_key_id", s.AccessKeyID)
-	e.secret("secret_access_key", s.SecretAccessKey)
-	e.secret("session_token", s.SessionToken)
-	e.str("profile", s.Profile)
-	e.str("acl", s.ACL)
-	e.str("content_type", s.ContentType)
-	e.str("content_disposition", s.ContentDisposition)
-	e.str("cache_control", s.CacheControl)
-	e.str("storage_class", s.StorageClass)
-	keys := make([]string, 0, len(s.Metadata))
-	for k := range s.Metadata {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = tomlKey(k) + " = " + tomlString(s.Metadata[k])
-	}
-	e.line("metadata", "{"+strings.Join(parts, ", ")+"}")
-	e.str("sse", s.SSE)
-	e.str("sse_kms_key_id", s.SSEKMSKeyID)
-	e.str("checksum", s.Checksum)
-	e.str("on_conflict", s.OnConflict)
 }
 
 // emitter builds TOML text; it only ever writes values of known shape, so
@@ -251,12 +242,15 @@ func tomlKey(k string) string {
 	return k
 }
 
-// redactQuery hides a URL's query, where webhook services put tokens.
-func redactQuery(s string) string {
+// redactURL keeps a webhook URL's scheme and host only: Slack-style hooks
+// carry their token in the path, others in the query.
+func redactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.RawQuery == "" {
+	if err != nil {
+		return "[redacted]"
+	}
+	if (u.Path == "" || u.Path == "/") && u.RawQuery == "" {
 		return s
 	}
-	u.RawQuery = "redacted"
-	return u.String()
+	return u.Scheme + "://" + u.Host + "/[redacted]"
 }

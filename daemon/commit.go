@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/watchfolder/watchfolder/state"
@@ -80,7 +81,15 @@ func (d *Daemon) sweep(ctx context.Context) {
 		n := 0
 		rt := d.rt.Load()
 		for _, j := range jobs {
-			if j.State == state.Waiting || rt.folders[j.Folder] == nil || d.sched.tracked(j.ID) {
+			if j.State == state.Waiting {
+				// The watcher drives these; one whose file vanished while
+				// its "gone" could not be recorded hears no more of it.
+				if _, err := os.Lstat(j.Path); errors.Is(err, os.ErrNotExist) {
+					d.transition(ctx, j.ID, state.Gone, "file vanished before it was finished")
+				}
+				continue
+			}
+			if rt.folders[j.Folder] == nil || d.sched.tracked(j.ID) {
 				continue
 			}
 			if j.State == state.Retry {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/uploader"
 	"github.com/watchfolder/watchfolder/watcher"
@@ -187,6 +188,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer msrv.Close()
+	wsrv, err := d.startWeb()
+	if err != nil {
+		return err
+	}
+	defer wsrv.Close()
 	d.notifier.Store(newNotifier(workCtx, cfg.Notify, d.log, d.metrics, d.opts.NotifyBackoff, d.version, d.store, true))
 	defer func() { d.notifier.Load().close() }()
 
@@ -266,9 +272,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) makeDirs(cfg *config.Config) {
 	for _, f := range cfg.Folders {
+		if fi, err := os.Stat(f.Path); err != nil || !fi.IsDir() {
+			// Never create the watched folder itself (a typo would be
+			// watched silently); start-up and reload refuse it.
+			continue
+		}
 		for _, dir := range []string{f.ProcessedDir, f.FailedDir} {
+			if _, err := os.Lstat(dir); err == nil {
+				continue
+			}
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
+				continue
+			}
+			// Editors read processed/ and failed/: they follow the
+			// folder's group and mode, not the daemon's umask.
+			if err := mover.FollowFolder(f.Path, dir); err != nil {
+				d.log.Warn("cannot give the directory the folder's group and mode", "dir", dir, "err", err)
 			}
 		}
 	}

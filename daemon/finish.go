@@ -562,16 +562,17 @@ type receiptDest struct {
 // receipt is the <name>.receipt.json written beside a processed file.
 func receipt(j *state.Job, now time.Time) []byte {
 	r := struct {
-		Job          uint64        `json:"job"`
-		Folder       string        `json:"folder"`
-		Path         string        `json:"path"`
-		Size         int64         `json:"size"`
-		SHA256       string        `json:"sha256,omitempty"`
-		Found        time.Time     `json:"found"`
-		Finished     time.Time     `json:"finished"`
-		Destinations []receiptDest `json:"destinations"`
+		Job          uint64          `json:"job"`
+		Folder       string          `json:"folder"`
+		Path         string          `json:"path"`
+		Size         int64           `json:"size"`
+		SHA256       string          `json:"sha256,omitempty"`
+		Found        time.Time       `json:"found"`
+		Finished     time.Time       `json:"finished"`
+		Destinations []receiptDest   `json:"destinations"`
+		Media        json.RawMessage `json:"media,omitempty"`
 	}{Job: j.ID, Folder: j.Folder, Path: j.RelPath, Size: j.Size, SHA256: j.SHA256,
-		Found: j.Created.UTC(), Finished: now.UTC()}
+		Found: j.Created.UTC(), Finished: now.UTC(), Media: j.Media}
 	for _, ds := range j.Destinations {
 		r.Destinations = append(r.Destinations, receiptDest{ds.Name, ds.Type, ds.VendorID, ds.Object})
 	}

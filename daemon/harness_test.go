@@ -94,6 +94,9 @@ func newHarness(t *testing.T, o hopts) *harness {
 	if o.secret == "" {
 		o.secret = minio.SecretKey
 	}
+	if !strings.Contains(o.folderExtra, "probe =") {
+		o.folderExtra += "\nprobe = \"off\"\n" // test files are not media; probe tests set it
+	}
 	if o.folderDests == "" {
 		o.folderDests = `["archive"]`
 	}

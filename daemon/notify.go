@@ -45,6 +45,7 @@ type Notification struct {
 	Attempts        int               `json:"attempts"`
 	Error           string            `json:"error,omitempty"`
 	Destinations    []NotifyDest      `json:"destinations"`
+	Media           json.RawMessage   `json:"media,omitempty"` // the media check's facts
 	Timings         NotificationTimes `json:"timings"`
 	DaemonVersion   string            `json:"daemon_version"`
 	NotificationUTC time.Time         `json:"sent"`
@@ -207,7 +208,7 @@ func (n *notifier) send(j *state.Job) {
 
 func newNotification(ev string, j *state.Job, version string) Notification {
 	n := Notification{Event: ev, Job: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath,
-		FinalPath: j.FinalPath, Size: j.Size, SHA256: j.SHA256, Attempts: j.Attempts,
+		FinalPath: j.FinalPath, Size: j.Size, SHA256: j.SHA256, Attempts: j.Attempts, Media: j.Media,
 		Destinations: []NotifyDest{}, DaemonVersion: version, NotificationUTC: time.Now().UTC(),
 		Timings: NotificationTimes{Found: j.Created.UTC(), Finished: j.Updated.UTC(),
 			DurationSeconds: j.Updated.Sub(j.Created).Seconds()}}

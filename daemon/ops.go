@@ -58,13 +58,21 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 	d.claims.Store(key, struct{}{})
 	defer d.claims.Delete(key)
 
-	if err := mover.Move(src, target); err != nil {
+	// Confined like filing: a failed/ or a folder directory an editor
+	// replaced with a symlink is refused, never followed.
+	dir, err := mover.MoveBelow(f.FailedDir, src, f.Path, target)
+	if err != nil {
 		return nil, fmt.Errorf("job %d: move the file back: %w", id, err)
+	}
+	if dir != "" {
+		if err := mover.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("job %d: move the file back: sync %s: %w", id, dir, err)
+		}
 	}
 	sidecar := ""
 	if sc := sidecarPath(src); fileExists(sc) {
 		sidecar = sidecarPath(target)
-		if err := mover.Move(sc, sidecar); err != nil {
+		if _, err := mover.MoveBelow(f.FailedDir, sc, f.Path, sidecar); err != nil {
 			d.log.Warn("retry: could not move the sidecar back; the file goes without it", "job", id, "sidecar", sc, "err", err)
 			sidecar = ""
 		}
@@ -78,6 +86,12 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 		return nil, fmt.Errorf("job %d: %w", id, err)
 	}
 	info := fileInfoOf(fi)
+	// Moving the file back changed its change time: the version is the
+	// one found now (the bytes done destinations have are these).
+	var ctime time.Time
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ctime = ctimeOf(st)
+	}
 	j, err = d.store.Update(ctx, id, func(j *state.Job) error {
 		if j.State != state.Failed {
 			return fmt.Errorf("job %d changed to %s meanwhile: %w", id, j.State, ErrConflict)
@@ -90,13 +104,14 @@ func (d *Daemon) Retry(ctx context.Context, id uint64) (*state.Job, error) {
 		j.FinalPath = ""
 		j.Path, j.RelPath, j.Sidecar = target, rel, sidecar
 		setVersion(j, info)
+		j.CTime = ctime
 		for i := range j.Destinations {
 			ds := &j.Destinations[i]
 			if ds.State == state.DestDone {
 				continue
 			}
 			// A failed job's multipart uploads were aborted: start over.
-			ds.State, ds.Error, ds.Attempts = state.DestPending, "", 0
+			ds.State, ds.Error, ds.Attempts, ds.NextAttempt = state.DestPending, "", 0, time.Time{}
 			ds.Checkpoint, ds.BytesDone = nil, 0
 		}
 		j.Note("", "retry requested by an operator; file moved back to "+target)

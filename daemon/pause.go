@@ -143,7 +143,7 @@ func (p *pauseState) set(folder string, on bool, allFolders []string) ([]uint64,
 // the check and the parking happen under one lock so a resume cannot slip
 // between them and leave the job parked for good.
 func (d *Daemon) park(j *state.Job) bool {
-	if j.State != state.Queued && j.State != state.Retry {
+	if j.State != state.Queued && j.State != state.Retry && j.State != state.Probing {
 		return false
 	}
 	p := d.pause

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
@@ -83,6 +84,16 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.log.Error("reload refused: the new config has errors; keeping the old one", "err", err)
 		return fmt.Errorf("reload refused, old config kept: %w", err)
 	}
+	// A typo in a folder path must not create and watch an empty folder.
+	if probs := CheckFolders(cfg, nil); len(probs) > 0 {
+		msgs := make([]string, len(probs))
+		for i, p := range probs {
+			msgs[i] = p.String()
+		}
+		err := errors.New(strings.Join(msgs, "; "))
+		d.log.Error("reload refused: a folder cannot be watched; keeping the old config", "err", err)
+		return fmt.Errorf("reload refused, old config kept: %w", err)
+	}
 	old := d.rt.Load()
 	for _, w := range restartOnly(old.cfg, cfg) {
 		d.log.Warn("reload: setting changed but needs a restart; keeping the old value", "key", w)
@@ -137,6 +148,9 @@ func restartOnly(a, b *config.Config) []string {
 	}
 	if a.Metrics != b.Metrics {
 		out = append(out, "metrics.listen")
+	}
+	if !reflect.DeepEqual(a.Web, b.Web) {
+		out = append(out, "web")
 	}
 	if a.Upload.MaxFiles != b.Upload.MaxFiles {
 		out = append(out, "upload.max_files")

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/mover"
 	"github.com/watchfolder/watchfolder/state"
+	"github.com/watchfolder/watchfolder/watcher"
 )
 
 // openToEditors makes the harness's inbox writable by uid 65534, the
@@ -281,5 +283,81 @@ func TestSecondDaemonOnAFolderRefusesToStart(t *testing.T) {
 	cancel2()
 	if err := <-res2; err != nil {
 		t.Fatalf("daemon on a freed folder: %v", err)
+	}
+}
+
+// include = ["*.{mov,mxf}"] passes the config and matches both extensions
+// (path.Match took the braces literally and matched nothing).
+func TestBraceIncludeFromConfig(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+state_dir = "/tmp/x"
+[[folder]]
+name = "n"
+path = "/srv/watch/n"
+destinations = ["a"]
+include = ["*.{mov,MXF}"]
+[destination.a]
+type = "s3"
+bucket = "bkt"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := watcherFolders(cfg)[0]
+	for rel, want := range map[string]bool{"a.mov": true, "sub/b.mxf": true, "c.mp4": false, "a.json": false} {
+		if got := watcher.Match(wf, rel); got != want {
+			t.Errorf("Match(%q) = %v, want %v", rel, got, want)
+		}
+	}
+}
+
+// Filing across filesystems from a directory the daemon cannot remove files
+// from (append-only here; a read-only share in practice): the copy is made
+// once, the job ends done saying the original stayed, and no retry makes
+// "clip (1).mp4", "clip (2).mp4"...
+func TestCrossFilesystemOriginalKeptIsFiledOnce(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "wf-daemon-")
+	if err != nil {
+		t.Fatalf("need a second filesystem (/dev/shm): %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	processed := filepath.Join(shm, "processed")
+	h := newHarness(t, hopts{folderExtra: fmt.Sprintf("processed_dir = %q", processed)})
+	locked := filepath.Join(h.inbox, "locked")
+	writeFile(t, filepath.Join(locked, "clip.mp4"), content("kept", 3000))
+	if out, err := exec.Command("chattr", "+a", locked).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +a (needs ext4, xfs or btrfs under %s): %v %s", os.TempDir(), err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-a", locked).Run() })
+	done := h.waitState(state.Done, 1, 30*time.Second)
+	h.d.watcher.Load().Rescan()
+	time.Sleep(3 * time.Second) // room for a wrong second filing
+	assertDir := func() {
+		ents, _ := os.ReadDir(filepath.Join(processed, "locked"))
+		if len(ents) != 1 || ents[0].Name() != "clip.mp4" {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("processed/locked holds %q, want just clip.mp4", names)
+		}
+	}
+	assertDir()
+	if jobs := h.jobs(); len(jobs) != 1 {
+		t.Fatalf("%d jobs, want 1", len(jobs))
+	}
+	j := done[0]
+	noted := false
+	for _, hist := range j.History {
+		noted = noted || strings.Contains(hist.Note, "original could not be removed")
+	}
+	if !noted {
+		t.Errorf("job history does not say the original stayed: %+v", j.History)
+	}
+	if n := strings.Count(h.logs.String(), "filed as a copy"); n != 1 {
+		t.Errorf("said %d times that the original stayed, want once", n)
+	}
+	if _, err := os.Stat(filepath.Join(locked, "clip.mp4")); err != nil {
+		t.Errorf("original: %v", err)
 	}
 }

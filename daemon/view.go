@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/watchfolder/watchfolder/probe"
 	"github.com/watchfolder/watchfolder/state"
 )
 
@@ -25,6 +26,7 @@ type JobView struct {
 	SHA256       string             `json:"sha256,omitempty"`
 	FinalPath    string             `json:"final_path,omitempty"`
 	Sidecar      string             `json:"sidecar,omitempty"`
+	Media        *probe.Facts       `json:"media,omitempty"` // the media check's facts
 	Created      time.Time          `json:"created"`
 	Updated      time.Time          `json:"updated"`
 	Destinations []DestView         `json:"destinations"`
@@ -52,7 +54,7 @@ func NewJobView(j *state.Job, full bool) JobView {
 	v := JobView{
 		ID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath, Size: j.Size,
 		ModTime: j.ModTime, State: j.State, Error: j.Error, Attempts: j.Attempts,
-		SHA256: j.SHA256, FinalPath: j.FinalPath, Sidecar: j.Sidecar,
+		SHA256: j.SHA256, FinalPath: j.FinalPath, Sidecar: j.Sidecar, Media: mediaFacts(j),
 		Created: j.Created, Updated: j.Updated, Destinations: []DestView{},
 	}
 	if !j.NextAttempt.IsZero() && !j.State.Terminal() {

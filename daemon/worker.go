@@ -66,7 +66,7 @@ func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
 		}
 		var st step
 		switch j.State {
-		case state.Queued, state.Retry:
+		case state.Queued, state.Retry, state.Probing:
 			st = d.start(ctx, j)
 		case state.Uploading, state.Registering:
 			st = d.deliver(ctx, j, nil)
@@ -122,7 +122,16 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	sidecar, err := d.findSidecar(j, f)
 	if errors.Is(err, errSidecarPending) {
 		wait := j.Created.Add(f.SidecarWait)
-		d.log.Info("waiting for the required sidecar", "path", j.Path, "until", wait.Format(time.RFC3339))
+		if _, serr := os.Lstat(sidecarPath(j.Path)); serr == nil {
+			// There, but written moments ago: look again once it can be
+			// stable, not at the end of sidecar_wait.
+			if w := time.Now().Add(f.StableAfter); w.Before(wait) {
+				wait = w
+			}
+			d.log.Debug("waiting for the sidecar to be stable", "path", j.Path, "until", wait.Format(time.RFC3339Nano))
+		} else {
+			d.log.Info("waiting for the required sidecar", "path", j.Path, "until", wait.Format(time.RFC3339))
+		}
 		d.sched.pushAt(j.ID, wait)
 		return stop
 	}
@@ -139,6 +148,9 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 	}
 	j.Sidecar = sidecar
 	if st, done := d.skipDelivered(ctx, j); done {
+		return st
+	}
+	if st, ok := d.probeMedia(ctx, j, f, sidecar); !ok {
 		return st
 	}
 	if quickStart(j, d.rt.Load()) {
@@ -161,6 +173,9 @@ func (d *Daemon) start(ctx context.Context, j *state.Job) step {
 func beginUpload(j *state.Job, mem *state.Job) {
 	j.State = state.Uploading
 	j.Sidecar = mem.Sidecar
+	if mem.Media != nil {
+		j.Media = mem.Media // the probe's facts (a quickStart job's are not yet committed)
+	}
 	if j.CTime.IsZero() {
 		j.CTime = mem.CTime
 	}
@@ -231,6 +246,10 @@ func (d *Daemon) deliver(ctx context.Context, j *state.Job, q *quick) step {
 	src := &uploader.Source{
 		JobID: j.ID, Folder: j.Folder, Path: j.Path, RelPath: j.RelPath, Size: j.Size,
 		ModTime: j.ModTime, Inode: j.Inode, Device: j.Device, Found: j.Created, Meta: meta,
+		Media: mediaFacts(j),
+	}
+	if src.Media != nil {
+		src.Duration = src.Media.Duration // platform rules on the length (JW: at least 2 s)
 	}
 	rt := d.rt.Load()
 	// A changed source makes every sibling's work moot: cancel them.
@@ -560,7 +579,7 @@ func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick
 func (d *Daemon) resultCommit(mem *state.Job, rt *runtime, results []destResult) func(*state.Job) error {
 	target := d.planTarget(mem, rt)
 	return func(j *state.Job) error {
-		if j.State == state.Queued || j.State == state.Retry {
+		if j.State == state.Queued || j.State == state.Retry || j.State == state.Probing {
 			beginUpload(j, mem)
 		}
 		for _, r := range results {
@@ -660,7 +679,7 @@ func (d *Daemon) commitDest(ctx context.Context, mem *state.Job, name string, cp
 		return err
 	}
 	_, err = d.commit(ctx, id, "destination "+name+" "+string(st), func(j *state.Job) error {
-		if j.State == state.Queued || j.State == state.Retry {
+		if j.State == state.Queued || j.State == state.Retry || j.State == state.Probing {
 			beginUpload(j, mem) // a quickStart job
 		}
 		ds := j.Dest(name)

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
+	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
+	"github.com/watchfolder/watchfolder/uploader/wistia/wistiatest"
 )
 
 // platform is one fake platform wired for a test: its config table, the
@@ -20,52 +24,68 @@ type platform struct {
 	secrets func() []string // per-request credentials seen on the wire
 }
 
-func jwPlatform(t *testing.T, bucket string, px *testenv.Proxy, waitFor string) (*fakeJW, *platform) {
-	f := newFakeJW(t, bucket, px.URL)
+// jwPlatform is the exported JW Player test server, its upload links
+// pointing at px so the bytes are counted with the other objects.
+func jwPlatform(t *testing.T, bucket string, px *testenv.Proxy, waitFor string) (*jwplayertest.Server, *platform) {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := jwplayertest.NewWith(t, minio, bucket, jwplayertest.Options{Secret: jwSecret, LinkBase: px.URL})
 	return f, &platform{
-		dest: f.table("jw", waitFor),
+		dest: dest{"jw", fmt.Sprintf("type = \"jwplayer\"\nsite_id = %q\napi_secret = \"${WF_E2E_JW}\"\napi_url = %q\nwait_for = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n",
+			f.Site, f.URL, waitFor)},
 		ids: func() []string {
 			var ids []string
-			for _, m := range f.all() {
+			for _, m := range f.All() {
 				ids = append(ids, m.ID)
 			}
 			return ids
 		},
-		creates: func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.creates },
+		creates: func() int { return len(f.All()) },
 		// The upload links' signatures are checked by TestJWUploadLinkIsNotShown.
 		secrets: func() []string { return nil },
 	}
 }
 
-func wistiaPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*fakeWistia, *platform) {
-	f := newFakeWistia(t, bucket)
+// wistiaPlatform is the exported Wistia test server; the daemon uploads
+// to its bucket through px.
+func wistiaPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*wistiatest.Server, *platform) {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := wistiatest.New(t, minio, bucket, wistiatest.Options{Token: wistiaToken})
 	return f, &platform{
-		dest: f.table("wistia", px.URL),
+		dest: dest{"wistia", fmt.Sprintf("type = \"wistia\"\ntoken = \"${WF_E2E_WISTIA}\"\nupload_url = %q\napi_url = %q\n%s",
+			f.URL, f.URL, s3Table(bucket, px.URL))},
 		ids: func() []string {
+			ms, _, _ := f.Snapshot()
 			var ids []string
-			for _, m := range f.all() {
+			for _, m := range ms {
 				ids = append(ids, m.HashedID)
 			}
 			return ids
 		},
-		creates: func() int { f.mu.Lock(); defer f.mu.Unlock(); return f.copies },
+		creates: func() int { ms, _, _ := f.Snapshot(); return len(ms) },
 		secrets: func() []string { return nil },
 	}
 }
 
-func bbPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*fakeBB, *platform) {
-	f := newFakeBB(t, bucket)
+// bbPlatform is the exported Blue Billywig test server; the daemon
+// uploads through its ACL-recording proxy, which forwards to px.
+func bbPlatform(t *testing.T, bucket string, px *testenv.Proxy) (*bluebillywigtest.Server, *platform) {
+	bucket = uniqueBucket(bucket)
+	minio.MakeBucket(t, bucket)
+	f := bluebillywigtest.New(t, minio, bucket, bluebillywigtest.Options{KeyID: bbKeyID, Secret: bbSecret, Upstream: px.URL})
 	return f, &platform{
-		dest: f.table("bb", px.URL),
+		dest: dest{"bb", fmt.Sprintf("type = \"bluebillywig\"\npublication = \"e2epub\"\naccount = %q\napi_key_id = %q\napi_secret = \"${WF_E2E_BB}\"\napi_url = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n%s",
+			f.Account, bbKeyID, f.URL, s3Table(bucket, f.S3URL))},
 		ids: func() []string {
 			var ids []string
-			for _, c := range f.all() {
+			for _, c := range f.Clips() {
 				ids = append(ids, strconv.Itoa(c.ID))
 			}
 			return ids
 		},
-		creates: func() int { return len(f.all()) },
-		secrets: f.seenTokens,
+		creates: func() int { return len(f.Clips()) },
+		secrets: f.Tokens,
 	}
 }
 
@@ -99,14 +119,14 @@ func TestCrashBetweenUploadAndRegistration(t *testing.T) {
 	}{
 		{"jwplayer-wait-ready", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := jwPlatform(t, "c1-jw", px, "ready")
-			f.statusGate = newHook(true)
-			p.hook = f.statusGate
+			p.hook = newHook(true)
+			f.OnStatusWithBytes(p.hook.fire)
 			return p
 		}, true},
 		{"bluebillywig-search", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "c1-bb", px)
-			f.searchGate = newHook(true)
-			p.hook = f.searchGate
+			p.hook = newHook(true)
+			f.OnFound(p.hook.fire)
 			return p
 		}, false},
 	}
@@ -165,14 +185,14 @@ func TestCrashBetweenRegistrationAndCommit(t *testing.T) {
 	type mk func(t *testing.T, px *testenv.Proxy) *platform
 	jw := func(t *testing.T, px *testenv.Proxy) *platform {
 		f, p := jwPlatform(t, "c2-jw", px, "")
-		f.afterCreate = newHook(false)
-		p.hook = f.afterCreate
+		p.hook = newHook(false)
+		f.OnCreated(p.hook.fire)
 		return p
 	}
 	wistia := func(t *testing.T, px *testenv.Proxy) *platform {
 		f, p := wistiaPlatform(t, "c2-wi", px)
-		f.afterCopy = newHook(false)
-		p.hook = f.afterCopy
+		p.hook = newHook(false)
+		f.OnCopied(p.hook.fire)
 		return p
 	}
 	cases := []struct {

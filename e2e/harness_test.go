@@ -116,6 +116,7 @@ stable_after = "150ms"
 rescan_interval = "1s"
 sidecar_wait = "2s"
 receipts = true
+probe = "off"
 %s`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), s.inbox, strings.Join(names, ", "), tables.String())
 	if err := os.WriteFile(s.cfg, []byte(toml), 0o600); err != nil {
 		t.Fatal(err)

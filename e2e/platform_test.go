@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
+	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
+	"github.com/watchfolder/watchfolder/uploader/skylark/skylarktest"
 )
 
 // Issue 4, fan-out: one folder delivers to plain S3, Wistia and JW Player.
@@ -34,7 +37,7 @@ func TestFanOutOneDestinationFailsPermanently(t *testing.T) {
 			minio.MakeBucket(t, archive)
 			jw, jwp := jwPlatform(t, "fan-jw", px, "")
 			_, wp := wistiaPlatform(t, "fan-wi", px)
-			jw.deny.Store(true)
+			jw.Deny(true)
 			tables := map[string]dest{
 				"archive": {"archive", "type = \"s3\"\n" + s3Table(archive, px.URL)},
 				"jw":      jwp.dest,
@@ -89,7 +92,7 @@ func TestFanOutOneDestinationFailsPermanently(t *testing.T) {
 				t.Errorf("jw created %d media while refusing credentials", jwp.creates())
 			}
 
-			jw.deny.Store(false)
+			jw.Deny(false)
 			_, errOut, code := s.cli("retry", fmt.Sprint(j.ID))
 			if code == 2 && strings.Contains(errOut, "unknown command") {
 				t.Logf("watchfolder retry does not exist in this build: sub-states checked only")
@@ -138,16 +141,16 @@ func TestSidecarReachesPlatformsAndMovesWithMedia(t *testing.T) {
 	if j.State != "done" {
 		t.Fatalf("clip.mp4 %s: %s", j.State, j.Error)
 	}
-	ms := jw.all()
+	ms := jw.All()
 	if len(ms) != 1 {
 		t.Fatalf("jw holds %d media, want 1", len(ms))
 	}
-	meta := ms[0].Meta
+	meta := ms[0].Metadata
 	if meta["title"] != "Evening News" || meta["description"] != "Top stories, 21 Nov" || meta["external_id"] != "ext-clip-0001" ||
 		fmt.Sprint(meta["tags"]) != "[news evening]" {
 		t.Errorf("jw metadata %v", meta)
 	}
-	clips := bb.all()
+	clips := bb.Clips()
 	if len(clips) != 1 || len(clips[0].Updates) != 1 {
 		t.Fatalf("bb clips %+v, want one clip updated once", clips)
 	}
@@ -178,7 +181,7 @@ func TestSidecarReachesPlatformsAndMovesWithMedia(t *testing.T) {
 	if reason, _ := os.ReadFile(filepath.Join(s.inbox, "failed", "bad.mp4.error.txt")); !bytes.Contains(reason, []byte("tittle")) {
 		t.Errorf("reason file does not give the reason:\n%s", reason)
 	}
-	if n := len(jw.all()); n != 1 {
+	if n := len(jw.All()); n != 1 {
 		t.Errorf("jw holds %d media: the malformed sidecar's file was delivered", n)
 	}
 	// Written through the proxy: clip.mp4 once to bb's bucket and once
@@ -202,27 +205,27 @@ func TestRateLimitsAnd5xxDeliverOnce(t *testing.T) {
 	}{
 		{"jw-create-429-retry-after", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := jwPlatform(t, "rl-jw1", px, "ready")
-			f.script("create", fault{status: 429, retryAfter: "1"}, fault{status: 429, retryAfter: "1"})
+			f.ScriptOp("create", jwplayertest.Fault{Status: 429, RetryAfter: "1"}, jwplayertest.Fault{Status: 429, RetryAfter: "1"})
 			return p
 		}, 2 * time.Second},
 		{"jw-create-5xx-after-work", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := jwPlatform(t, "rl-jw2", px, "")
-			f.script("create", fault{status: 502, afterWork: true})
+			f.ScriptOp("create", jwplayertest.Fault{Status: 502, AfterWork: true})
 			return p
 		}, 0},
 		{"wistia-s3_copy-503-burst", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi1", px)
-			f.script("s3_copy", fault{status: 503}, fault{status: 503}, fault{status: 500})
+			f.CopyPlan("503", "503", "500")
 			return p
 		}, 0},
 		{"wistia-s3_copy-429-then-lost-answer", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := wistiaPlatform(t, "rl-wi2", px)
-			f.script("s3_copy", fault{status: 429, retryAfter: "1"}, fault{status: 502, afterWork: true})
+			f.CopyPlan("429", "created-502")
 			return p
 		}, time.Second},
 		{"bb-search-429-and-5xx", func(t *testing.T, px *testenv.Proxy) *platform {
 			f, p := bbPlatform(t, "rl-bb1", px)
-			f.script("search", fault{status: 429, retryAfter: "1"}, fault{status: 500}, fault{status: 503})
+			f.ScriptOp("search", bluebillywigtest.Fault{Status: 429, RetryAfter: "1"}, bluebillywigtest.Fault{Status: 500}, bluebillywigtest.Fault{Status: 503})
 			return p
 		}, time.Second},
 	}
@@ -300,9 +303,36 @@ func TestJWUploadLinkIsNotShown(t *testing.T) {
 	if j := s.waitState("clip.mp4", 30*time.Second, "done", "failed"); j.State != "done" {
 		t.Fatalf("job %s: %s", j.State, j.Error)
 	}
-	sigs := jw.signatures()
+	sigs := jw.LinkSignatures()
 	if len(sigs) == 0 || slices.Contains(sigs, "") {
 		t.Fatalf("no upload link signatures recorded: %v", sigs)
 	}
 	s.assertNoSecrets(sigs...)
+}
+
+// Issue 10: a Skylark destination configured with nothing but its bucket
+// writes the file at the bucket root, where Skylark ingests it (the test
+// server ingests root-level objects only and moves them to processed/);
+// the job is done with the processed object and the asset id.
+func TestSkylarkDefaultKeyIsIngested(t *testing.T) {
+	t.Parallel()
+	bucket := uniqueBucket("sky")
+	minio.MakeBucket(t, bucket)
+	f := skylarktest.New(t, minio, bucket, 50*time.Millisecond)
+	s := newSite(t, dest{"sky", fmt.Sprintf("type = \"skylark\"\n%sapi_url = %q\ntoken = %q\npoll_interval = \"100ms\"\nregister_timeout = \"30s\"\n",
+		s3Table(bucket, minio.Endpoint), f.URL, f.Token)})
+	s.start()
+	s.drop("sub/promo clip.mp4", media("promo clip.mp4", 80<<10))
+	j := s.waitState("sub/promo clip.mp4", 40*time.Second, "done", "failed")
+	if j.State != "done" {
+		t.Fatalf("job %s: %s\n%s", j.State, j.Error, s.tail())
+	}
+	if n := f.Ingested()["promo clip.mp4"]; n != 1 {
+		t.Errorf("ingested %v, want the root-level object once", f.Ingested())
+	}
+	d := j.dest("sky")
+	if d.Object != "s3://"+bucket+"/processed/promo clip.mp4" || d.VendorID == "" || d.VendorID != f.Assets()["promo clip"] {
+		t.Errorf("destination %+v, assets %v", d, f.Assets())
+	}
+	s.assertNoSecrets(f.Token)
 }

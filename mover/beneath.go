@@ -89,10 +89,19 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 		}
 		next, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
-			if merr := unix.Mkdirat(cur, c, 0o755); merr != nil && !errors.Is(merr, unix.EEXIST) {
+			merr := unix.Mkdirat(cur, c, 0o755)
+			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, &os.PathError{Op: "mkdir", Path: filepath.Join(root, rel), Err: merr}
 			}
 			next, err = unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err == nil && merr == nil {
+				// A directory the daemon made follows its parent's group
+				// and mode, so editors can read what is filed there.
+				if serr := shareLikeParent(cur, next); serr != nil {
+					unix.Close(next)
+					return -1, &os.PathError{Op: "share", Path: filepath.Join(root, rel), Err: serr}
+				}
+			}
 		}
 		if err != nil {
 			return -1, symlinkErr("open", filepath.Join(root, rel), err)

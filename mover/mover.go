@@ -439,7 +439,14 @@ func writeFile(root, path string, data []byte, perm os.FileMode, durable, replac
 		return fmt.Errorf("write %s: %w", path, symlinkErr("create", filepath.Join(d.path, tmp), err))
 	}
 	f := os.NewFile(uintptr(fd), filepath.Join(d.path, tmp))
-	_, err = f.Write(data)
+	if !replace {
+		// Receipts and reason files are for editors: they follow the
+		// directory's group and mode, not the daemon's umask.
+		err = shareLikeParent(d.fd, fd)
+	}
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil && durable {
 		err = f.Sync()
 	}

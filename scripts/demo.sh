@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # make demo: a local MinIO on loopback, a demo folder, and watchfolder
-# delivering whatever lands in it. Ctrl-C stops both.
+# delivering whatever lands in it. Ctrl-C, closing the terminal (HUP) or
+# TERM stop both; nothing is left running.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DEMO="$ROOT/.demo"
+DEMO="${DEMO_DIR:-$ROOT/.demo}"
+WATCHFOLDER="${WATCHFOLDER_BIN:-$ROOT/watchfolder}"
 PORT="${DEMO_MINIO_PORT:-9900}"
 BUCKET=demo
 export AWS_ACCESS_KEY_ID=watchfolder-demo
@@ -15,9 +17,20 @@ if curl -fsS "http://127.0.0.1:$PORT/minio/health/live" >/dev/null 2>&1 || (exec
   exit 1
 fi
 MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off MINIO_UPDATE=off \
-  "$ROOT/.bin/minio" server "$DEMO/minio" --address "127.0.0.1:$PORT" --quiet >"$DEMO/minio.log" 2>&1 &
+  "${WATCHFOLDER_BIN_DIR:-$ROOT/.bin}/minio" server "$DEMO/minio" --address "127.0.0.1:$PORT" --quiet >"$DEMO/minio.log" 2>&1 &
 MINIO_PID=$!
-trap 'kill $MINIO_PID 2>/dev/null; wait $MINIO_PID 2>/dev/null || true' EXIT
+DAEMON_PID=
+cleanup() {
+  trap - EXIT HUP INT TERM
+  # TERM, not HUP: the daemon takes HUP as "reload".
+  [ -n "$DAEMON_PID" ] && kill -TERM "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null
+  kill -TERM "$MINIO_PID" 2>/dev/null
+  wait "$MINIO_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'cleanup; exit 129' HUP
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
   sleep 0.1
@@ -64,8 +77,13 @@ cat <<MSG
    In the bucket: .demo/s3tool -endpoint http://127.0.0.1:$PORT -bucket $BUCKET ls
                  (with AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY)
    Delivered files move to $DEMO/inbox/processed/
- Ctrl-C stops the daemon and MinIO.
+ Ctrl-C (or closing this terminal) stops the daemon and MinIO.
 ==============================================================================
 
 MSG
-"$ROOT/watchfolder" run --config "$DEMO/config.toml"
+# In the background so this shell's traps run when a signal arrives (bash
+# defers traps while a foreground child runs); the daemon ignores the
+# terminal's signals and is stopped by cleanup.
+"$WATCHFOLDER" run --config "$DEMO/config.toml" </dev/null &
+DAEMON_PID=$!
+wait "$DAEMON_PID" || true

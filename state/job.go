@@ -15,6 +15,7 @@ type State string
 const (
 	Waiting     State = "waiting"     // seen, not yet stable
 	Queued      State = "queued"      // stable, waiting for a worker
+	Probing     State = "probing"     // media structure checked before upload
 	Uploading   State = "uploading"   // bytes going to the destinations
 	Registering State = "registering" // platform calls that yield the media id
 	Retry       State = "retry"       // an attempt failed; waits for NextAttempt
@@ -68,6 +69,9 @@ type Job struct {
 	FinalPath   string    `json:"final_path,omitempty"` // where the file ended up
 	SHA256      string    `json:"sha256,omitempty"`
 	Sidecar     string    `json:"sidecar,omitempty"` // absolute path of <stem>.json, if any
+	// Media is the media check's facts (container, duration, codecs) as
+	// the probe package writes them; the store keeps it opaque.
+	Media json.RawMessage `json:"media,omitempty"`
 
 	Destinations []Dest       `json:"destinations"`
 	History      []Transition `json:"history,omitempty"`

@@ -19,7 +19,11 @@ func CanTransition(from, to State) bool {
 	case Queued:
 		// Retry: an attempt can fail before any upload starts (the file or
 		// its sidecar cannot be read yet).
-		return to == Uploading || to == Waiting || to == Gone || to == Moving || to == Retry
+		return to == Probing || to == Uploading || to == Waiting || to == Gone || to == Moving || to == Retry
+	case Probing:
+		// The media check passed (uploading), failed (moving to failed_dir),
+		// could not read the file (retry), or the file changed or vanished.
+		return to == Uploading || to == Moving || to == Retry || to == Waiting || to == Gone
 	case Uploading:
 		return to == Registering || to == Moving || to == Retry || to == Waiting || to == Gone
 	case Registering:
@@ -27,7 +31,7 @@ func CanTransition(from, to State) bool {
 		// sent, before the job counted as delivered.
 		return to == Moving || to == Retry || to == Waiting || to == Gone
 	case Retry:
-		return to == Queued || to == Uploading || to == Moving || to == Gone || to == Waiting
+		return to == Queued || to == Probing || to == Uploading || to == Moving || to == Gone || to == Waiting
 	case Moving:
 		return to == Done || to == Failed
 	case Failed:
@@ -45,13 +49,13 @@ func canCreate(s State) bool { return s == Waiting || s == Queued }
 // AllStates returns every state in pipeline order. The slice is fresh: the
 // caller may keep or modify it.
 func AllStates() []State {
-	return []State{Waiting, Queued, Uploading, Registering, Retry, Moving, Done, Failed, Gone}
+	return []State{Waiting, Queued, Probing, Uploading, Registering, Retry, Moving, Done, Failed, Gone}
 }
 
 // Known reports whether s is one of the states in AllStates.
 func (s State) Known() bool {
 	switch s {
-	case Waiting, Queued, Uploading, Registering, Retry, Moving, Done, Failed, Gone:
+	case Waiting, Queued, Probing, Uploading, Registering, Retry, Moving, Done, Failed, Gone:
 		return true
 	}
 	return false

@@ -14,10 +14,11 @@ import (
 func specTransitions() map[State][]State {
 	return map[State][]State{
 		Waiting:     {Queued, Gone, Moving},
-		Queued:      {Uploading, Waiting, Gone, Moving, Retry},
+		Queued:      {Probing, Uploading, Waiting, Gone, Moving, Retry},
+		Probing:     {Uploading, Moving, Retry, Waiting, Gone},
 		Uploading:   {Registering, Moving, Retry, Waiting, Gone},
 		Registering: {Moving, Retry, Waiting, Gone},
-		Retry:       {Queued, Uploading, Moving, Gone, Waiting},
+		Retry:       {Queued, Probing, Uploading, Moving, Gone, Waiting},
 		Moving:      {Done, Failed},
 		Failed:      {Queued},
 		Done:        nil,

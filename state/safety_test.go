@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -311,5 +312,40 @@ func TestBackupIsAConsistentOpenableCopy(t *testing.T) {
 	}
 	if problems, err := c.Check(ctx); err != nil || len(problems) > 0 {
 		t.Fatalf("Check of the backup: %v %v", problems, err)
+	}
+}
+
+// ErrLocked names the process holding the lock, so an operator knows what
+// to stop (a forgotten `watchfolder list | less`, another daemon).
+func TestErrLockedNamesTheHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// flock(1) from util-linux holds an exclusive lock while sleep runs.
+	cmd := exec.Command("flock", "--exclusive", path, "sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var st *Store
+		st, err = Open(path, Options{})
+		if st != nil {
+			st.Close() // flock has not taken the lock yet
+		}
+		if errors.Is(err, ErrLocked) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open while flock holds the file: %v", err)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) || !strings.Contains(err.Error(), "writing") {
+		t.Fatalf("error %q does not name the holder (pid %d)", err, cmd.Process.Pid)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/watchfolder/watchfolder/daemon"
 	"github.com/watchfolder/watchfolder/internal/testenv"
 )
 
@@ -23,6 +24,7 @@ const (
 	delivered outcome = iota // in every bucket, in processed/, one done job
 	failedOut                // in failed/ with a reason, nothing uploaded
 	ignored                  // no job, untouched in the inbox
+	rejected                 // no job (the name cannot be one), in failed/ with a reason
 )
 
 // TestHostileInput feeds the real daemon odd and hostile files, each with
@@ -76,9 +78,9 @@ func TestHostileInput(t *testing.T) {
 		{"emoji and CJK", "\U0001F3AC 映画.mp4", regular("\U0001F3AC 映画.mp4", 1000), delivered, ""},
 		{"newline in name", "new\nline.mp4", func() error { s.drop("new\nline.mp4", []byte("nl")); return nil }, failedOut, "control character"},
 		{"tab in name", "tab\there.mp4", func() error { s.drop("tab\there.mp4", []byte("tab")); return nil }, failedOut, "control character"},
-		// Not failed/: the job store refuses the name (JSON cannot hold it),
-		// so the file stays where it is and the log says why.
-		{"invalid UTF-8 name", "bad\xff.mp4", func() error { s.drop("bad\xff.mp4", []byte("latin1")); return nil }, ignored, ""},
+		// No job (the job store, keys and titles need UTF-8): the file goes
+		// to failed/ with a reason, and the log says why.
+		{"invalid UTF-8 name", "bad\xff.mp4", func() error { s.drop("bad\xff.mp4", []byte("latin1")); return nil }, rejected, "not valid UTF-8"},
 		{"zero bytes", "empty.mp4", func() error { s.drop("empty.mp4", nil); return nil }, failedOut, "empty file"},
 		{"FIFO", "pipe.mp4", func() error { return syscall.Mkfifo(filepath.Join(s.inbox, "pipe.mp4"), 0o644) }, ignored, ""},
 		{"unix socket", "sock.mp4", func() error {
@@ -152,6 +154,11 @@ func TestHostileInput(t *testing.T) {
 			e.failed[c.rel] = c.reason
 		case ignored:
 			e.keep(s, c.rel)
+		case rejected:
+			// Expected in failed/ without a job: verify must not count
+			// them as strays; they are checked after it.
+			e.sidecars[c.rel] = true
+			e.sidecars[daemon.CompanionPath(c.rel, daemon.ReasonSuffix)] = true
 		}
 	}
 	// Junk that lives outside stays as it was.
@@ -229,6 +236,18 @@ func TestHostileInput(t *testing.T) {
 	for _, j := range jobs {
 		if j.RelPath == "huge.mp4" && j.Attempts > 1 {
 			t.Errorf("huge.mp4 was attempted %d times: a size over the limit is permanent", j.Attempts)
+		}
+	}
+	for _, c := range cases {
+		if c.want != rejected {
+			continue
+		}
+		p := filepath.Join(s.inbox, "failed", filepath.FromSlash(c.rel))
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: not in failed/: %v", c.name, err)
+		}
+		if b, err := os.ReadFile(daemon.CompanionPath(p, daemon.ReasonSuffix)); err != nil || !strings.Contains(string(b), c.reason) {
+			t.Errorf("%s: reason file %q, %v; want it to say %q", c.name, b, err, c.reason)
 		}
 	}
 	if !strings.Contains(s.logTail(1<<20), "not valid UTF-8") {

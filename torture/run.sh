@@ -14,12 +14,12 @@ declare -a summary
 
 echo "== torture suite (log: $out/suite.log)"
 go test -tags torture -race -timeout 60m -v -count=1 ./torture/... 2>&1 | tee "$out/suite.log" \
-	| grep -E --line-buffered '^(--- |ok|FAIL|PASS)|seed [0-9]+|crash torture:|injected faults:|processed unwritable:|hostile input:|files in one directory|secrets:|disk full:|BUG'
+	| grep -E --line-buffered '^(--- |ok|FAIL|PASS)|seed [0-9]+|crash torture:|injected faults:|processed unwritable:|hostile input:|files in one directory|secrets:|disk full:|hostile fs:|BUG'
 rc=${PIPESTATUS[0]}
 [ "$rc" -ne 0 ] && status=1
 summary+=("suite: exit $rc")
 while IFS= read -r line; do summary+=("  ${line#"${line%%[![:space:]]*}"}"); done < <(
-	grep -E 'crash torture:|injected faults:|processed unwritable:|hostile input:|files in one directory|secrets:|disk full:|seed [0-9]+' "$out/suite.log")
+	grep -E 'crash torture:|injected faults:|processed unwritable:|hostile input:|files in one directory|secrets:|disk full:|hostile fs:|seed [0-9]+' "$out/suite.log")
 
 fuzz() { # package target
 	echo "== fuzz $2 ($FUZZTIME)"
@@ -34,6 +34,7 @@ fuzz() { # package target
 fuzz ./internal/keytmpl FuzzRender
 fuzz ./config FuzzParse
 fuzz ./uploader FuzzParseMetadata
+fuzz ./probe FuzzReader
 
 echo
 echo "== torture summary"

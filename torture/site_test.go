@@ -167,6 +167,7 @@ destinations = [%s]
 stable_after = "300ms"
 rescan_interval = "2s"
 receipts = true
+probe = "off"
 %s
 `, s.stateDir, filepath.Join(dir, "ctl.sock"), c.level, c.maxAttempts, c.maxBackoff, folder, s.inbox,
 		strings.Join(quoted, ", "), c.folderExtra)

@@ -1,6 +1,8 @@
 // Package uploader holds the Destination contract that every delivery target
-// implements, the S3 transfer engine they share, and the metadata that travels
-// with a file. It knows nothing of the watcher, the state store or the daemon:
+// implements, the declaration each destination type makes of its
+// configuration (DestinationType), and the metadata that travels with a
+// file. The S3 transfer engine lives in uploader/s3engine, so a platform
+// that does not write to S3 does not depend on the AWS SDK. It knows nothing of the watcher, the state store or the daemon:
 // progress is persisted through the Session the caller hands in.
 package uploader
 
@@ -9,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/watchfolder/watchfolder/probe"
 )
 
 // Source describes one version of a file to deliver. The daemon builds it
@@ -25,6 +29,14 @@ type Source struct {
 	Device  uint64
 	Found   time.Time // when the job was created; drives {yyyy} {mm} {dd}
 	Meta    Metadata
+	// Duration is the media's play length when a prober read it from the
+	// container; 0 means unknown. Platforms with a minimum length (JW
+	// refuses media shorter than 2 s) check it before creating anything.
+	Duration time.Duration
+	// Media is everything the media check found (container, codecs,
+	// picture size, frame rate, audio layout); nil when the folder's probe
+	// is off. Duration above is its duration.
+	Media *probe.Facts
 }
 
 // Metadata is the sidecar (<stem>.json) content, or what is derived from the

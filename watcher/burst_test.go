@@ -191,8 +191,10 @@ func TestBurstRenamedIn(t *testing.T) {
 			if sim.updates > sim.batches {
 				t.Errorf("%d single-file updates in %d batches: Ready events are separated from their Seen", sim.updates, sim.batches)
 			}
-			if took > moved+time.Second {
-				t.Errorf("all queued %v after the renames finished, want within 1s", took-moved)
+			// A generous bound: it catches a stall (a missed event waiting
+			// for the next rescan), not a slow machine.
+			if took > moved+5*time.Second {
+				t.Errorf("all queued %v after the renames finished, want within 5s", took-moved)
 			}
 		})
 	}

@@ -51,11 +51,12 @@ func builtinExcluded(lower string) bool {
 
 // matcher is a Folder's name filter, compiled once.
 type matcher struct {
-	root     string   // cleaned folder root; "" when unknown (Match without Path)
-	skip     []string // cleaned absolute directories never watched
-	include  []string // lower-cased globs
-	exclude  []string // lower-cased globs
-	sidecars bool     // "*.json" files are sidecars, never candidates
+	root     string          // cleaned folder root; "" when unknown (Match without Path)
+	skip     []string        // cleaned absolute directories never watched
+	include  []string        // lower-cased globs, other than the plain "*.ext" ones
+	incExt   map[string]bool // lower-cased ".ext" of include globs "*.ext"
+	exclude  []string        // lower-cased globs
+	sidecars bool            // "*.json" files are sidecars, never candidates
 }
 
 func newMatcher(f Folder) (matcher, error) {
@@ -72,9 +73,22 @@ func newMatcher(f Folder) (matcher, error) {
 	if len(inc) == 0 {
 		inc = DefaultInclude()
 	}
-	var err error
-	if m.include, err = compileGlobs(inc); err != nil {
+	all, err := compileGlobs(inc)
+	if err != nil {
 		return matcher{}, fmt.Errorf("include: %w", err)
+	}
+	// "*.ext" globs (the defaults among them) become one map lookup per
+	// file instead of one glob match each: rescans of large trees match
+	// every file against every pattern.
+	for _, g := range all {
+		if ext, ok := plainExt(g); ok {
+			if m.incExt == nil {
+				m.incExt = map[string]bool{}
+			}
+			m.incExt[ext] = true
+		} else {
+			m.include = append(m.include, g)
+		}
 	}
 	if m.exclude, err = compileGlobs(f.Exclude); err != nil {
 		return matcher{}, fmt.Errorf("exclude: %w", err)
@@ -91,6 +105,16 @@ func compileGlobs(globs []string) ([]string, error) {
 		out = append(out, strings.ToLower(g))
 	}
 	return out, nil
+}
+
+// plainExt returns ".ext" for a glob "*.ext" whose extension holds no
+// glob syntax and no further dot.
+func plainExt(g string) (string, bool) {
+	ext, ok := strings.CutPrefix(g, "*.")
+	if !ok || ext == "" || strings.ContainsAny(ext, `*?[]{}\/.`) {
+		return "", false
+	}
+	return "." + ext, true
 }
 
 // ValidGlob reports whether pattern is a usable include/exclude glob:
@@ -149,6 +173,12 @@ func (m matcher) match(rel string) bool {
 	if m.root != "" && len(m.skip) > 0 && m.skipped(filepath.Join(m.root, filepath.FromSlash(rel))) {
 		return false
 	}
+	return m.matchName(rel, base)
+}
+
+// matchName is match for a file whose directory is already known to be
+// neither hidden nor skipped (a scan lists only such directories).
+func (m matcher) matchName(rel, base string) bool {
 	lowerBase := strings.ToLower(base)
 	if builtinExcluded(lowerBase) {
 		return false
@@ -163,6 +193,9 @@ func (m matcher) match(rel string) bool {
 		if globMatch(p, lowerRel, lowerBase) {
 			return false
 		}
+	}
+	if m.incExt[path.Ext(lowerBase)] {
+		return true
 	}
 	for _, p := range m.include {
 		if globMatch(p, lowerRel, lowerBase) {

@@ -34,6 +34,10 @@ type scanMsg struct {
 	files   []fileObs
 	done    bool
 	rootErr bool // full scan: the root is missing or not a directory
+
+	began     time.Time // when the scan started
+	watchErrs int64     // the folder's watch errors when it started
+	remote    bool      // full scan: the root is on a network filesystem
 }
 
 // requestScan queues a scan of req for f; scans of one folder run one at a
@@ -60,7 +64,7 @@ func (l *loop) startNextScan(f *folder) {
 	f.scanning = true
 	l.gen++
 	s := &scanner{w: l.w, ctx: l.ctx, f: f, out: l.scanCh,
-		msg: scanMsg{f: f, req: req, gen: l.gen, start: l.tick}}
+		msg: scanMsg{f: f, req: req, gen: l.gen, start: l.tick, began: time.Now(), watchErrs: f.watchErrs.Load()}}
 	l.scanners.Add(1)
 	go func() {
 		defer l.scanners.Done()
@@ -114,7 +118,10 @@ func (l *loop) onScan(ctx context.Context, m scanMsg) {
 			}
 			f.deferred = nil
 		}
-		if m.rootErr && f.RescanInterval == 0 {
+		switch {
+		case f.RescanInterval > 0:
+			l.scheduleRescan(f, now.Add(l.adaptRescan(f, m, now)))
+		case m.rootErr:
 			l.scheduleRescan(f, now.Add(rootRetry))
 		}
 	}
@@ -130,6 +137,32 @@ func (l *loop) onScan(ctx context.Context, m scanMsg) {
 		clear(l.goneAt)
 	}
 	l.startNextScan(f)
+}
+
+// adaptRescan returns the interval until f's next periodic rescan, after
+// the full scan m. The rescan is a safety net behind inotify; on a large
+// tree it re-lists everything (a metadata storm on a NAS, and CPU), so
+// while inotify is trusted the interval grows to rescanShare times the
+// scan's duration (at most ~1 % of the time spent scanning), capped at
+// maxRescanEvery, never below RescanInterval. It stays at RescanInterval
+// when inotify is not trusted: fsnotify is not running, the folder is on
+// a network or FUSE filesystem (other clients' writes raise no events),
+// a directory could not be watched during the scan, the root is missing,
+// or the event queue overflowed since the last full scan (an overflow, a
+// watch error or Rescan also scans at once).
+func (l *loop) adaptRescan(f *folder, m scanMsg, now time.Time) time.Duration {
+	every := f.RescanInterval
+	overflows := l.w.overflows.Load()
+	trusted := l.w.fsn.Load() != nil && f.notify && !m.remote && !m.rootErr &&
+		f.watchErrs.Load() == m.watchErrs && overflows == f.overflowsSeen
+	f.overflowsSeen = overflows
+	if trusted {
+		every = max(every, min(rescanShare*now.Sub(m.began), maxRescanEvery))
+	}
+	if old := time.Duration(f.every.Swap(int64(every))); old != every {
+		l.w.log.Debug("rescan interval", "folder", f.Name, "every", every, "scan_took", now.Sub(m.began))
+	}
+	return every
 }
 
 // scanner walks one directory tree in its own goroutine.
@@ -163,6 +196,7 @@ func (s *scanner) run() {
 			s.f.rootErr = ""
 			s.w.log.Info("folder root available again", "folder", s.f.Name, "path", dir)
 		}
+		s.msg.remote = onNetworkFS(dir)
 	} else if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return // gone or replaced since it was created
 	}
@@ -195,6 +229,7 @@ func (s *scanner) list(dir string) ([]string, bool) {
 		return nil, false
 	}
 	defer d.Close()
+	ds := newDirStat(d)
 	var subdirs []string
 	for {
 		ents, err := d.ReadDir(512)
@@ -211,14 +246,14 @@ func (s *scanner) list(dir string) ([]string, bool) {
 					subdirs = append(subdirs, p)
 				}
 			case t.IsRegular():
-				if !s.f.m.match(relOf(s.f, p)) {
+				if !s.f.m.matchName(relOf(s.f, p), name) {
 					continue
 				}
-				fi, err := os.Lstat(p)
-				if err != nil || !fi.Mode().IsRegular() {
+				info, ok := ds.regular(dir, name)
+				if !ok {
 					continue // gone or replaced since ReadDir
 				}
-				s.add(fileObs{path: p, info: infoOf(fi)})
+				s.add(fileObs{path: p, info: info})
 			default:
 				s.w.notCandidate(s.f, p, t)
 			}
@@ -280,6 +315,7 @@ func (w *Watcher) watchDir(f *folder, dir string) {
 	case err == nil:
 	case errors.Is(err, syscall.ENOSPC):
 		w.watchErrors.Add(1)
+		f.watchErrs.Add(1)
 		w.logOnce("enospc:"+f.Name, slog.LevelError,
 			"inotify watch limit reached: raise fs.inotify.max_user_watches (sysctl); rescans still cover the unwatched directories",
 			"folder", f.Name, "dir", dir)
@@ -287,9 +323,19 @@ func (w *Watcher) watchDir(f *folder, dir string) {
 		// Gone again already.
 	case errors.Is(err, fs.ErrPermission):
 		w.watchErrors.Add(1)
+		f.watchErrs.Add(1)
 		w.logOnce("denied:"+dir, slog.LevelWarn, "permission denied; skipping directory", "folder", f.Name, "dir", dir)
 	default:
 		w.watchErrors.Add(1)
+		f.watchErrs.Add(1)
 		w.log.Warn("cannot watch directory; rescans still cover it", "folder", f.Name, "dir", dir, "err", err)
 	}
+}
+
+func lstatRegular(dir, name string) (FileInfo, bool) {
+	fi, err := os.Lstat(filepath.Join(dir, name))
+	if err != nil || !fi.Mode().IsRegular() {
+		return FileInfo{}, false
+	}
+	return infoOf(fi), true
 }

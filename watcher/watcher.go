@@ -123,6 +123,12 @@ const (
 	dueBatch = 512
 	// maxOnceKeys bounds the memory of "log this once" keys.
 	maxOnceKeys = 10000
+	// rescanShare is the share of wall time a folder's periodic rescan may
+	// take while inotify is trusted: the interval grows to this many times
+	// the last full scan's duration (RescanInterval is the minimum).
+	rescanShare = 100
+	// maxRescanEvery caps that growth: a safety net still runs hourly.
+	maxRescanEvery = time.Hour
 )
 
 // Watcher watches folders.
@@ -159,6 +165,16 @@ type folder struct {
 	scanned  bool         // the first full scan has completed: Ready may be emitted
 	deferred []*fileState // due before the first scan completed
 	rescanAt time.Time    // next periodic rescan
+	// overflowsSeen is the overflow count when the last full scan ended;
+	// an overflow since then keeps the interval at RescanInterval.
+	overflowsSeen int64
+
+	// every is the periodic rescan interval in force (ns): RescanInterval,
+	// stretched while inotify is trusted (see adaptRescan).
+	every atomic.Int64
+	// watchErrs counts directories of this folder that could not be
+	// watched; scans compare it before and after.
+	watchErrs atomic.Int64
 
 	// Owned by the (single, sequential) scan goroutine of this folder.
 	rootErr string
@@ -209,6 +225,9 @@ func New(opts Options) (*Watcher, error) {
 	}
 	return w, nil
 }
+
+// rescanEvery is folder i's periodic rescan interval in force.
+func (w *Watcher) rescanEvery(i int) time.Duration { return time.Duration(w.folders[i].every.Load()) }
 
 // Stats returns the current counters.
 func (w *Watcher) Stats() Stats {
@@ -307,12 +326,10 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Event) error {
 	}()
 	l.ctx = scanCtx
 
-	now := time.Now()
 	for _, f := range w.folders {
+		// Each full scan schedules the next periodic one when it ends.
+		f.every.Store(int64(f.RescanInterval))
 		l.requestScan(f, scanReq{dir: f.Path, full: true})
-		if f.RescanInterval > 0 {
-			l.scheduleRescan(f, now.Add(f.RescanInterval))
-		}
 	}
 	l.run(ctx)
 	return nil
@@ -466,10 +483,7 @@ func (l *loop) runDue(ctx context.Context) {
 			if !e.at.Equal(f.rescanAt) {
 				continue // superseded
 			}
-			l.requestScan(f, scanReq{dir: f.Path, full: true})
-			if f.RescanInterval > 0 {
-				l.scheduleRescan(f, now.Add(f.RescanInterval))
-			}
+			l.requestScan(f, scanReq{dir: f.Path, full: true}) // schedules the next when done
 			continue
 		}
 		st := l.files[e.path]
@@ -639,6 +653,9 @@ func (l *loop) stamp(st *fileState) {
 }
 
 func relOf(f *folder, path string) string {
+	if r, ok := strings.CutPrefix(path, f.Path); ok && len(r) > 1 && r[0] == filepath.Separator && f.Path != string(filepath.Separator) {
+		return filepath.ToSlash(r[1:]) // path is clean and below the root: the common case, cheaply
+	}
 	rel, err := filepath.Rel(f.Path, path)
 	if err != nil {
 		return filepath.ToSlash(path)
@@ -755,7 +772,9 @@ func (l *loop) onNotifyError(err error) {
 		l.rescanAll("overflow")
 		return
 	}
-	l.w.log.Warn("fsnotify error", "err", err)
+	// The kernel may have dropped events: look at everything now.
+	l.w.log.Warn("fsnotify error; rescanning all folders", "err", err)
+	l.rescanAll("watch error")
 }
 
 func (l *loop) rescanAll(why string) {

@@ -443,8 +443,9 @@ func TestManyFilesInOneDirectory(t *testing.T) {
 				}
 			}
 			// Measured from Run (scan) or from the first write (events):
-			// the watcher may lag the writer by a few seconds at most.
-			if took > wrote+5*time.Second {
+			// the watcher may lag the writer by a few seconds; the bound
+			// catches a stall (waiting for a rescan), not a busy machine.
+			if took > wrote+20*time.Second {
 				t.Errorf("all Ready after %v (writing took %v)", took, wrote)
 			}
 			t.Logf("writing took %v, all Ready after %v (stats %+v)", wrote, took, h.w.Stats())

@@ -1,7 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/daemon"
 	"sort"
 	"strings"
 
@@ -19,12 +26,14 @@ func completionFlags() map[string][]string {
 		"status":     {"--config", "--json", "--watch", "--interval"},
 		"version":    {"--config"},
 		"retry":      {"--config", "--failed", "--json"},
-		"forget":     {"--config", "--json"},
+		"forget":     {"--config", "--json", "--state", "--older-than", "--folder", "--dry-run"},
 		"pause":      {"--config", "--json"},
 		"resume":     {"--config", "--json"},
 		"reload":     {"--config"},
 		"db":         {"--config", "--json"},
 		"completion": {},
+		"man":        {"--config"},
+		"doctor":     {"--config", "--json", "--offline", "--user"},
 	}
 }
 
@@ -79,6 +88,7 @@ _watchfolder() {
     fi
     case "$prev" in
         --state) COMPREPLY=($(compgen -W "%s" -- "${cur##*,}")); return ;;
+        --folder) COMPREPLY=($(compgen -W "$(watchfolder __complete folders 2>/dev/null)" -- "$cur")); return ;;
         --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$cmd" in
@@ -89,9 +99,16 @@ _watchfolder() {
 		case "completion":
 			words = "bash zsh fish"
 		case "db":
-			words = "check " + words
+			words = "check backup " + words
 		}
-		fmt.Fprintf(b, "        %s) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n", c, words)
+		dyn := ""
+		switch c {
+		case "show", "retry", "forget":
+			dyn = " $(watchfolder __complete jobs 2>/dev/null)"
+		case "pause", "resume":
+			dyn = " $(watchfolder __complete folders 2>/dev/null)"
+		}
+		fmt.Fprintf(b, "        %s) COMPREPLY=($(compgen -W \"%s%s\" -- \"$cur\")) ;;\n", c, words, dyn)
 	}
 	b.WriteString("    esac\n}\ncomplete -F _watchfolder watchfolder\n")
 }
@@ -107,6 +124,10 @@ func writeZsh(b *strings.Builder, cmds []string, flags map[string][]string, stat
     compadd -a states
     return
   fi
+  if [[ ${words[CURRENT-1]} == --folder ]]; then
+    compadd -- ${(f)"$(watchfolder __complete folders 2>/dev/null)"}
+    return
+  fi
   if [[ ${words[CURRENT-1]} == --config ]]; then
     _files
     return
@@ -119,7 +140,13 @@ func writeZsh(b *strings.Builder, cmds []string, flags map[string][]string, stat
 		case "completion":
 			words = "bash zsh fish"
 		case "db":
-			words = "check " + words
+			words = "check backup " + words
+		}
+		switch c {
+		case "show", "retry", "forget":
+			words += ` ${(f)"$(watchfolder __complete jobs 2>/dev/null)"}`
+		case "pause", "resume":
+			words += ` ${(f)"$(watchfolder __complete folders 2>/dev/null)"}`
 		}
 		fmt.Fprintf(b, "    %s) compadd -- %s ;;\n", c, words)
 	}
@@ -138,6 +165,8 @@ func writeFish(b *strings.Builder, cmds []string, flags map[string][]string, sta
 				fmt.Fprintf(b, "complete -c watchfolder -n %q -l state -x -a %q\n", cond, strings.Join(states, " "))
 			case "config":
 				fmt.Fprintf(b, "complete -c watchfolder -n %q -l config -r -F\n", cond)
+			case "folder":
+				fmt.Fprintf(b, "complete -c watchfolder -n %q -l folder -x -a '(watchfolder __complete folders 2>/dev/null)'\n", cond)
 			default:
 				fmt.Fprintf(b, "complete -c watchfolder -n %q -l %s\n", cond, name)
 			}
@@ -146,7 +175,47 @@ func writeFish(b *strings.Builder, cmds []string, flags map[string][]string, sta
 		case "completion":
 			fmt.Fprintf(b, "complete -c watchfolder -n %q -a %q\n", cond, "bash zsh fish")
 		case "db":
-			fmt.Fprintf(b, "complete -c watchfolder -n %q -a check\n", cond)
+			fmt.Fprintf(b, "complete -c watchfolder -n %q -a 'check backup'\n", cond)
+		case "show", "retry", "forget":
+			fmt.Fprintf(b, "complete -c watchfolder -n %q -a '(watchfolder __complete jobs 2>/dev/null)'\n", cond)
+		case "pause", "resume":
+			fmt.Fprintf(b, "complete -c watchfolder -n %q -a '(watchfolder __complete folders 2>/dev/null)'\n", cond)
 		}
 	}
+}
+
+// complete prints candidates for the completion scripts, one per line:
+// "folders" (names from the config) or "jobs" (recent job ids). It is
+// quiet on any error: a completion must never print noise.
+func (e *env) complete(args []string) int {
+	cfgFlag := ""
+	if len(args) == 3 && args[0] == "--config" {
+		cfgFlag, args = args[1], args[2:]
+	}
+	if len(args) != 1 {
+		return exitUsage
+	}
+	cfg, err := config.LoadClient(e.configPath(cfgFlag))
+	if err != nil {
+		return exitError
+	}
+	switch args[0] {
+	case "folders":
+		for _, f := range cfg.Folders {
+			fmt.Fprintln(e.stdout, f.Name)
+		}
+	case "jobs":
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var jobs []daemon.JobView
+		if err := controlOnce(ctx, cfg, http.MethodGet, "/v1/jobs", url.Values{"limit": {"50"}}, &jobs); err != nil {
+			return exitError
+		}
+		for _, j := range jobs {
+			fmt.Fprintln(e.stdout, j.ID)
+		}
+	default:
+		return exitUsage
+	}
+	return exitOK
 }

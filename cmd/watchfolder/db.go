@@ -10,13 +10,20 @@ import (
 	"github.com/watchfolder/watchfolder/state"
 )
 
+const dbUsage = "usage: watchfolder db check|backup [--config FILE] [--json]\n\n" +
+	"db check         verify the state database (daemon stopped); exit 1 on any problem\n" +
+	"db backup FILE   write a consistent copy of the database to FILE (daemon running or not)"
+
 func cmdDB(e *env, args []string) int {
+	if len(args) > 0 && args[0] == "backup" {
+		return dbBackup(e, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "check" && args[0] != "-h" && args[0] != "--help") {
-		fmt.Fprintln(e.stderr, "usage: watchfolder db check [--config FILE] [--json]")
+		fmt.Fprintln(e.stderr, dbUsage)
 		return exitUsage
 	}
 	if args[0] != "check" {
-		fmt.Fprintln(e.stdout, "usage: watchfolder db check [--config FILE] [--json]\n\nChecks the state database (daemon stopped); exit 1 on any problem.")
+		fmt.Fprintln(e.stdout, dbUsage)
 		return exitOK
 	}
 	fs, cfgPath := e.flags("db check", "[--config FILE] [--json]")

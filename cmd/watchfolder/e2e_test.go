@@ -80,6 +80,7 @@ path = %q
 destinations = ["archive"]
 stable_after = "200ms"
 rescan_interval = "2s"
+probe = "off"
 %s
 [destination.archive]
 type = "s3"

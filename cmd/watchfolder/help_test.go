@@ -23,10 +23,10 @@ func runMain(args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// Every command answers --help with exit 0, and the completion table
-// lists exactly the flags the command really has.
+// Every command answers --help with exit 0 on stdout, spells flags
+// --flag, and the completion table lists exactly the flags it really has.
 func TestHelpAndCompletionMatchFlags(t *testing.T) {
-	flagRE := regexp.MustCompile(`(?m)^\s+-(\w+)`)
+	flagRE := regexp.MustCompile(`(?m)^\s+--([\w-]+)`)
 	table := completionFlags()
 	for name := range commands() {
 		t.Run(name, func(t *testing.T) {
@@ -35,11 +35,14 @@ func TestHelpAndCompletionMatchFlags(t *testing.T) {
 				args = []string{"db", "check", "--help"}
 			}
 			out, errOut, code := runMain(args...)
-			if code != exitOK || !strings.Contains(out+errOut, "usage: watchfolder "+name) {
-				t.Fatalf("%v: exit %d\n%s%s", args, code, out, errOut)
+			if code != exitOK || !strings.Contains(out, "usage: watchfolder "+name) || errOut != "" {
+				t.Fatalf("%v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errOut)
+			}
+			if regexp.MustCompile(`(?m)^\s+-\w`).MatchString(out) {
+				t.Errorf("help spells a flag with one dash:\n%s", out)
 			}
 			var got []string
-			for _, m := range flagRE.FindAllStringSubmatch(errOut, -1) {
+			for _, m := range flagRE.FindAllStringSubmatch(out, -1) {
 				got = append(got, "--"+m[1])
 			}
 			want := append([]string(nil), table[name]...)

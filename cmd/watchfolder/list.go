@@ -16,7 +16,7 @@ func cmdList(e *env, args []string) int {
 	fs, cfgPath := e.flags("list", "[--state S[,S]] [--folder F] [--since DUR] [--limit N] [--json]")
 	stateF := fs.String("state", "", "only jobs in these states (comma-separated)")
 	folder := fs.String("folder", "", "only jobs of this folder")
-	since := fs.String("since", "", "only jobs updated within this duration (e.g. 24h)")
+	since := fs.String("since", "", "only jobs updated within this duration (e.g. 90m, 24h, 7d)")
 	limit := fs.Int("limit", 0, "at most N jobs, newest first (0: all)")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	if code, ok := parse(fs, args); !ok {
@@ -29,6 +29,17 @@ func cmdList(e *env, args []string) int {
 	cfg := e.loadClientConfig(*cfgPath)
 	if cfg == nil {
 		return exitUsage
+	}
+	if !e.checkFolder("list", cfg, *folder) {
+		return exitUsage
+	}
+	if *since != "" {
+		d, err := parseAge(*since)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "watchfolder list: --since: %v\n", err)
+			return exitUsage
+		}
+		*since = d.String()
 	}
 	q := url.Values{}
 	for k, v := range map[string]string{"state": *stateF, "folder": *folder, "since": *since} {

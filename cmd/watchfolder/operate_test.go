@@ -57,6 +57,7 @@ destinations = ["d-%s"]
 stable_after = "200ms"
 rescan_interval = "2s"
 receipts = true
+probe = "off"
 `, f.name, p, f.name)
 	}
 	for _, f := range folders {
@@ -538,6 +539,19 @@ timeout = "1s"
 			t.Errorf("refused reload: log lacks %q:\n%s", want, log)
 		}
 	}
+	// A folder path that does not exist (a typo) is refused, never created.
+	os.WriteFile(s.cfg, cfgText, 0o600)
+	typo := filepath.Join(s.dir, "extra-typo")
+	fixed, _ := os.ReadFile(s.cfg)
+	os.WriteFile(s.cfg, bytes.Replace(fixed, []byte(filepath.Join(s.dir, "extra")+`"`), []byte(typo+`"`), 1), 0o600)
+	if _, errOut, code := s.cli("reload"); code != exitError || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("reload with a missing folder path: exit %d %s", code, errOut)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Errorf("reload created the mistyped folder: %v", err)
+	}
+	os.WriteFile(s.cfg, cfgText, 0o600)
+
 	writeFile(t, filepath.Join(s.dir, "extra", "y.mp4"), fill("y", 64<<10))
 	writeFile(t, filepath.Join(s.inbox, "three.mp4"), fill("three", 64<<10))
 	s.waitJob(0, "y.mp4", "done", 30*time.Second)

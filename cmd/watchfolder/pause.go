@@ -16,7 +16,7 @@ func cmdPause(e *env, args []string) int { return pauseResume(e, "pause", args) 
 func pauseResume(e *env, name string, args []string) int {
 	fs, cfgPath := e.flags(name, "[FOLDER] [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parse(fs, reorder(args)); !ok {
+	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() > 1 {
@@ -29,8 +29,7 @@ func pauseResume(e *env, name string, args []string) int {
 	}
 	q := url.Values{}
 	if fs.NArg() == 1 {
-		if cfg.Folder(fs.Arg(0)) == nil {
-			fmt.Fprintf(e.stderr, "watchfolder %s: no folder %q in %s\n", name, fs.Arg(0), cfg.Path)
+		if !e.checkFolder(name, cfg, fs.Arg(0)) {
 			return exitUsage
 		}
 		q.Set("folder", fs.Arg(0))

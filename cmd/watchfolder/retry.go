@@ -12,7 +12,7 @@ func cmdRetry(e *env, args []string) int {
 	fs, cfgPath := e.flags("retry", "ID... | --failed [--json]")
 	all := fs.Bool("failed", false, "retry every failed job")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parse(fs, reorder(args)); !ok {
+	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if (*all && fs.NArg() > 0) || (!*all && fs.NArg() == 0) {

@@ -26,7 +26,8 @@ func cmdRun(e *env, args []string) int {
 	if cfg == nil {
 		return exitUsage
 	}
-	log := newLogger(cfg.Log, e.stderr, e.getenv("JOURNAL_STREAM") != "")
+	journal := journalStream(e.getenv, e.stderrFile())
+	log := newLogger(cfg.Log, e.stderr, journal)
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
@@ -42,9 +43,19 @@ func cmdRun(e *env, args []string) int {
 	if err != nil {
 		log.Warn("ignoring the systemd watchdog settings", "err", err)
 	}
+	// Problems an admin must fix fail the start (systemd sees a failed
+	// unit), rather than a daemon that reports ready and delivers nothing.
+	if err := daemon.Preflight(ctx, cfg, log); err != nil {
+		if journal {
+			log.Error("not starting", "err", err)
+		} else {
+			fmt.Fprintf(e.stderr, "watchfolder: %v\n", err)
+		}
+		return exitError
+	}
 	path := e.configPath(*cfgPath)
 	d, err := daemon.New(ctx, daemon.Options{
-		Config: cfg, Logger: log, Version: version,
+		Config: cfg, Logger: log, Version: version, KeepDone: cfg.State.KeepDone,
 		Ready:     func() { notify(sddaemon.SdNotifyReady) },
 		Reloading: func() { notify(reloadingState()) },
 		Stopping:  func() { notify(sddaemon.SdNotifyStopping) },
@@ -79,8 +90,9 @@ func cmdRun(e *env, args []string) int {
 	return exitOK
 }
 
-// newLogger builds the slog logger. Under journald (JOURNAL_STREAM set) the
-// journal stamps each line, so ours would be a duplicate: drop it.
+// newLogger builds the slog logger. Under journald (stderr is the journal
+// stream) the journal stamps each line, so ours would be a duplicate: drop
+// it; and give each line its priority so -p err/warning select them.
 func newLogger(c config.Log, w io.Writer, journal bool) *slog.Logger {
 	var lvl slog.Level
 	switch strings.ToLower(c.Level) {
@@ -102,10 +114,16 @@ func newLogger(c config.Log, w io.Writer, journal bool) *slog.Logger {
 			return a
 		}
 	}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	mk := func(w io.Writer) slog.Handler {
+		if c.Format == "json" {
+			return slog.NewJSONHandler(w, opts)
+		}
+		return slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if journal {
+		return slog.New(newJournalHandler(w, mk))
+	}
+	return slog.New(mk(w))
 }
 
 // reloadingState is RELOADING=1 with the MONOTONIC_USEC systemd wants with

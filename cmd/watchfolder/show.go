@@ -16,7 +16,7 @@ import (
 func cmdShow(e *env, args []string) int {
 	fs, cfgPath := e.flags("show", "ID|PATH [--json]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if code, ok := parse(fs, reorder(args)); !ok {
+	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() != 1 {
@@ -28,8 +28,9 @@ func cmdShow(e *env, args []string) int {
 		return exitUsage
 	}
 	ctx := context.Background()
+	ref := resolveRef(cfg, fs.Arg(0))
 	var v daemon.JobView
-	err := controlGet(ctx, cfg, "/v1/job", url.Values{"ref": {fs.Arg(0)}}, &v)
+	err := controlGet(ctx, cfg, "/v1/job", url.Values{"ref": {ref}}, &v)
 	if errors.Is(err, errNotRunning) {
 		st, oerr := e.openOffline(cfg)
 		if oerr != nil {
@@ -37,7 +38,7 @@ func cmdShow(e *env, args []string) int {
 			return exitError
 		}
 		defer st.Close()
-		j, ferr := daemon.FindJob(ctx, st, cfg.Folders, fs.Arg(0))
+		j, ferr := daemon.FindJob(ctx, st, cfg.Folders, ref)
 		if ferr == nil {
 			v = daemon.NewJobView(j, true)
 		}
@@ -69,6 +70,12 @@ func cmdShow(e *env, args []string) int {
 	}
 	if v.Sidecar != "" {
 		fmt.Fprintf(w, "  sidecar:   %s\n", v.Sidecar)
+	}
+	if v.Media != nil {
+		fmt.Fprintf(w, "  media:     %s\n", v.Media.Summary())
+		if v.Media.Problem != "" {
+			fmt.Fprintf(w, "  media problem: %s\n", v.Media.Problem)
+		}
 	}
 	fmt.Fprintf(w, "  attempts:  %d\n", v.Attempts)
 	if v.NextAttempt != nil {
@@ -113,24 +120,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// reorder moves flags before positional arguments so `show 12 --json`
-// works as well as `show --json 12` (the flag package stops at the first
-// positional argument).
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if len(a) > 1 && a[0] == '-' {
-			flags = append(flags, a)
-			if (a == "--config" || a == "-config") && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
 }

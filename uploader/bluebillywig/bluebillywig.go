@@ -24,11 +24,16 @@
 //     a string.
 //   - Update (clipURL): PUT {api_url}/sapi/mediaclip/{id} with the changed
 //     fields as JSON: title, description, tags (JSON array of strings — the
-//     SDKs do not show the tags encoding; unverified). Skipped when the
-//     sidecar sets nothing; Extra["metadata_applied"]="1" after success.
+//     SDKs do not show the tags encoding; unverified). The title is the
+//     sidecar's, else the original file name without extension (the
+//     platform would otherwise show the suffixed unique object name).
+//     Extra["metadata_applied"]="1" after success.
 //   - Auth (rpcToken): header rpctoken: <keyId>-<40 lowercase hex
 //     HMAC-SHA1(secret bytes, 8-byte big-endian floor(unix/120))>, computed
 //     per try through uploader.Call.Prepare because it changes every 120 s.
+//     The secret may also be given in the "<id>-<hex>" form the official
+//     SDKs take (Python splits it on the first "-"): the id part is then
+//     the key id, and api_key_id may be left out.
 package bluebillywig
 
 import (
@@ -51,6 +56,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Type is the destination type name used in the configuration.
@@ -75,7 +81,7 @@ type Options struct {
 	APIURL          string        // default https://<publication>.bbvms.com
 	PollInterval    time.Duration // default 10s
 	RegisterTimeout time.Duration // default 30m
-	S3              *uploader.S3  // engine for the publication's bucket
+	S3              *s3engine.S3  // engine for the publication's bucket
 	HTTPClient      *http.Client  // nil: a client with timeouts
 	Logger          *slog.Logger
 	Now             func() time.Time // nil: time.Now
@@ -94,6 +100,7 @@ var _ uploader.Destination = (*Destination)(nil)
 
 // New validates o and builds a destination. It does not contact the platform.
 func New(o Options) (*Destination, error) {
+	o.APIKeyID, o.APISecret = splitSecret(o.APIKeyID, o.APISecret)
 	switch {
 	case o.Name == "":
 		return nil, errors.New("bluebillywig: name is required")
@@ -131,7 +138,7 @@ func New(o Options) (*Destination, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	d.log = d.log.With("destination", o.Name, "type", Type)
+	d.log = d.log.With("type", Type)
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -167,7 +174,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	}
 	key := objectKey(d.o.Account, name)
 	setExtra(cp, "sourceid", sourceID)
-	in := uploader.PutInput{Key: key, ACL: "public-read"}
+	in := s3engine.PutInput{Key: key, ACL: "public-read"}
 	if err := d.o.S3.Put(ctx, src, in, cp, s); err != nil {
 		return fmt.Errorf("bluebillywig: upload %s to s3://%s/%s: %w", src.Path, d.o.S3.Bucket(), key, err)
 	}
@@ -200,10 +207,7 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 	if cp.Extra["metadata_applied"] == "1" {
 		return nil
 	}
-	body := metadataBody(src.Meta)
-	if body == nil {
-		return nil
-	}
+	body := metadataBody(src)
 	data, err := json.Marshal(body)
 	if err != nil {
 		return uploader.Permanent(fmt.Errorf("bluebillywig: register %s: encode metadata: %w", src.Path, err))
@@ -339,16 +343,34 @@ func (d *Destination) clipURL(id string) string {
 	return d.base + "/sapi/mediaclip/" + url.PathEscape(id)
 }
 
+// splitSecret accepts the SDKs' "<id>-<secret>" form: with no key id, the
+// part before the first "-" is the id; with a key id, a secret that starts
+// with "<id>-" loses that prefix.
+func splitSecret(keyID, secret string) (string, string) {
+	if keyID == "" {
+		if id, rest, ok := strings.Cut(secret, "-"); ok && id != "" && rest != "" {
+			return id, rest
+		}
+		return keyID, secret
+	}
+	if rest, ok := strings.CutPrefix(secret, keyID+"-"); ok && rest != "" {
+		return keyID, rest
+	}
+	return keyID, secret
+}
+
 // objectKey is the one place the ingest key is built.
 func objectKey(account, name string) string {
 	return "upload/" + account + "/" + name
 }
 
-// metadataBody returns the fields to PUT, or nil when there are none.
-func metadataBody(m uploader.Metadata) map[string]any {
-	b := map[string]any{}
-	if m.Title != "" {
-		b["title"] = m.Title
+// metadataBody returns the fields to PUT. The title is always set: without
+// it the clip shows the unique object name the upload needed.
+func metadataBody(src *uploader.Source) map[string]any {
+	m := src.Meta
+	b := map[string]any{"title": m.Title}
+	if m.Title == "" {
+		b["title"] = originalStem(src)
 	}
 	if m.Description != "" {
 		b["description"] = m.Description
@@ -356,10 +378,17 @@ func metadataBody(m uploader.Metadata) map[string]any {
 	if len(m.Tags) > 0 {
 		b["tags"] = m.Tags
 	}
-	if len(b) == 0 {
-		return nil
-	}
 	return b
+}
+
+// originalStem is the file's own name without extension.
+func originalStem(src *uploader.Source) string {
+	name := src.RelPath
+	if name == "" {
+		name = src.Path
+	}
+	base := path.Base(strings.ReplaceAll(name, "\\", "/"))
+	return strings.TrimSuffix(base, path.Ext(base))
 }
 
 // sign sets the rpctoken header for this try.

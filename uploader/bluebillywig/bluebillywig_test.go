@@ -21,6 +21,8 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig/bluebillywigtest"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 var minio *testenv.MinIO
@@ -35,8 +37,7 @@ const (
 var bucketSeq atomic.Int64
 
 type env struct {
-	proxy   *s3Proxy
-	fake    *fakeSAPI
+	srv     *bluebillywigtest.Server
 	bucket  string
 	account string
 }
@@ -46,26 +47,25 @@ func setup(t *testing.T) *env {
 	pub := fmt.Sprintf("demo%d", bucketSeq.Add(1))
 	e := &env{bucket: "mm." + pub + ".bbvms.com", account: "acct" + pub}
 	minio.MakeBucket(t, e.bucket)
-	e.proxy = newS3Proxy(t, minio)
-	e.fake = newFakeSAPI(t, minio, e.proxy, testKeyID, testSecret, e.bucket, e.account)
+	e.srv = bluebillywigtest.New(t, minio, e.bucket, bluebillywigtest.Options{KeyID: testKeyID, Secret: testSecret, Account: e.account})
 	return e
 }
 
-func (e *env) options(t *testing.T, engine *uploader.S3) Options {
+func (e *env) options(t *testing.T, engine *s3engine.S3) Options {
 	return Options{
 		Name: "bb", Publication: "demo", Account: e.account, APIKeyID: testKeyID, APISecret: testSecret,
-		APIURL: e.fake.srv.URL, PollInterval: 5 * time.Millisecond, RegisterTimeout: 10 * time.Second,
+		APIURL: e.srv.URL, PollInterval: 5 * time.Millisecond, RegisterTimeout: 10 * time.Second,
 		S3: engine, HTTPClient: &http.Client{Timeout: 20 * time.Second}, Logger: slog.New(slog.DiscardHandler),
 	}
 }
 
 // engine builds the real transfer engine pointed at the recording proxy.
-func (e *env) engine(t *testing.T) *uploader.S3 {
+func (e *env) engine(t *testing.T) *s3engine.S3 {
 	t.Helper()
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
-		Bucket: e.bucket, Region: minio.Region, Endpoint: e.proxy.srv.URL, PathStyle: true,
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
+		Bucket: e.bucket, Region: minio.Region, Endpoint: e.srv.S3URL, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
+	}, s3engine.EngineOptions{PartSize: 5 << 20, Concurrency: 2})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -73,14 +73,14 @@ func (e *env) engine(t *testing.T) *uploader.S3 {
 }
 
 // placeholder is an engine value for tests that never reach S3 (Register only).
-var placeholder = &uploader.S3{}
+var placeholder = &s3engine.S3{}
 
 // putDirect writes the object the way Upload would (ACL public-read), without
 // the engine, so Register can be tested on its own.
 func (e *env) putDirect(t *testing.T, key string, body []byte) {
 	t.Helper()
 	c := s3.New(s3.Options{
-		Region: minio.Region, BaseEndpoint: aws.String(e.proxy.srv.URL), UsePathStyle: true,
+		Region: minio.Region, BaseEndpoint: aws.String(e.srv.S3URL), UsePathStyle: true,
 		Credentials:                credentials.NewStaticCredentialsProvider(minio.AccessKey, minio.SecretKey, ""),
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
@@ -242,7 +242,7 @@ func TestRegister(t *testing.T) {
 		minElapsed time.Duration
 	}{
 		{name: "happy path numeric id", meta: meta},
-		{name: "string id, no metadata", idAsString: true},
+		{name: "string id, no metadata: title from the file name", idAsString: true},
 		{name: "429 with Retry-After then success", script: []int{429}, retryAfter: "1", meta: meta, minElapsed: time.Second},
 		{name: "5xx burst then success", script: []int{500, 502, 503}, meta: meta},
 		{name: "wrong secret", secret: "not-the-secret", wantErr: "HTTP 401", permanent: true},
@@ -251,7 +251,9 @@ func TestRegister(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := setup(t)
-			e.fake.script, e.fake.retryAfter, e.fake.idAsString, e.fake.delay = tt.script, tt.retryAfter, tt.idAsString, 2
+			e.srv.Script(tt.retryAfter, tt.script...)
+			e.srv.IDAsString(tt.idAsString)
+			e.srv.SetDelay(2)
 			o := e.options(t, placeholder)
 			if tt.secret != "" {
 				o.APISecret = tt.secret
@@ -294,10 +296,11 @@ func TestRegister(t *testing.T) {
 			if len(sess.saves) == 0 || sess.saves[0].VendorID != "1001" || sess.saves[0].Extra["metadata_applied"] != "" {
 				t.Errorf("first save = %+v, want the id alone", sess.saves)
 			}
-			upd, hasUpd := e.fake.updates[1001]
+			upd, hasUpd := lastUpdate(e, 1001)
 			if tt.meta.Title == "" {
-				if hasUpd {
-					t.Errorf("PUT without metadata: %v", upd)
+				// Not the suffixed unique object name.
+				if !hasUpd || upd["title"] != "evening news" || len(upd) != 1 {
+					t.Errorf("update = %v, want the original file name as title", upd)
 				}
 			} else {
 				if !hasUpd || upd["title"] != "Evening news" || upd["description"] != "d" || fmt.Sprint(upd["tags"]) != "[news evening]" {
@@ -307,16 +310,39 @@ func TestRegister(t *testing.T) {
 					t.Errorf("metadata_applied not saved: %+v", sess.last())
 				}
 			}
-			if e.fake.clips[cp.Extra["sourceid"]] != 1001 || len(e.fake.clips) != 1 {
-				t.Errorf("fake clips = %v", e.fake.clips)
+			if cl := e.srv.Clips(); len(cl) != 1 || cl[0].ID != 1001 || cl[0].SourceID != cp.Extra["sourceid"] {
+				t.Errorf("fake clips = %v", cl)
 			}
 		})
 	}
 }
 
+// TestSecretForms: the official SDKs take the secret as "<id>-<hex>".
+func TestSecretForms(t *testing.T) {
+	tests := []struct{ id, secret string }{
+		{testKeyID, testSecret},
+		{"", testKeyID + "-" + testSecret},
+		{testKeyID, testKeyID + "-" + testSecret},
+	}
+	for _, tt := range tests {
+		e := setup(t)
+		o := e.options(t, placeholder)
+		o.APIKeyID, o.APISecret = tt.id, tt.secret
+		d, err := New(o)
+		if err != nil {
+			t.Fatalf("New(%q, secret form %d): %v", tt.id, len(tt.secret), err)
+		}
+		src := writeSource(t, "s.mp4", 100, uploader.Metadata{})
+		cp := e.registered(t, src)
+		if err := d.Register(ctxT(t), src, cp, &memSession{}); err != nil {
+			t.Errorf("id %q: Register: %v", tt.id, err)
+		}
+	}
+}
+
 func TestRegisterFilterIgnoredIsError(t *testing.T) {
 	e := setup(t)
-	e.fake.ignoreFilter = true
+	e.srv.IgnoreFilter(true)
 	d, err := New(e.options(t, placeholder))
 	if err != nil {
 		t.Fatal(err)
@@ -327,15 +353,15 @@ func TestRegisterFilterIgnoredIsError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "neither numfound nor items") {
 		t.Fatalf("err = %v, want a 'neither numfound nor items' error", err)
 	}
-	if e.fake.requests != 1 {
-		t.Errorf("searched %d times; an ignored filter must not be polled as 'not yet'", e.fake.requests)
+	if e.srv.Requests() != 1 {
+		t.Errorf("searched %d times; an ignored filter must not be polled as 'not yet'", e.srv.Requests())
 	}
 }
 
 func TestRegisterTimeout(t *testing.T) {
 	e := setup(t)
 	o := e.options(t, placeholder)
-	o.RegisterTimeout = 150 * time.Millisecond
+	o.RegisterTimeout = 500 * time.Millisecond
 	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -345,15 +371,15 @@ func TestRegisterTimeout(t *testing.T) {
 	cp := &uploader.Checkpoint{Uploaded: true, Extra: map[string]string{"sourceid": strings.TrimSuffix(name, ".mp4")}}
 	start := time.Now()
 	err = d.Register(ctxT(t), src, cp, &memSession{})
-	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 150ms"
+	want := "mediaclip with sourceid " + cp.Extra["sourceid"] + " did not appear within 500ms"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("err = %v, want containing %q", err, want)
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("timeout took %s", el)
 	}
-	if e.fake.requests < 3 {
-		t.Errorf("only %d searches before the timeout", e.fake.requests)
+	if e.srv.Requests() < 3 {
+		t.Errorf("only %d searches before the timeout", e.srv.Requests())
 	}
 }
 
@@ -382,7 +408,7 @@ func TestUploadAndRegister(t *testing.T) {
 
 func testUploadAndRegister(t *testing.T, size int) {
 	e := setup(t)
-	e.fake.delay = 3
+	e.srv.SetDelay(3)
 	eng := e.engine(t)
 	d, err := New(e.options(t, eng))
 	if err != nil {
@@ -433,19 +459,29 @@ func testUploadAndRegister(t *testing.T, size int) {
 	if cp.VendorID == "" || again.VendorID != cp.VendorID {
 		t.Errorf("ids differ: %q then %q", cp.VendorID, again.VendorID)
 	}
-	if len(e.fake.clips) != 1 {
-		t.Errorf("fake holds %d clips, want 1", len(e.fake.clips))
+	if len(e.srv.Clips()) != 1 {
+		t.Errorf("fake holds %d clips, want 1", len(e.srv.Clips()))
 	}
-	if n := e.proxy.writes(e.bucket, wantKey); n > 2 {
+	if n := e.srv.Writes(e.bucket, wantKey); n > 2 {
 		t.Errorf("object written %d times", n)
 	}
 
 	// A third run from the committed cp does nothing more.
-	reqs := e.fake.requests
+	reqs := e.srv.Requests()
 	if err := d.Register(ctx, src, cp, &memSession{}); err != nil {
 		t.Fatal(err)
 	}
-	if e.fake.requests != reqs {
-		t.Errorf("finished Register called the SAPI again (%d requests)", e.fake.requests-reqs)
+	if e.srv.Requests() != reqs {
+		t.Errorf("finished Register called the SAPI again (%d requests)", e.srv.Requests()-reqs)
 	}
+}
+
+// lastUpdate returns the last metadata update of clip id.
+func lastUpdate(e *env, id int) (map[string]any, bool) {
+	for _, c := range e.srv.Clips() {
+		if c.ID == id && len(c.Updates) > 0 {
+			return c.Updates[len(c.Updates)-1], true
+		}
+	}
+	return nil, false
 }

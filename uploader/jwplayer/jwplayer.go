@@ -23,8 +23,12 @@
 //     (ready: done; failed: permanent with error_message; anything else:
 //     still processing). A media that is no longer "created" already has
 //     its bytes: Upload then counts as done.
-//   - Direct: one PUT of the raw bytes to upload_link, no auth and no
-//     Content-Type (as the SDK does); the ETag must be the quoted MD5.
+//   - Direct: one PUT of the raw bytes to upload_link, no auth, with
+//     Content-Type equal to the create's upload.mime_type (the link is
+//     presigned over it; any other value gets 403 SignatureDoesNotMatch);
+//     the ETag must be the quoted MD5. Used up to MultipartThreshold
+//     (default 100 MB, JW's guidance: a direct upload restarts from zero
+//     after any error).
 //   - Multipart (partsURL, completeURL on {upload_url}, default {api_url}):
 //     GET /v2/uploads/{upload_id}/parts?page=N&page_length=1000 and PUT
 //     /v2/uploads/{upload_id}/complete (no body), both with Bearer
@@ -35,13 +39,32 @@
 //     upload_id and secret_upload_token (multipart), external_id; PartSize;
 //     Parts (done parts). All saved before the first byte is sent.
 //
+// Which media is ours: every media we create carries the job handle
+// (watchfolder:<folder>:<job>:<size>:<mtime>) in custom_params
+// watchfolder_job, and as external_id unless the sidecar names one. A
+// media found by external_id whose job handle is ours is an earlier attempt
+// of this job (resumed). One whose handle differs was made for another
+// version of the file: its source is replaced through reupload (a new
+// version of the same media, as the sidecar's external_id asks), never
+// counted as done without sending the bytes.
+//
+// Media shorter than 2 s are refused by JW: when Source.Duration is known
+// and shorter, the file fails before anything is created; when it is
+// unknown the platform's own processing error is reported by Register.
+//
 // v1 (signed query, signURL): {api_url}/v1/videos/create with api_format=json,
 // api_key, api_nonce (9 digits), api_timestamp, upload_method=s3, title,
 // description, tags (comma-separated), custom.<name>; api_signature =
 // sha1hex(canonical query + secret), the canonical query sorting by key and
 // encoding like Python's quote(v, safe='~'). The answer's link becomes
 // protocol://address+path?AWSAccessKeyId=..&Expires=..&Signature=.. (v1URL),
-// saved as Extra["secret_upload_url"]; the file is PUT there.
+// saved as Extra["secret_upload_url"]; the file is PUT there, always over
+// https whatever protocol the link names. Create is idempotent: the job
+// handle travels as custom.watchfolder_job, and every create is preceded by
+// /v1/videos/list search:custom.watchfolder_job=<handle>; a video found
+// there is resumed. A refused (expired) link is renewed with
+// /v1/videos/update upload_method=s3. v1 uploads are one PUT, so files of
+// 5 GB or more are refused before anything is created.
 package jwplayer
 
 import (
@@ -74,6 +97,9 @@ const (
 	maxParts               = 10000
 	defaultConcurrency     = 4
 	defaultDirectLimit     = 5_000_000_000
+	defaultMultipartAbove  = 100_000_000
+	minDuration            = 2 * time.Second
+	jobParam               = "watchfolder_job"
 	partsPageLength        = 1000
 )
 
@@ -91,10 +117,13 @@ type Options struct {
 	RegisterTimeout time.Duration
 	PartSize        int64 // multipart part size (>= 5 MiB), default 16 MiB
 	Concurrency     int   // parts in flight, default 4
-	DirectLimit     int64 // direct upload up to this size, default 5 GB
-	HTTPClient      *http.Client
-	Logger          *slog.Logger
-	Now             func() time.Time
+	DirectLimit     int64 // direct upload never above this size, default 5 GB
+	// MultipartThreshold: files larger than this use the resumable
+	// multipart method (v2); default 100 MB.
+	MultipartThreshold int64
+	HTTPClient         *http.Client
+	Logger             *slog.Logger
+	Now                func() time.Time
 }
 
 // Destination implements uploader.Destination for JW Player.
@@ -166,6 +195,9 @@ func New(o Options) (*Destination, error) {
 	if o.DirectLimit <= 0 {
 		o.DirectLimit = defaultDirectLimit
 	}
+	if o.MultipartThreshold <= 0 {
+		o.MultipartThreshold = defaultMultipartAbove
+	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = defaultPollInterval
 	}
@@ -185,7 +217,7 @@ func New(o Options) (*Destination, error) {
 	if d.log == nil {
 		d.log = slog.Default()
 	}
-	d.log = d.log.With("destination", o.Name, "type", Type)
+	d.log = d.log.With("type", Type)
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -202,6 +234,9 @@ func (d *Destination) Type() string { return Type }
 func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) error {
 	if cp.Uploaded {
 		return nil
+	}
+	if src.Duration > 0 && src.Duration < minDuration {
+		return uploader.Permanent(fmt.Errorf("jwplayer: upload %s: media is %s long; JW Player refuses media shorter than %s", src.Path, src.Duration, minDuration))
 	}
 	if d.o.API == "v1" {
 		return d.uploadV1(ctx, src, cp, s)
@@ -269,12 +304,29 @@ func openSource(src *uploader.Source) (*os.File, error) {
 	return f, nil
 }
 
+// unchanged checks, after bytes were read, that the open file is still the
+// job's version: a file rewritten in place while it was sent must not be
+// reported delivered.
+func unchanged(f *os.File, src *uploader.Source) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("jwplayer: stat %s: %w", src.Path, err)
+	}
+	if st.Size() != src.Size || !st.ModTime().Equal(src.ModTime) {
+		return fmt.Errorf("jwplayer: %s: %w", src.Path, uploader.ErrSourceChanged)
+	}
+	return nil
+}
+
 // putBytes PUTs n bytes from r to a presigned link, returning the answer's
 // ETag. Errors never contain the link (its query is a credential).
-func (d *Destination) putBytes(ctx context.Context, op, link string, body func() io.Reader, n int64) (string, error) {
+func (d *Destination) putBytes(ctx context.Context, op, link, contentType string, body func() io.Reader, n int64) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, link, nil)
 	if err != nil {
 		return "", uploader.Permanent(fmt.Errorf("%s: bad upload link", op))
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.Body = io.NopCloser(body())
 	req.ContentLength = n
@@ -360,11 +412,17 @@ func stem(src *uploader.Source) string {
 	return strings.TrimSuffix(base, path.Ext(base))
 }
 
-// externalID is the sidecar's external_id or a job-derived handle.
+// externalID is the sidecar's external_id or the job handle.
 func externalID(src *uploader.Source) string {
 	if src.Meta.ExternalID != "" {
 		return src.Meta.ExternalID
 	}
+	return jobHandle(src)
+}
+
+// jobHandle names this job's version of the file; it tells our own earlier
+// attempt apart from a media made for another version.
+func jobHandle(src *uploader.Source) string {
 	return "watchfolder:" + src.Folder + ":" + strconv.FormatUint(src.JobID, 10) + ":" +
 		strconv.FormatInt(src.Size, 10) + ":" + strconv.FormatInt(src.ModTime.Unix(), 10)
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/jwplayer/jwplayertest"
 )
 
 var minio *testenv.MinIO
@@ -25,18 +25,20 @@ func TestMain(m *testing.M) { testenv.RunWithMinIO(m, &minio) }
 
 var bucketSeq atomic.Int64
 
-func setup(t *testing.T) *fakeJW {
+func setup(t *testing.T) *jwplayertest.Server {
 	t.Helper()
 	bucket := fmt.Sprintf("jw-%d", bucketSeq.Add(1))
 	minio.MakeBucket(t, bucket)
-	return newFakeJW(t, minio, bucket)
+	return jwplayertest.New(t, minio, bucket)
 }
 
-func newDest(t *testing.T, f *fakeJW, mutate func(*Options)) *Destination {
+func newDest(t *testing.T, f *jwplayertest.Server, mutate func(*Options)) *Destination {
 	t.Helper()
-	o := Options{Name: "jw", SiteID: f.site, APISecret: f.secret, APIURL: f.srv.URL,
+	c := f.Client()
+	c.Timeout = 30 * time.Second
+	o := Options{Name: "jw", SiteID: f.Site, APISecret: f.Secret, APIURL: f.URL,
 		PollInterval: 5 * time.Millisecond, RegisterTimeout: 10 * time.Second,
-		PartSize: 5 << 20, Concurrency: 2, HTTPClient: &http.Client{Timeout: 30 * time.Second},
+		PartSize: 5 << 20, Concurrency: 2, HTTPClient: c,
 		Logger: slog.New(slog.DiscardHandler)}
 	if mutate != nil {
 		mutate(&o)
@@ -146,24 +148,24 @@ func TestPartSize(t *testing.T) {
 func TestUploadV2(t *testing.T) {
 	meta := uploader.Metadata{Title: "Evening", Description: "desc", Tags: []string{"a", "b"}, Custom: map[string]string{"desk": "sports"}}
 	tests := []struct {
-		name        string
-		size        int
-		directLimit int64
-		meta        uploader.Metadata
-		script      []int
-		retryAfter  string
-		wantParts   int
+		name       string
+		size       int
+		threshold  int64
+		meta       uploader.Metadata
+		script     []int
+		retryAfter string
+		wantParts  int
 	}{
 		{name: "direct", size: 300 << 10, meta: meta},
 		{name: "direct, title from stem", size: 1000},
-		{name: "multipart", size: 12 << 20, directLimit: 1 << 20, meta: meta, wantParts: 3},
+		{name: "multipart above the threshold", size: 12 << 20, threshold: 1 << 20, meta: meta, wantParts: 3},
 		{name: "429 then 5xx burst", size: 1000, script: []int{429, 503, 500}, retryAfter: "1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := setup(t)
-			f.script, f.retryAfter = tt.script, tt.retryAfter
-			d := newDest(t, f, func(o *Options) { o.DirectLimit = tt.directLimit })
+			f.Script(tt.retryAfter, tt.script...)
+			d := newDest(t, f, func(o *Options) { o.MultipartThreshold = tt.threshold })
 			src, data := writeSource(t, "evening show.mp4", tt.size, tt.meta)
 			cp := &uploader.Checkpoint{}
 			sess := &memSession{}
@@ -173,33 +175,33 @@ func TestUploadV2(t *testing.T) {
 			if !cp.Uploaded || cp.VendorID == "" {
 				t.Fatalf("cp = %+v", cp)
 			}
-			m := f.media[cp.VendorID]
-			if m == nil || len(f.media) != 1 {
-				t.Fatalf("fake holds %d media, none %q", len(f.media), cp.VendorID)
+			m, ok := f.Media(cp.VendorID)
+			if !ok || len(f.All()) != 1 {
+				t.Fatalf("fake holds %d media, none %q", len(f.All()), cp.VendorID)
 			}
-			if got := minio.GetObject(t, f.bucket, m.key); !bytes.Equal(got, data) {
+			if got := f.Object(m.ID); !bytes.Equal(got, data) {
 				t.Fatalf("uploaded bytes differ (%d vs %d)", len(got), len(data))
 			}
 			wantTitle := "evening show"
 			if tt.meta.Title != "" {
 				wantTitle = tt.meta.Title
-				if m.metadata["description"] != "desc" || fmt.Sprint(m.metadata["tags"]) != "[a b]" ||
-					fmt.Sprint(m.metadata["custom_params"]) != "map[desk:sports]" {
-					t.Errorf("metadata = %v", m.metadata)
+				if m.Metadata["description"] != "desc" || fmt.Sprint(m.Metadata["tags"]) != "[a b]" ||
+					fmt.Sprint(m.Metadata["custom_params"]) != "map[desk:sports watchfolder_job:"+jobHandle(src)+"]" {
+					t.Errorf("metadata = %v", m.Metadata)
 				}
 			}
-			if m.metadata["title"] != wantTitle || m.metadata["external_id"] != externalID(src) {
-				t.Errorf("metadata = %v", m.metadata)
+			if m.Metadata["title"] != wantTitle || m.Metadata["external_id"] != externalID(src) {
+				t.Errorf("metadata = %v", m.Metadata)
 			}
 			first := sess.saves[0]
 			if first.VendorID != cp.VendorID || first.Uploaded || first.Extra["method"] == "" {
 				t.Errorf("handles not saved before the bytes: %+v", first)
 			}
 			if tt.wantParts > 0 {
-				if m.method != "multipart" || !m.completed || first.Extra["secret_upload_token"] == "" || first.Extra["upload_id"] == "" {
+				if m.Method != "multipart" || !m.Completed || first.Extra["secret_upload_token"] == "" || first.Extra["upload_id"] == "" {
 					t.Errorf("multipart not used/completed: %+v / %+v", m, first)
 				}
-				parts := f.proxy.parts()
+				parts := f.PartPuts()
 				if len(parts) != tt.wantParts || len(cp.Parts) != tt.wantParts {
 					t.Errorf("part PUTs %v, cp.Parts %d, want %d", parts, len(cp.Parts), tt.wantParts)
 				}
@@ -207,11 +209,13 @@ func TestUploadV2(t *testing.T) {
 					t.Errorf("uploaded a part beyond the file")
 				}
 			} else {
-				if m.method != "direct" || first.Extra["secret_upload_link"] == "" || f.proxy.directPut != 1 {
-					t.Errorf("direct not used: %+v, %d PUTs", m, f.proxy.directPut)
+				puts := f.DirectPuts()
+				if m.Method != "direct" || first.Extra["secret_upload_link"] == "" || len(puts) != 1 {
+					t.Fatalf("direct not used: %+v, PUTs %q", m, puts)
 				}
-				if ct := f.proxy.contentTy[0]; ct != "" {
-					t.Errorf("direct PUT sent Content-Type %q", ct)
+				// The link is presigned over the create's mime_type.
+				if puts[0] != "video/mp4" || m.MimeType != "video/mp4" {
+					t.Errorf("direct PUT Content-Type %q, create mime_type %q", puts[0], m.MimeType)
 				}
 				if cp.ETag == "" {
 					t.Errorf("ETag not recorded")
@@ -221,6 +225,18 @@ func TestUploadV2(t *testing.T) {
 				t.Errorf("progress %d, want %d", sess.bytes, tt.size)
 			}
 		})
+	}
+}
+
+// TestMultipartThreshold: direct only up to 100 MB by default (JW's
+// guidance), settable per destination.
+func TestMultipartThreshold(t *testing.T) {
+	d, err := New(Options{Name: "j", SiteID: "s", APISecret: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.o.MultipartThreshold != 100_000_000 {
+		t.Errorf("default threshold %d, want 100 MB", d.o.MultipartThreshold)
 	}
 }
 
@@ -244,12 +260,28 @@ func TestUploadV2Errors(t *testing.T) {
 	}
 }
 
+// TestShortMedia: JW refuses media under 2 s; a known short duration fails
+// the file before a media is created.
+func TestShortMedia(t *testing.T) {
+	f := setup(t)
+	d := newDest(t, f, nil)
+	src, _ := writeSource(t, "blip.mp4", 1000, uploader.Metadata{})
+	src.Duration = 1500 * time.Millisecond
+	err := d.Upload(ctxT(t), src, &uploader.Checkpoint{}, &memSession{})
+	if err == nil || !uploader.IsPermanent(err) || !strings.Contains(err.Error(), "shorter than 2s") {
+		t.Fatalf("err = %v, want a permanent refusal", err)
+	}
+	if n := len(f.All()); n != 0 {
+		t.Errorf("%d media created for a refused file", n)
+	}
+}
+
 // TestMultipartResume interrupts a multipart upload after some parts and
 // resumes it with a new Destination from the saved checkpoint.
 func TestMultipartResume(t *testing.T) {
 	f := setup(t)
-	f.proxy.failPart[3] = true
-	d := newDest(t, f, func(o *Options) { o.DirectLimit = 1 << 20; o.Concurrency = 1 })
+	f.FailPart(3, true)
+	d := newDest(t, f, func(o *Options) { o.MultipartThreshold = 1 << 20; o.Concurrency = 1 })
 	d.retries = 1
 	src, data := writeSource(t, "long.mov", 12<<20, uploader.Metadata{})
 	sess := &memSession{}
@@ -260,25 +292,23 @@ func TestMultipartResume(t *testing.T) {
 	if len(saved.Parts) != 2 || saved.Uploaded {
 		t.Fatalf("saved cp has %d parts, uploaded %v", len(saved.Parts), saved.Uploaded)
 	}
-	before := f.proxy.parts()
-	f.proxy.mu.Lock()
-	f.proxy.failPart[3] = false
-	f.proxy.mu.Unlock()
+	before := f.PartPuts()
+	f.FailPart(3, false)
 
 	// Drop the recorded parts too: the server's etags alone drive the skip.
 	saved.Parts = nil
-	d2 := newDest(t, f, func(o *Options) { o.DirectLimit = 1 << 20 })
+	d2 := newDest(t, f, func(o *Options) { o.MultipartThreshold = 1 << 20 })
 	if err := d2.Upload(ctxT(t), src, &saved, &memSession{}); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
-	after := f.proxy.parts()
+	after := f.PartPuts()
 	if after[1] != before[1] || after[2] != before[2] || after[3] != before[3]+1 {
 		t.Errorf("part PUTs before %v after %v: parts 1-2 must be skipped, 3 sent once", before, after)
 	}
-	if len(f.media) != 1 {
-		t.Errorf("fake holds %d media", len(f.media))
+	if len(f.All()) != 1 {
+		t.Errorf("fake holds %d media", len(f.All()))
 	}
-	if got := minio.GetObject(t, f.bucket, f.media[saved.VendorID].key); !bytes.Equal(got, data) {
+	if got := f.Object(saved.VendorID); !bytes.Equal(got, data) {
 		t.Errorf("resumed object differs")
 	}
 }
@@ -297,7 +327,7 @@ func TestCrashBetweenCreateAndCommit(t *testing.T) {
 			// must not be taken for ours.
 			other, _ := writeSource(t, "c.mp4", 100, uploader.Metadata{})
 			other.JobID = 900
-			d := newDest(t, f, func(o *Options) { o.DirectLimit = limit })
+			d := newDest(t, f, func(o *Options) { o.MultipartThreshold = limit })
 			if err := d.Upload(ctxT(t), other, &uploader.Checkpoint{}, &memSession{}); err != nil {
 				t.Fatal(err)
 			}
@@ -305,24 +335,52 @@ func TestCrashBetweenCreateAndCommit(t *testing.T) {
 			if err := d.Upload(ctxT(t), src, &uploader.Checkpoint{}, &memSession{failSaves: 1}); err == nil {
 				t.Fatal("Upload succeeded though the save failed")
 			}
-			if len(f.media) != 2 {
-				t.Fatalf("fake holds %d media after the crash", len(f.media))
+			if len(f.All()) != 2 {
+				t.Fatalf("fake holds %d media after the crash", len(f.All()))
 			}
 			cp := &uploader.Checkpoint{}
 			if err := d.Upload(ctxT(t), src, cp, &memSession{}); err != nil {
 				t.Fatalf("retry: %v", err)
 			}
-			if len(f.media) != 2 {
-				t.Errorf("fake holds %d media, want 2 (no duplicate)", len(f.media))
+			if len(f.All()) != 2 {
+				t.Errorf("fake holds %d media, want 2 (no duplicate)", len(f.All()))
 			}
-			m := f.media[cp.VendorID]
-			if m == nil || m.externalID != externalID(src) {
+			m, ok := f.Media(cp.VendorID)
+			if !ok || m.ExternalID != externalID(src) {
 				t.Fatalf("cp.VendorID %q is not the crashed job's media", cp.VendorID)
 			}
-			if got := minio.GetObject(t, f.bucket, m.key); !bytes.Equal(got, data) {
+			if got := f.Object(m.ID); !bytes.Equal(got, data) {
 				t.Errorf("object differs")
 			}
 		})
+	}
+}
+
+// TestSidecarExternalIDOtherVersion: a sidecar external_id that already
+// names a media (made by an earlier version of the file) must not make the
+// new version count as done without its bytes: the media's source is
+// replaced through reupload.
+func TestSidecarExternalIDOtherVersion(t *testing.T) {
+	f := setup(t)
+	d := newDest(t, f, nil)
+	meta := uploader.Metadata{ExternalID: "prog-123"}
+	v1src, _ := writeSource(t, "show.mp4", 1000, meta)
+	cp1 := &uploader.Checkpoint{}
+	if err := d.Upload(ctxT(t), v1src, cp1, &memSession{}); err != nil {
+		t.Fatal(err)
+	}
+	v2src, v2data := writeSource(t, "show.mp4", 2000, meta)
+	v2src.JobID = 10
+	cp2 := &uploader.Checkpoint{}
+	if err := d.Upload(ctxT(t), v2src, cp2, &memSession{}); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := f.Media(cp2.VendorID)
+	if cp2.VendorID != cp1.VendorID || len(f.All()) != 1 || m.Reuploads != 1 {
+		t.Fatalf("media %q vs %q, %d media, %d reuploads: want the same media re-uploaded once", cp2.VendorID, cp1.VendorID, len(f.All()), m.Reuploads)
+	}
+	if got := f.Object(m.ID); !bytes.Equal(got, v2data) {
+		t.Errorf("media holds the old version's bytes")
 	}
 }
 
@@ -343,8 +401,33 @@ func TestCrashAfterBytes(t *testing.T) {
 	if err := d.Upload(ctxT(t), src, &pre, &memSession{}); err != nil {
 		t.Fatal(err)
 	}
-	if !pre.Uploaded || f.proxy.directPut != 1 {
-		t.Errorf("uploaded %v, %d direct PUTs (want 1)", pre.Uploaded, f.proxy.directPut)
+	if n := len(f.DirectPuts()); !pre.Uploaded || n != 1 {
+		t.Errorf("uploaded %v, %d direct PUTs (want 1)", pre.Uploaded, n)
+	}
+}
+
+// TestExpiredDirectLink: a saved link that expired (403 from S3) is
+// replaced through reupload, not a failure.
+func TestExpiredDirectLink(t *testing.T) {
+	f := setup(t)
+	f.SetLinkTTL(time.Second)
+	d := newDest(t, f, nil)
+	src, data := writeSource(t, "late.mp4", 1000, uploader.Metadata{})
+	sess := &memSession{failSaves: 0}
+	cp := &uploader.Checkpoint{}
+	// Save the handles, then stop before the bytes (a crash).
+	stop := &stopAfterSession{memSession: sess, after: 1}
+	if err := d.Upload(ctxT(t), src, cp, stop); err == nil {
+		t.Fatal("expected the simulated stop")
+	}
+	saved := sess.last()
+	f.SetLinkTTL(15 * time.Minute)
+	time.Sleep(2100 * time.Millisecond) // the link's own expiry, enforced by MinIO
+	if err := d.Upload(ctxT(t), src, &saved, &memSession{}); err != nil {
+		t.Fatalf("resume with an expired link: %v", err)
+	}
+	if got := f.Object(saved.VendorID); !bytes.Equal(got, data) {
+		t.Errorf("object differs")
 	}
 }
 
@@ -368,7 +451,7 @@ func TestRegisterV2(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := setup(t)
-			f.statuses, f.errMsg = tt.statuses, tt.errMsg
+			f.SetStatuses(tt.errMsg, tt.statuses...)
 			d := newDest(t, f, func(o *Options) { o.WaitFor = tt.waitFor; o.RegisterTimeout = tt.timeout })
 			src, _ := writeSource(t, "r.mp4", 1000, uploader.Metadata{})
 			cp := &uploader.Checkpoint{}
@@ -385,7 +468,8 @@ func TestRegisterV2(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Register: %v", err)
 			}
-			if polls := f.media[cp.VendorID].polls; polls < tt.minPolls || (tt.waitFor == "" && polls != 0) {
+			m, _ := f.Media(cp.VendorID)
+			if polls := m.Polls; polls < tt.minPolls || (tt.waitFor == "" && polls != 0) {
 				t.Errorf("polled %d times, want >= %d", polls, tt.minPolls)
 			}
 		})
@@ -405,7 +489,7 @@ func TestUploadV1(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := setup(t)
 			d := newDest(t, f, func(o *Options) {
-				o.API, o.APIKey = "v1", f.v1Key
+				o.API, o.APIKey = "v1", f.V1Key
 				if tt.secret != "" {
 					o.APISecret = tt.secret
 				}
@@ -427,19 +511,82 @@ func TestUploadV1(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Upload: %v", err)
 			}
-			m := f.media[cp.VendorID]
-			if m == nil || !cp.Uploaded || sess.saves[0].VendorID != cp.VendorID {
+			m, ok := f.Media(cp.VendorID)
+			if !ok || !cp.Uploaded || sess.saves[0].VendorID != cp.VendorID {
 				t.Fatalf("cp = %+v", cp)
 			}
-			if m.metadata["title"] != meta.Title || m.metadata["tags"] != "x y,z" || m.metadata["custom.genre"] != "news & views" {
-				t.Errorf("v1 params = %v", m.metadata)
+			if m.Metadata["title"] != meta.Title || m.Metadata["tags"] != "x y,z" || m.Metadata["custom.genre"] != "news & views" {
+				t.Errorf("v1 params = %v", m.Metadata)
 			}
-			if got := minio.GetObject(t, f.bucket, m.key); !bytes.Equal(got, data) {
+			// The link says http; the upload host speaks only https.
+			if !strings.HasPrefix(sess.saves[0].Extra["secret_upload_url"], "https://") {
+				t.Errorf("upload URL is not https")
+			}
+			if got := f.Object(m.ID); !bytes.Equal(got, data) {
 				t.Errorf("object differs")
 			}
 			if err := d.Register(ctxT(t), src, cp, sess); err != nil {
 				t.Errorf("Register: %v", err)
 			}
 		})
+	}
+}
+
+// TestV1Idempotent: a crash between create and the checkpoint commit, and
+// an expired link on resume: one video, renewed link, bytes delivered.
+func TestV1Idempotent(t *testing.T) {
+	f := setup(t)
+	f.SetLinkTTL(time.Second)
+	d := newDest(t, f, func(o *Options) { o.API, o.APIKey = "v1", f.V1Key })
+	src, data := writeSource(t, "v1 crash.mp4", 1000, uploader.Metadata{})
+	if err := d.Upload(ctxT(t), src, &uploader.Checkpoint{}, &memSession{failSaves: 1}); err == nil {
+		t.Fatal("Upload succeeded though the save failed")
+	}
+	time.Sleep(2100 * time.Millisecond) // the first link expires
+	cp := &uploader.Checkpoint{}
+	if err := d.Upload(ctxT(t), src, cp, &memSession{}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if n := len(f.All()); n != 1 {
+		t.Fatalf("%d videos, want 1", n)
+	}
+	if got := f.Object(cp.VendorID); !bytes.Equal(got, data) {
+		t.Errorf("object differs")
+	}
+
+	// A saved link that expired is renewed through /videos/update.
+	src2, data2 := writeSource(t, "v1 late.mp4", 1000, uploader.Metadata{})
+	src2.JobID = 77
+	sess := &memSession{}
+	if err := d.Upload(ctxT(t), src2, &uploader.Checkpoint{}, &stopAfterSession{memSession: sess, after: 1}); err == nil {
+		t.Fatal("expected the simulated stop")
+	}
+	saved := sess.last()
+	f.SetLinkTTL(15 * time.Minute)
+	time.Sleep(2100 * time.Millisecond)
+	if err := d.Upload(ctxT(t), src2, &saved, &memSession{}); err != nil {
+		t.Fatalf("resume with an expired link: %v", err)
+	}
+	if m, _ := f.Media(saved.VendorID); m.Reuploads != 1 {
+		t.Errorf("link renewed %d times, want 1", m.Reuploads)
+	}
+	if got := f.Object(saved.VendorID); !bytes.Equal(got, data2) {
+		t.Errorf("object differs")
+	}
+}
+
+// TestV1TooLarge: v1 is one PUT; 5 GB and more is refused before a video
+// is created.
+func TestV1TooLarge(t *testing.T) {
+	f := setup(t)
+	d := newDest(t, f, func(o *Options) { o.API, o.APIKey = "v1", f.V1Key })
+	src, _ := writeSource(t, "huge.mxf", 10, uploader.Metadata{})
+	src.Size = 5_000_000_000
+	err := d.Upload(ctxT(t), src, &uploader.Checkpoint{}, &memSession{})
+	if err == nil || !uploader.IsPermanent(err) || !strings.Contains(err.Error(), "5 GB") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := len(f.All()); n != 0 {
+		t.Errorf("%d videos created", n)
 	}
 }

@@ -63,8 +63,14 @@ type media struct {
 	ErrorMessage string `json:"error_message"`
 	ExternalID   string `json:"external_id"`
 	Metadata     struct {
-		ExternalID string `json:"external_id"`
+		ExternalID   string            `json:"external_id"`
+		CustomParams map[string]string `json:"custom_params"`
 	} `json:"metadata"`
+}
+
+// ours reports whether m was created by this job (an earlier attempt).
+func (m *media) ours(job string) bool {
+	return m.Metadata.CustomParams[jobParam] == job || m.ExternalID == job || m.Metadata.ExternalID == job
 }
 
 // uploadHandles is what create and reupload answer.
@@ -91,7 +97,7 @@ func (d *Destination) uploadV2(ctx context.Context, src *uploader.Source, cp *up
 	}
 	defer f.Close()
 	method := "direct"
-	if src.Size > d.o.DirectLimit {
+	if src.Size > d.o.MultipartThreshold || src.Size > d.o.DirectLimit {
 		method = "multipart"
 	}
 	resumed := cp.VendorID != ""
@@ -128,6 +134,9 @@ func (d *Destination) uploadV2(ctx context.Context, src *uploader.Source, cp *up
 	if err != nil {
 		return err
 	}
+	if err := unchanged(f, src); err != nil {
+		return err
+	}
 	return d.markUploaded(ctx, src, cp, s)
 }
 
@@ -143,8 +152,10 @@ func (d *Destination) markUploaded(ctx context.Context, src *uploader.Source, cp
 
 // createOrFind looks for a media with the job's external id first and
 // creates one only when there is none; the handles are saved before return.
+// A media found there that another version of the file created gets this
+// version's bytes through reupload.
 func (d *Destination) createOrFind(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, method string) error {
-	ext := externalID(src)
+	ext, job := externalID(src), jobHandle(src)
 	backoff := time.Second
 	// The create call is never retried blindly: an answer lost to a 5xx or
 	// a dropped connection may still have created the media, so every new
@@ -154,16 +165,36 @@ func (d *Destination) createOrFind(ctx context.Context, src *uploader.Source, cp
 		if err != nil {
 			return err
 		}
-		if found != nil {
-			d.log.Warn("media with this external_id exists already: reusing it", "file", src.Path, "media", found.ID, "status", found.Status)
-			cp.VendorID = found.ID
+		var mine, other *media
+		for i := range found {
+			if found[i].ours(job) {
+				mine = &found[i]
+				break
+			}
+			if other == nil {
+				other = &found[i]
+			}
+		}
+		switch {
+		case mine != nil:
+			d.log.Info("resuming this job's media found by external_id", "file", src.Path, "media", mine.ID, "status", mine.Status)
+			cp.VendorID = mine.ID
 			setExtra(cp, "external_id", ext)
-			if hasBytes(found.Status) {
+			if hasBytes(mine.Status) {
 				return d.markUploaded(ctx, src, cp, s)
 			}
 			return d.refreshHandles(ctx, src, cp, s, method)
+		case other != nil:
+			// The sidecar's external_id names a media another version
+			// of this file made: replace its source (JW reupload), so
+			// the media id stays and the new bytes are sent.
+			d.log.Warn("external_id names an existing media from another version of the file: replacing its source", "file", src.Path, "media", other.ID, "external_id", ext)
+			cp.VendorID = other.ID
+			setExtra(cp, "external_id", ext)
+			setExtra(cp, "reupload", "true")
+			return d.refreshHandles(ctx, src, cp, s, method)
 		}
-		h, err := d.create(ctx, src, ext, method)
+		h, err := d.create(ctx, src, ext, job, method)
 		if err == nil {
 			cp.VendorID = h.ID
 			setExtra(cp, "external_id", ext)
@@ -188,11 +219,11 @@ func (d *Destination) createOrFind(ctx context.Context, src *uploader.Source, cp
 const createTries = 5
 
 // create sends one media create request.
-func (d *Destination) create(ctx context.Context, src *uploader.Source, ext, method string) (uploadHandles, error) {
+func (d *Destination) create(ctx context.Context, src *uploader.Source, ext, job, method string) (uploadHandles, error) {
 	var h uploadHandles
 	body := map[string]any{
 		"upload":   map[string]any{"method": method, "mime_type": uploader.ContentTypeFor(src.Path)},
-		"metadata": d.metadata(src, ext),
+		"metadata": d.metadata(src, ext, job),
 	}
 	data, err := json.Marshal(body)
 	if err != nil {
@@ -231,6 +262,7 @@ func (d *Destination) saveHandles(ctx context.Context, src *uploader.Source, cp 
 	}
 	cp.Parts, cp.PartSize = nil, 0
 	setExtra(cp, "method", method)
+	setExtra(cp, "mime_type", uploader.ContentTypeFor(src.Path))
 	switch method {
 	case "direct":
 		if h.UploadLink == "" {
@@ -252,6 +284,15 @@ func (d *Destination) saveHandles(ctx context.Context, src *uploader.Source, cp 
 	return nil
 }
 
+// mimeType is the mime_type the saved handles were asked with (older
+// checkpoints did not record it: the same function computed it).
+func mimeType(cp *uploader.Checkpoint, src *uploader.Source) string {
+	if v := cp.Extra["mime_type"]; v != "" {
+		return v
+	}
+	return uploader.ContentTypeFor(src.Path)
+}
+
 // uploadLink is the saved presigned direct-upload link. It lets anyone
 // write the media's source until it expires, so it is kept under a
 // "secret_" key (redacted in status output); "upload_link" is read for
@@ -263,7 +304,7 @@ func uploadLink(cp *uploader.Checkpoint) string {
 	return cp.Extra["upload_link"]
 }
 
-func (d *Destination) metadata(src *uploader.Source, ext string) map[string]any {
+func (d *Destination) metadata(src *uploader.Source, ext, job string) map[string]any {
 	m := map[string]any{"external_id": ext}
 	m["title"] = src.Meta.Title
 	if src.Meta.Title == "" {
@@ -275,13 +316,17 @@ func (d *Destination) metadata(src *uploader.Source, ext string) map[string]any 
 	if len(src.Meta.Tags) > 0 {
 		m["tags"] = src.Meta.Tags
 	}
-	if len(src.Meta.Custom) > 0 {
-		m["custom_params"] = src.Meta.Custom
+	custom := map[string]string{jobParam: job}
+	for k, v := range src.Meta.Custom {
+		if k != jobParam {
+			custom[k] = v
+		}
 	}
+	m["custom_params"] = custom
 	return m
 }
 
-func (d *Destination) findByExternalID(ctx context.Context, src *uploader.Source, ext string) (*media, error) {
+func (d *Destination) findByExternalID(ctx context.Context, src *uploader.Source, ext string) ([]media, error) {
 	var ans struct {
 		Media *[]media `json:"media"`
 	}
@@ -295,12 +340,13 @@ func (d *Destination) findByExternalID(ctx context.Context, src *uploader.Source
 	if ans.Media == nil {
 		return nil, fmt.Errorf("%s: answer has no media list", op)
 	}
+	var out []media
 	for _, m := range *ans.Media {
 		if m.ExternalID == ext || m.Metadata.ExternalID == ext {
-			return &m, nil
+			out = append(out, m)
 		}
 	}
-	return nil, nil
+	return out, nil
 }
 
 func (d *Destination) getMedia(ctx context.Context, src *uploader.Source, id string) (*media, error) {
@@ -325,7 +371,9 @@ func (d *Destination) direct(ctx context.Context, src *uploader.Source, f *os.Fi
 		err := d.withRetry(ctx, func() error {
 			sent.Store(0)
 			h := md5.New()
-			etag, err := d.putBytes(ctx, op, uploadLink(cp), func() io.Reader {
+			// The link is presigned over the create's mime_type: the PUT
+			// must carry exactly that Content-Type.
+			etag, err := d.putBytes(ctx, op, uploadLink(cp), mimeType(cp, src), func() io.Reader {
 				return &countingReader{r: io.TeeReader(io.NewSectionReader(f, 0, src.Size), h), n: &sent, tick: s.Progress}
 			}, src.Size)
 			if err != nil {
@@ -492,6 +540,10 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("jwplayer: upload %s: %w", src.Path, err)
 	}
+	// Never complete an upload whose parts mix two versions of the file.
+	if err := unchanged(f, src); err != nil {
+		return err
+	}
 	_, err = uploader.DoAPI(ctx, d.api, uploader.Call{
 		Op: "jwplayer: complete multipart upload of " + src.Path, Method: http.MethodPut,
 		URL: d.completeURL(uploadID), Header: d.bearer(token),
@@ -508,7 +560,7 @@ func (d *Destination) putPart(ctx context.Context, src *uploader.Source, f *os.F
 	err := d.withRetry(ctx, func() error {
 		var here atomic.Int64
 		h := md5.New()
-		etag, err := d.putBytes(ctx, op, link, func() io.Reader {
+		etag, err := d.putBytes(ctx, op, link, "", func() io.Reader {
 			here.Store(0)
 			return &countingReader{r: io.TeeReader(io.NewSectionReader(f, off, n), h), n: &here, tick: func(int64) {}}
 		}, n)

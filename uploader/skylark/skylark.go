@@ -43,8 +43,6 @@ package skylark
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +59,7 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Defaults for Options.
@@ -70,9 +69,9 @@ const (
 	DefaultRegisterTimeout = 2 * time.Hour
 
 	processedPrefix = "processed/"
-	metaAsset       = "asset"           // x-amz-meta-asset: Skylark's advanced mode
-	metaHandle      = "watchfolder-job" // x-amz-meta-watchfolder-job: our handle
-	maxMetaBytes    = 2048              // S3's user metadata limit
+	metaAsset       = "asset"          // x-amz-meta-asset: Skylark's advanced mode
+	metaHandle      = s3engine.MetaJob // x-amz-meta-watchfolder-job: the job token
+	maxMetaBytes    = 2048             // S3's user metadata limit
 	clockSlack      = time.Minute
 )
 
@@ -87,7 +86,7 @@ const (
 type Options struct {
 	Name            string
 	KeyTemplate     string        // key in the watchfolder bucket; default "{name}"
-	S3              *uploader.S3  // engine for the account's watchfolder bucket
+	S3              *s3engine.S3  // engine for the account's watchfolder bucket
 	WaitFor         string        // "" or "processed" (default) | "none"
 	APIURL          string        // optional: fetch the asset by file name and record its uid
 	Token           string        // Bearer for APIURL
@@ -152,7 +151,7 @@ func New(o Options) (*Destination, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Destination{o: o, log: log.With("destination", o.Name, "type", "skylark")}, nil
+	return &Destination{o: o, log: log.With("type", "skylark")}, nil
 }
 
 // Name returns the configured destination name.
@@ -226,12 +225,6 @@ func asciiJSON(s string) string {
 	return b.String()
 }
 
-func handle(src *uploader.Source) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", src.Folder, src.RelPath, src.JobID, src.Found.UnixNano())
-	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
 // ---- Upload ----
 
 // Upload validates the sidecar and writes the object into the watchfolder.
@@ -247,12 +240,36 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return uploader.Permanent(fmt.Errorf("skylark %q: %s: key: %w", d.o.Name, src.RelPath, err))
 		}
 	}
-	h := handle(src)
-	meta := map[string]string{metaHandle: h}
+	// The engine tags the object with the job's token; the processed copy
+	// is recognised by it.
+	h := s3engine.JobToken(src)
+	if !cp.Uploaded {
+		// A crash after the PUT but before its commit: Skylark may have
+		// moved the object to processed/ already, so the store answers
+		// 404 for the key and a second PUT would be a second asset. Our
+		// handle on the processed copy says it was ours.
+		if pk := d.alreadyIngested(ctx, key, h); pk != "" {
+			cp.Bucket, cp.Key, cp.Uploaded = d.o.S3.Bucket(), key, true
+			if cp.Extra == nil {
+				cp.Extra = map[string]string{}
+			}
+			cp.Extra[extraHandle], cp.Extra[extraProcessedKey] = h, pk
+			if cp.Extra[extraUploadedAt] == "" {
+				cp.Extra[extraUploadedAt] = time.Now().UTC().Format(time.RFC3339)
+			}
+			cp.Object = "s3://" + cp.Bucket + "/" + pk
+			if err := s.Save(ctx, cp); err != nil {
+				return fmt.Errorf("skylark %q: %s: save checkpoint: %w", d.o.Name, src.RelPath, err)
+			}
+			d.log.Info("already ingested by an earlier attempt: not sent again", "file", src.RelPath, "processed", pk)
+			return nil
+		}
+	}
+	meta := map[string]string{}
 	if a.JSON != "" {
 		meta[metaAsset] = a.JSON
 	}
-	if err := d.o.S3.Put(ctx, src, uploader.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
+	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key, Metadata: meta}, cp, s); err != nil {
 		return fmt.Errorf("skylark %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {
@@ -328,6 +345,19 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 	}
 	d.log.Info("asset recorded", "file", src.RelPath, "uid", uid)
 	return nil
+}
+
+// alreadyIngested returns the processed/ key of an object carrying this
+// job's handle, or "" (also when processed/ cannot be read).
+func (d *Destination) alreadyIngested(ctx context.Context, key, h string) string {
+	client := d.o.S3.Client()
+	for _, k := range processedCandidates(key) {
+		head, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.o.S3.Bucket()), Key: aws.String(k)})
+		if err == nil && head.Metadata[metaHandle] == h {
+			return k
+		}
+	}
+	return ""
 }
 
 // processedCandidates are where Skylark may put the ingested object.

@@ -5,13 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,154 +19,13 @@ import (
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
+	"github.com/watchfolder/watchfolder/uploader/skylark/skylarktest"
 )
 
 var minio *testenv.MinIO
 
 func TestMain(m *testing.M) { testenv.RunWithMinIO(m, &minio) }
-
-const token = "tok-skylark-secret"
-
-// fakeSkylark plays the platform: it ingests objects dropped into the
-// watchfolder bucket (moving them under processed/) and serves assets by
-// data-source name over HTTP.
-type fakeSkylark struct {
-	t        *testing.T
-	bucket   string
-	client   *s3.Client
-	delay    time.Duration
-	basename bool // move to processed/<base name> instead of processed/<key>
-	ingest   bool
-
-	mu        sync.Mutex
-	assets    map[string]string // data-source name -> uid
-	seenMeta  map[string]string // key -> x-amz-meta-asset as received
-	apiCalls  int
-	firstSeen map[string]time.Time
-	errs      []string
-}
-
-func startFakeSkylark(t *testing.T, bucket string, ingest bool) (*fakeSkylark, *httptest.Server) {
-	f := &fakeSkylark{t: t, bucket: bucket, client: minio.Client(), delay: 50 * time.Millisecond, ingest: ingest,
-		assets: map[string]string{}, seenMeta: map[string]string{}, firstSeen: map[string]time.Time{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); f.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	srv := httptest.NewServer(http.HandlerFunc(f.api))
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func (f *fakeSkylark) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		if f.ingest {
-			f.scan(ctx)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-func (f *fakeSkylark) fail(format string, a ...any) {
-	f.mu.Lock()
-	f.errs = append(f.errs, fmt.Sprintf(format, a...))
-	f.mu.Unlock()
-}
-
-func (f *fakeSkylark) scan(ctx context.Context) {
-	out, err := f.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(f.bucket)})
-	if err != nil {
-		return
-	}
-	for _, o := range out.Contents {
-		key := aws.ToString(o.Key)
-		if strings.HasPrefix(key, "processed/") {
-			continue
-		}
-		f.mu.Lock()
-		seen, ok := f.firstSeen[key]
-		if !ok {
-			f.firstSeen[key] = time.Now()
-		}
-		f.mu.Unlock()
-		if !ok || time.Since(seen) < f.delay {
-			continue
-		}
-		head, err := f.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(key)})
-		if err != nil {
-			continue
-		}
-		base := path.Base(key)
-		stem := strings.TrimSuffix(base, path.Ext(base))
-		f.mu.Lock()
-		if a, ok := head.Metadata["asset"]; ok {
-			f.seenMeta[key] = a
-			var obj map[string]any
-			if err := json.Unmarshal([]byte(a), &obj); err != nil {
-				f.errs = append(f.errs, fmt.Sprintf("asset metadata %q is not JSON: %v", a, err))
-			} else if uid, ok := obj["uid"].(string); ok {
-				f.assets[stem] = uid
-			} else {
-				f.assets[stem] = fmt.Sprintf("asse_new%03d", len(f.assets))
-			}
-		} else {
-			f.assets[stem] = fmt.Sprintf("asse_%03d", len(f.assets)+100)
-		}
-		f.mu.Unlock()
-		dst := "processed/" + key
-		if f.basename {
-			dst = "processed/" + base
-		}
-		src := f.bucket + "/" + (&url.URL{Path: key}).EscapedPath()
-		if _, err := f.client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(dst), CopySource: aws.String(src)}); err != nil {
-			f.fail("copy %s: %v", key, err)
-			continue
-		}
-		f.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(key)})
-	}
-}
-
-func (f *fakeSkylark) api(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.apiCalls++
-	w.Header().Set("Content-Type", "application/json")
-	if r.Header.Get("Authorization") != "Bearer "+token {
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"message":"Unauthorized"}`)
-		return
-	}
-	const prefix = "/api/assets/versions/data-source/"
-	if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, prefix) {
-		f.errs = append(f.errs, "unexpected "+r.Method+" "+r.URL.Path)
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	name := strings.TrimPrefix(r.URL.Path, prefix)
-	uid, ok := f.assets[name]
-	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		io.WriteString(w, `{"message":"Not found"}`)
-		return
-	}
-	json.NewEncoder(w).Encode(map[string]any{"uid": uid, "title": name, "self": "/api/assets/" + uid + "/"})
-}
-
-func (f *fakeSkylark) state() (assets, meta map[string]string, calls int, errs []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	assets, meta = map[string]string{}, map[string]string{}
-	for k, v := range f.assets {
-		assets[k] = v
-	}
-	for k, v := range f.seenMeta {
-		meta[k] = v
-	}
-	return assets, meta, f.apiCalls, append([]string(nil), f.errs...)
-}
 
 type memSession struct {
 	mu    sync.Mutex
@@ -203,12 +58,12 @@ func newBucket(t *testing.T) string {
 	return name
 }
 
-func newEngine(t *testing.T, bucket string) *uploader.S3 {
+func newEngine(t *testing.T, bucket string) *s3engine.S3 {
 	t.Helper()
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{})
+	}, s3engine.EngineOptions{})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -243,7 +98,6 @@ func TestDeliver(t *testing.T) {
 		api       bool
 		badToken  bool
 		waitFor   string
-		basename  bool
 		ingest    bool
 		stale     bool // an older processed/ object of the same name exists
 		wantUID   string
@@ -259,8 +113,9 @@ func TestDeliver(t *testing.T) {
 			wantUID: "asse_123", wantMeta: `{"uid":"asse_123"}`, wantProc: "processed/clip.mp4"},
 		{name: "advanced new asset non-ascii", rel: "clip.mp4", ingest: true, meta: sidecar(`{"title": "Café ☕"}`),
 			wantMeta: `{"title":"Caf\u00e9 \u2615"}`, wantProc: "processed/clip.mp4"},
-		{name: "nested key moved by base name", rel: "sub/clip.mp4", tmpl: "{relpath}", api: true, basename: true, ingest: true,
-			wantAPI: true, wantProc: "processed/clip.mp4"},
+		// Skylark ingests the bucket root only: a prefixed key is never
+		// picked up (config check warns about such templates).
+		{name: "prefixed key never ingested", rel: "sub/clip.mp4", tmpl: "{relpath}", ingest: true, wantErr: "not ingested"},
 		{name: "no wait, advanced", rel: "clip.mp4", waitFor: "none", meta: sidecar(`{"uid":"asse_9"}`), wantUID: "asse_9"},
 		{name: "processed timeout", rel: "clip.mp4", ingest: false, wantErr: "not ingested"},
 		{name: "stale processed object ignored", rel: "clip.mp4", ingest: false, stale: true, wantErr: "not ingested"},
@@ -269,8 +124,8 @@ func TestDeliver(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			bucket := newBucket(t)
-			f, srv := startFakeSkylark(t, bucket, c.ingest)
-			f.basename = c.basename
+			f := skylarktest.New(t, minio, bucket, 50*time.Millisecond)
+			f.SetIngest(c.ingest)
 			if c.stale {
 				_, err := minio.Client().PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(bucket),
 					Key: aws.String("processed/clip.mp4"), Body: bytes.NewReader(bytes.Repeat([]byte("skylark "), 2000)),
@@ -280,13 +135,13 @@ func TestDeliver(t *testing.T) {
 				}
 			}
 			o := Options{Name: "sky", KeyTemplate: c.tmpl, S3: newEngine(t, bucket), WaitFor: c.waitFor,
-				PollInterval: 10 * time.Millisecond, RegisterTimeout: 10 * time.Second, HTTPClient: srv.Client(),
+				PollInterval: 10 * time.Millisecond, RegisterTimeout: 10 * time.Second, HTTPClient: http.DefaultClient,
 				Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))}
 			if c.wantErr == "not ingested" {
 				o.RegisterTimeout = 400 * time.Millisecond
 			}
 			if c.api {
-				o.APIURL, o.Token = srv.URL, token
+				o.APIURL, o.Token = f.URL, f.Token
 				if c.badToken {
 					o.Token = "wrong"
 				}
@@ -304,10 +159,7 @@ func TestDeliver(t *testing.T) {
 				t.Fatalf("Upload: %v", err)
 			}
 			err = d.Register(ctx, src, cp, s)
-			assets, meta, calls, errs := f.state()
-			if len(errs) > 0 {
-				t.Fatalf("platform saw: %q", errs)
-			}
+			assets, meta, calls := f.Assets(), f.AssetMeta(), f.APICalls()
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) || uploader.IsPermanent(err) != c.permanent {
 					t.Fatalf("err = %v (permanent %v), want %q permanent %v", err, uploader.IsPermanent(err), c.wantErr, c.permanent)
@@ -360,7 +212,7 @@ func TestMalformedSidecar(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// The engine is never reached: a zero S3 would panic if it were.
-			d, err := New(Options{Name: "sky", S3: new(uploader.S3)})
+			d, err := New(Options{Name: "sky", S3: new(s3engine.S3)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -382,11 +234,11 @@ func TestNewValidates(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"defaults", Options{Name: "s", S3: new(uploader.S3)}, ""},
+		{"defaults", Options{Name: "s", S3: new(s3engine.S3)}, ""},
 		{"no s3", Options{Name: "s"}, "S3"},
-		{"bad wait", Options{Name: "s", S3: new(uploader.S3), WaitFor: "ready"}, "wait_for"},
-		{"api without token", Options{Name: "s", S3: new(uploader.S3), APIURL: "https://api.example"}, "token"},
-		{"into processed", Options{Name: "s", S3: new(uploader.S3), KeyTemplate: "processed/{name}"}, "processed/"},
+		{"bad wait", Options{Name: "s", S3: new(s3engine.S3), WaitFor: "ready"}, "wait_for"},
+		{"api without token", Options{Name: "s", S3: new(s3engine.S3), APIURL: "https://api.example"}, "token"},
+		{"into processed", Options{Name: "s", S3: new(s3engine.S3), KeyTemplate: "processed/{name}"}, "processed/"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -401,5 +253,54 @@ func TestNewValidates(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+type failLastSave struct{ memSession }
+
+func (s *failLastSave) Save(ctx context.Context, cp *uploader.Checkpoint) error {
+	if cp.Uploaded {
+		return fmt.Errorf("simulated crash before the upload's commit")
+	}
+	return s.memSession.Save(ctx, cp)
+}
+
+// TestNoSecondPutAfterIngest: the object was sent but its commit was lost,
+// and Skylark moved it to processed/ before the retry (the key answers
+// 404): the retry must not PUT it again (a second asset).
+func TestNoSecondPutAfterIngest(t *testing.T) {
+	bucket := newBucket(t)
+	f := skylarktest.New(t, minio, bucket, 0)
+	d, err := New(Options{Name: "sky", S3: newEngine(t, bucket), PollInterval: 10 * time.Millisecond,
+		RegisterTimeout: 10 * time.Second, Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src := testSource(t, "clip.mp4", uploader.Metadata{})
+	if err := d.Upload(ctx, src, &uploader.Checkpoint{}, &failLastSave{}); err == nil {
+		t.Fatal("Upload succeeded though its commit failed")
+	}
+	for f.Ingested()["clip.mp4"] == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("never ingested")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cp := &uploader.Checkpoint{}
+	s := &memSession{}
+	if err := d.Upload(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Register(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a second object would be ingested by now
+	if n := f.Ingested()["clip.mp4"]; n != 1 {
+		t.Fatalf("ingested %d times, want 1", n)
+	}
+	if !cp.Uploaded || cp.Extra[extraProcessedKey] != "processed/clip.mp4" {
+		t.Errorf("cp = %+v", cp)
 	}
 }

@@ -19,7 +19,8 @@
 //   - Idempotency. s3_copy is not idempotent. Before the first call the
 //     checkpoint is marked (Extra["copy_requested"]) and saved; every later
 //     try (after a crash, a 5xx, a malformed answer, a 429) first lists
-//     GET {api_url}/v1/medias.json?name=<name>[&project_id=] and adopts a
+//     GET {api_url}/v1/medias.json?name=<name> (name is a documented filter
+//     of Medias#list, an exact match; nothing else is sent) and adopts a
 //     media whose name matches exactly. To make that name a safe handle the
 //     media is created under "<title> [wf-<10 hex>]", the hex being derived
 //     from the job (folder, relpath, job id, found time) and kept in
@@ -28,6 +29,10 @@
 //     "name"); a permanent failure of that rename is logged, not fatal.
 //     Remaining gap: if Wistia's list lags behind the s3_copy answer, a
 //     crash in that window can still duplicate.
+//   - Names are at most 255 characters (Wistia's limit for a media name;
+//     the exact limit is unverified, so the conservative reading counts
+//     bytes): a longer title is cut at a rune boundary, deterministically,
+//     before the handle suffix, so a retry computes the same handle.
 //   - Title: sidecar title, else the file name without extension.
 //     Description: sidecar description, else Options.Description. Project:
 //     sidecar "platform": {"wistia": {"project_id": ...}} (string or
@@ -48,9 +53,11 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/watchfolder/watchfolder/internal/keytmpl"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
 )
 
 // Defaults for Options.
@@ -82,7 +89,7 @@ type Options struct {
 	RegisterTimeout time.Duration // default 2h
 	KeyTemplate     string        // object key in the customer's bucket (keytmpl syntax)
 	Region          string        // bucket region sent to s3_copy (omitted when us-east-1/empty)
-	S3              *uploader.S3  // engine for the customer's bucket
+	S3              *s3engine.S3  // engine for the customer's bucket
 	HTTPClient      *http.Client
 	Logger          *slog.Logger
 }
@@ -138,7 +145,7 @@ func New(o Options) (*Destination, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("destination", o.Name, "type", "wistia")
+	log = log.With("type", "wistia")
 	return &Destination{o: o, log: log, copyBackoff: 500 * time.Millisecond, copyTries: 6}, nil
 }
 
@@ -167,11 +174,8 @@ func (d *Destination) mediaURL(hashedID string) string {
 	return d.o.APIURL + "/v1/medias/" + url.PathEscape(hashedID) + ".json"
 }
 
-func (d *Destination) listByNameURL(name, projectID string) string {
+func (d *Destination) listByNameURL(name string) string {
 	q := url.Values{"name": {name}}
-	if projectID != "" {
-		q.Set("project_id", projectID)
-	}
 	return d.o.APIURL + "/v1/medias.json?" + q.Encode()
 }
 
@@ -211,7 +215,7 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 			return uploader.Permanent(fmt.Errorf("wistia %q: %s: key: %w", d.o.Name, src.RelPath, err))
 		}
 	}
-	if err := d.o.S3.Put(ctx, src, uploader.PutInput{Key: key}, cp, s); err != nil {
+	if err := d.o.S3.Put(ctx, src, s3engine.PutInput{Key: key}, cp, s); err != nil {
 		return fmt.Errorf("wistia %q: %s: upload: %w", d.o.Name, src.RelPath, err)
 	}
 	if cp.Bucket == "" {
@@ -274,7 +278,27 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 func handleName(src *uploader.Source, title string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d", src.Folder, src.RelPath, src.JobID, src.Found.UnixNano())
-	return fmt.Sprintf("%s [wf-%s]", title, hex.EncodeToString(h.Sum(nil))[:10])
+	suffix := " [wf-" + hex.EncodeToString(h.Sum(nil))[:10] + "]"
+	return shorten(title, maxName-len(suffix)) + suffix
+}
+
+// maxName is the longest media name sent (Wistia: 255 characters).
+const maxName = 255
+
+// shorten cuts s to at most n bytes at a rune boundary.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := 0
+	for cut < len(s) {
+		_, w := utf8.DecodeRuneInString(s[cut:])
+		if cut+w > n {
+			break
+		}
+		cut += w
+	}
+	return strings.TrimSpace(s[:cut])
 }
 
 func (d *Destination) copyIn(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session, title, projectID string) error {
@@ -357,7 +381,7 @@ func (d *Destination) findByName(ctx context.Context, src *uploader.Source, name
 	var list []media
 	_, err := uploader.DoAPI(ctx, d.o.HTTPClient, uploader.Call{
 		Op:     fmt.Sprintf("wistia %q: %s: list medias by name", d.o.Name, src.RelPath),
-		Method: http.MethodGet, URL: d.listByNameURL(name, projectID),
+		Method: http.MethodGet, URL: d.listByNameURL(name),
 		Header: d.auth(nil), Out: &list,
 	})
 	if err != nil {
@@ -445,6 +469,7 @@ func (d *Destination) sidecar(src *uploader.Source) (title, projectID string, er
 		base := path.Base(src.RelPath)
 		title = strings.TrimSuffix(base, path.Ext(base))
 	}
+	title = shorten(title, maxName)
 	projectID = d.o.ProjectID
 	raw, ok := src.Meta.Platform["wistia"]
 	if !ok {

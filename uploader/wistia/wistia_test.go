@@ -6,22 +6,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
+	"github.com/watchfolder/watchfolder/uploader/wistia/wistiatest"
 )
 
 var minio *testenv.MinIO
@@ -30,196 +31,12 @@ func TestMain(m *testing.M) { testenv.RunWithMinIO(m, &minio) }
 
 const token = "tok-wistia-secret"
 
-// ---- fake Wistia ----
-
-type fakeMedia struct {
-	ID        int
-	HashedID  string
-	Name      string
-	ProjectID string
-	Desc      string
-	Statuses  []string // returned one per status GET; the last one sticks
+// newFakeWistia starts the exported strict Wistia for bucket; region is
+// what s3_copy must name ("" = none).
+func newFakeWistia(t *testing.T, bucket, region string) (*wistiatest.Server, string) {
+	f := wistiatest.New(t, minio, bucket, wistiatest.Options{Token: token, Region: region})
+	return f, f.URL
 }
-
-// fakeWistia enforces the s3_copy and Data API contract this package relies on.
-type fakeWistia struct {
-	t      *testing.T
-	bucket string
-	region string // expected region param; "" = must be absent
-	s3     *s3.Client
-
-	mu       sync.Mutex
-	medias   []*fakeMedia
-	copyPlan []string // per s3_copy call before normal handling: "429", "503", "created-502", "malformed-created"
-	statuses []string // status sequence for new medias
-	copies   int
-	bad      []string // contract violations seen
-}
-
-func newFakeWistia(t *testing.T, bucket, region string) (*fakeWistia, *httptest.Server) {
-	f := &fakeWistia{t: t, bucket: bucket, region: region, s3: minio.Client(), statuses: []string{"queued", "processing", "ready"}}
-	srv := httptest.NewServer(f)
-	t.Cleanup(srv.Close)
-	return f, srv
-}
-
-func (f *fakeWistia) violation(w http.ResponseWriter, code int, format string, a ...any) {
-	msg := fmt.Sprintf(format, a...)
-	f.bad = append(f.bad, msg)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
-
-func (f *fakeWistia) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if r.Header.Get("Authorization") != "Bearer "+token {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"error":"Invalid credentials."}`)
-		return
-	}
-	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/s3_copy":
-		f.s3Copy(w, r)
-	case r.Method == http.MethodGet && r.URL.Path == "/v1/medias.json":
-		var out []map[string]any
-		for _, m := range f.medias {
-			if m.Name != r.URL.Query().Get("name") {
-				continue
-			}
-			if p := r.URL.Query().Get("project_id"); p != "" && p != m.ProjectID {
-				continue
-			}
-			out = append(out, f.json(m))
-		}
-		writeJSON(w, out)
-	case strings.HasPrefix(r.URL.Path, "/v1/medias/") && strings.HasSuffix(r.URL.Path, ".json"):
-		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/medias/"), ".json")
-		m := f.byHashed(id)
-		if m == nil {
-			w.WriteHeader(http.StatusNotFound)
-			io.WriteString(w, `{"error":"Media not found"}`)
-			return
-		}
-		switch r.Method {
-		case http.MethodGet:
-			st := m.Statuses[0]
-			if len(m.Statuses) > 1 {
-				m.Statuses = m.Statuses[1:]
-			}
-			out := f.json(m)
-			out["status"] = st
-			writeJSON(w, out)
-		case http.MethodPut:
-			if err := r.ParseForm(); err != nil || r.PostForm.Get("name") == "" {
-				f.violation(w, http.StatusBadRequest, "rename without a form name")
-				return
-			}
-			m.Name = r.PostForm.Get("name")
-			writeJSON(w, f.json(m))
-		default:
-			f.violation(w, http.StatusMethodNotAllowed, "%s %s", r.Method, r.URL.Path)
-		}
-	default:
-		f.violation(w, http.StatusNotFound, "unexpected %s %s", r.Method, r.URL.Path)
-	}
-}
-
-func (f *fakeWistia) s3Copy(w http.ResponseWriter, r *http.Request) {
-	f.copies++
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-		f.violation(w, http.StatusBadRequest, "s3_copy content type %q", ct)
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		f.violation(w, http.StatusBadRequest, "s3_copy form: %v", err)
-		return
-	}
-	p := r.PostForm
-	bucket, key := p.Get("bucket"), p.Get("source_file")
-	switch {
-	case bucket != f.bucket:
-		f.violation(w, http.StatusBadRequest, "bucket %q, want the bare name %q", bucket, f.bucket)
-		return
-	case key == "" || strings.HasPrefix(key, "/"):
-		f.violation(w, http.StatusBadRequest, "source_file %q must be a key without a leading /", key)
-		return
-	case p.Get("region") != f.region || (f.region == "" && p.Has("region")):
-		f.violation(w, http.StatusBadRequest, "region %q (present %v), want %q", p.Get("region"), p.Has("region"), f.region)
-		return
-	case p.Get("name") == "":
-		f.violation(w, http.StatusBadRequest, "no name")
-		return
-	}
-	if _, err := f.s3.HeadObject(r.Context(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
-		f.violation(w, http.StatusBadRequest, "s3://%s/%s is not in the bucket: %v", bucket, key, err)
-		return
-	}
-	plan := ""
-	if len(f.copyPlan) > 0 {
-		plan, f.copyPlan = f.copyPlan[0], f.copyPlan[1:]
-	}
-	switch plan {
-	case "429":
-		w.Header().Set("Retry-After", "1")
-		w.WriteHeader(http.StatusTooManyRequests)
-		io.WriteString(w, `{"error":"rate limited"}`)
-		return
-	case "503":
-		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, `{"error":"try later"}`)
-		return
-	case "malformed":
-		io.WriteString(w, `{"hashed_id": `)
-		return
-	}
-	m := &fakeMedia{ID: 1000 + len(f.medias), HashedID: fmt.Sprintf("abc123xy%02d", len(f.medias)),
-		Name: p.Get("name"), ProjectID: p.Get("project_id"), Desc: p.Get("description"),
-		Statuses: append([]string(nil), f.statuses...)}
-	f.medias = append(f.medias, m)
-	switch plan {
-	case "created-502":
-		w.WriteHeader(http.StatusBadGateway)
-		io.WriteString(w, `<html>bad gateway</html>`)
-	case "malformed-created":
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id": 12, "hashed_id": "abc`)
-	default:
-		writeJSON(w, f.json(m))
-	}
-}
-
-func (f *fakeWistia) byHashed(id string) *fakeMedia {
-	for _, m := range f.medias {
-		if m.HashedID == id {
-			return m
-		}
-	}
-	return nil
-}
-
-func (f *fakeWistia) json(m *fakeMedia) map[string]any {
-	return map[string]any{"id": m.ID, "hashed_id": m.HashedID, "name": m.Name, "status": m.Statuses[0],
-		"description": m.Desc, "project": map[string]any{"id": m.ProjectID}}
-}
-
-func (f *fakeWistia) snapshot() (medias []fakeMedia, copies int, bad []string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, m := range f.medias {
-		medias = append(medias, *m)
-	}
-	return medias, f.copies, append([]string(nil), f.bad...)
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
-}
-
-// ---- sessions ----
 
 type memSession struct {
 	mu    sync.Mutex
@@ -287,10 +104,10 @@ func testSource(t *testing.T, rel string, meta uploader.Metadata) *uploader.Sour
 		Found: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Meta: meta}
 }
 
-func newDest(t *testing.T, srv *httptest.Server, eng *uploader.S3, mod func(*Options)) *Destination {
+func newDest(t *testing.T, srv string, eng *s3engine.S3, mod func(*Options)) *Destination {
 	t.Helper()
-	o := Options{Name: "wis", Token: token, UploadURL: srv.URL, APIURL: srv.URL, KeyTemplate: "{folder}/{relpath}",
-		S3: eng, PollInterval: 5 * time.Millisecond, RegisterTimeout: 5 * time.Second, HTTPClient: srv.Client(),
+	o := Options{Name: "wis", Token: token, UploadURL: srv, APIURL: srv, KeyTemplate: "{folder}/{relpath}",
+		S3: eng, PollInterval: 5 * time.Millisecond, RegisterTimeout: 5 * time.Second, HTTPClient: http.DefaultClient,
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))}
 	if mod != nil {
 		mod(&o)
@@ -309,7 +126,7 @@ func (w tlog) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p)
 
 // registerOnly prepares a checkpoint as Upload would leave it, without the
 // S3 engine, so the platform side is tested on its own.
-func registerOnly(t *testing.T, region string) (*fakeWistia, *httptest.Server, *uploader.Checkpoint) {
+func registerOnly(t *testing.T, region string) (*wistiatest.Server, string, *uploader.Checkpoint) {
 	bucket := newBucket(t)
 	putObject(t, bucket, "news/clip.mp4", []byte("media"))
 	f, srv := newFakeWistia(t, bucket, region)
@@ -319,7 +136,7 @@ func registerOnly(t *testing.T, region string) (*fakeWistia, *httptest.Server, *
 // ---- tests ----
 
 func TestNewValidates(t *testing.T) {
-	ok := Options{Name: "w", Token: "t", KeyTemplate: "{name}", S3: new(uploader.S3)}
+	ok := Options{Name: "w", Token: "t", KeyTemplate: "{name}", S3: new(s3engine.S3)}
 	cases := []struct {
 		name string
 		mod  func(*Options)
@@ -385,11 +202,11 @@ func TestRegisterPlatform(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f, srv, cp := registerOnly(t, c.wantReg)
-			f.copyPlan = c.plan
+			f.CopyPlan(c.plan...)
 			if c.statuses != nil {
-				f.statuses = c.statuses
+				f.SetStatuses(c.statuses...)
 			}
-			d := newDest(t, srv, new(uploader.S3), func(o *Options) {
+			d := newDest(t, srv, new(s3engine.S3), func(o *Options) {
 				o.Region, o.WaitFor = c.region, c.waitFor
 				if c.token != "" {
 					o.Token = c.token
@@ -402,7 +219,7 @@ func TestRegisterPlatform(t *testing.T) {
 			s := &memSession{}
 			start := time.Now()
 			err := d.Register(context.Background(), src, cp, s)
-			medias, _, bad := f.snapshot()
+			medias, _, bad := f.Snapshot()
 			if len(bad) > 0 {
 				t.Fatalf("contract violations: %q", bad)
 			}
@@ -453,7 +270,7 @@ func TestRegisterPlatform(t *testing.T) {
 // never committed; the next Register must adopt, not copy again.
 func TestCrashBetweenCopyAndCommit(t *testing.T) {
 	f, srv, cp := registerOnly(t, "")
-	d := newDest(t, srv, new(uploader.S3), nil)
+	d := newDest(t, srv, new(s3engine.S3), nil)
 	src := testSource(t, "clip.mp4", uploader.Metadata{Description: "desc"})
 	crash := errors.New("power cut")
 	s := &memSession{fail: func(cp *uploader.Checkpoint) error {
@@ -473,7 +290,7 @@ func TestCrashBetweenCopyAndCommit(t *testing.T) {
 	if err := d.Register(context.Background(), src, &before, s2); err != nil {
 		t.Fatalf("second Register: %v", err)
 	}
-	medias, copies, bad := f.snapshot()
+	medias, copies, bad := f.Snapshot()
 	if len(bad) > 0 {
 		t.Fatalf("violations: %q", bad)
 	}
@@ -492,10 +309,10 @@ func TestCrashBetweenCopyAndCommit(t *testing.T) {
 func TestUploadAndRegister(t *testing.T) {
 	bucket := newBucket(t)
 	f, srv := newFakeWistia(t, bucket, "")
-	eng, err := uploader.NewS3(context.Background(), uploader.S3Options{
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
 		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
 		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
-	}, uploader.EngineOptions{})
+	}, s3engine.EngineOptions{})
 	if err != nil {
 		t.Fatalf("NewS3: %v", err)
 	}
@@ -519,8 +336,45 @@ func TestUploadAndRegister(t *testing.T) {
 	if err := d.Register(ctx, src, cp, s); err != nil {
 		t.Fatalf("Register: %v", err)
 	}
-	medias, _, bad := f.snapshot()
+	medias, _, bad := f.Snapshot()
 	if len(bad) > 0 || len(medias) != 1 || s.last().VendorID != medias[0].HashedID || medias[0].Name != "clip one" {
 		t.Fatalf("medias %+v, violations %q, cp %+v", medias, bad, s.last())
+	}
+}
+
+// TestLongName: a title over 255 characters is shortened the same way on
+// every try (the name is the recovery handle), within Wistia's limit.
+func TestLongName(t *testing.T) {
+	long := strings.Repeat("é", 200) // 400 bytes
+	src := &uploader.Source{Folder: "f", RelPath: "a.mp4", JobID: 3, Found: time.Unix(1, 0), Meta: uploader.Metadata{Title: long}}
+	a, b := handleName(src, shorten(long, maxName)), handleName(src, shorten(long, maxName))
+	if a != b || len(a) > 255 || !utf8.ValidString(a) || !strings.HasSuffix(a, "]") {
+		t.Fatalf("handle %q (%d bytes), second try %q", a, len(a), b)
+	}
+
+	bucket := newBucket(t)
+	f, srv := newFakeWistia(t, bucket, "")
+	eng, err := s3engine.NewS3(context.Background(), s3engine.S3Options{
+		Bucket: bucket, Region: minio.Region, Endpoint: minio.Endpoint, PathStyle: true,
+		AccessKeyID: minio.AccessKey, SecretAccessKey: minio.SecretKey,
+	}, s3engine.EngineOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDest(t, srv, eng, nil)
+	src = testSource(t, strings.Repeat("x", 240)+".mp4", uploader.Metadata{Title: long})
+	cp := &uploader.Checkpoint{}
+	s := &memSession{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := d.Upload(ctx, src, cp, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Register(ctx, src, cp, s); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	medias, _, bad := f.Snapshot()
+	if len(bad) > 0 || len(medias) != 1 || len(medias[0].Name) > 255 {
+		t.Fatalf("medias %+v, violations %q", medias, bad)
 	}
 }

@@ -238,6 +238,7 @@ destinations = ["store"]
 stable_after = "0s"
 rescan_interval = "1m"
 receipts = %t
+probe = "off"
 
 [destination.store]
 type = "s3"

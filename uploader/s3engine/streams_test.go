@@ -1,0 +1,184 @@
+package s3engine
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A fake clock the probe reads.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+// link is a simulated network: the aggregate rate (bytes/s) of n parts in
+// flight.
+type link func(n int) float64
+
+// perConn is a link where each connection is capped (TCP window, shaping)
+// and the whole at total (0: no cap).
+func perConn(conn, total float64) link {
+	return func(n int) float64 {
+		r := conn * float64(n)
+		if total > 0 {
+			r = min(r, total)
+		}
+		return r
+	}
+}
+
+// simulate sends parts of part bytes through st over a fake clock for d,
+// the link's rate shared by the parts in flight, and returns the level at
+// the end. at, when set, switches the link at a time.
+func simulate(t *testing.T, st *streams, clk *fakeClock, part int64, d time.Duration, l link, at time.Duration, l2 link) int {
+	t.Helper()
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // acquire must not wait: the loop is the only goroutine
+	const dt = 5 * time.Millisecond
+	type inflight struct {
+		w    *partWatch
+		left int64
+	}
+	var parts []*inflight
+	start := clk.t
+	for clk.t.Sub(start) < d {
+		for {
+			w, err := st.acquire(done, part)
+			if err != nil {
+				break
+			}
+			parts = append(parts, &inflight{w: w, left: part})
+		}
+		clk.t = clk.t.Add(dt)
+		cur := l
+		if l2 != nil && clk.t.Sub(start) >= at {
+			cur = l2
+		}
+		each := int64(cur(len(parts)) / float64(len(parts)) * dt.Seconds())
+		for _, p := range parts {
+			n := min(each, p.left)
+			p.left -= n
+			p.w.sentBytes(n)
+		}
+		kept := parts[:0]
+		for _, p := range parts {
+			if p.left == 0 {
+				st.release(p.w, true)
+				continue
+			}
+			kept = append(kept, p)
+		}
+		parts = kept
+	}
+	got, _ := st.level()
+	return got
+}
+
+// The probe doubles the parts in flight while that adds throughput and
+// settles where it stops adding: on a loopback store it stays at two, on a
+// per-connection-limited WAN link it climbs to the ceiling within seconds.
+func TestStreamsProbe(t *testing.T) {
+	const part = 16 << 20
+	const mb = 1 << 20
+	tests := []struct {
+		name     string
+		max      int
+		start    int
+		link     link
+		within   time.Duration
+		want     int
+		wantLrnd int
+	}{
+		{"flat (loopback, busy disk)", 16, 0, perConn(400*mb, 400*mb), 10 * time.Second, 2, 2},
+		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 3 * time.Second, 16, 16},
+		{"WAN with a 120 MiB/s uplink", 16, 0, perConn(20*mb, 120*mb), 6 * time.Second, 8, 8},
+		{"WAN, 5 MiB/s per connection", 32, 0, perConn(5*mb, 0), 20 * time.Second, 32, 32},
+		{"learned level", 16, 8, perConn(20*mb, 0), 3 * time.Second, 16, 16},
+		{"ceiling 2", 2, 0, perConn(20*mb, 0), 2 * time.Second, 2, 0},
+		{"ceiling 1", 1, 0, perConn(20*mb, 0), 2 * time.Second, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(0, 0)}
+			learned := 0
+			st := newStreams(tt.max, tt.start, clk.now, func(l int) { learned = l })
+			if got := simulate(t, st, clk, part, tt.within, tt.link, 0, nil); got != tt.want {
+				t.Fatalf("level %d after %s, want %d", got, tt.within, tt.want)
+			}
+			if _, settled := st.level(); !settled {
+				t.Errorf("not settled")
+			}
+			if learned != tt.wantLrnd {
+				t.Errorf("learned %d, want %d", learned, tt.wantLrnd)
+			}
+		})
+	}
+}
+
+// A link that changes during a long upload is probed again: shaping that
+// cuts each connection to a fifth makes more streams pay.
+func TestStreamsReprobeWhenLinkChanges(t *testing.T) {
+	const mb = 1 << 20
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	st := newStreams(16, 0, clk.now, nil)
+	got := simulate(t, st, clk, 16<<20, 30*time.Second, perConn(200*mb, 200*mb), 10*time.Second, perConn(10*mb, 0))
+	if got != 16 {
+		t.Fatalf("level %d after the link changed, want 16", got)
+	}
+}
+
+// A part may start only once the most recently started one has sent
+// 1/limit of its bytes, so parts in flight stay out of step. A context
+// that is already done shows whether acquire would wait.
+func TestStreamsStaggerParts(t *testing.T) {
+	const part = 16 << 20
+	st := newStreams(4, 0, time.Now, nil) // starts at 2 streams
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	first, err := st.acquire(done, part)
+	if err != nil {
+		t.Fatalf("first part must start at once: %v", err)
+	}
+	if _, err := st.acquire(done, part); err == nil {
+		t.Fatal("second part started while the first had sent nothing")
+	}
+	first.sentBytes(part/2 - 1)
+	if _, err := st.acquire(done, part); err == nil {
+		t.Fatal("second part started before the first had sent half")
+	}
+	first.sentBytes(1)
+	second, err := st.acquire(done, part)
+	if err != nil {
+		t.Fatalf("second part must start once the first sent half: %v", err)
+	}
+	second.sentBytes(part)
+	if _, err := st.acquire(done, part); err == nil {
+		t.Fatal("a third part started with two streams busy")
+	}
+	st.release(first, true)
+	if _, err := st.acquire(done, part); err != nil {
+		t.Fatalf("a part must start when a stream is free and the youngest is past its share: %v", err)
+	}
+}
+
+// A waiting acquire wakes when the part ahead of it crosses its share.
+func TestStreamsWaiterWakes(t *testing.T) {
+	const part = 1 << 20
+	st := newStreams(2, 0, time.Now, nil)
+	first, err := st.acquire(context.Background(), part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() {
+		_, err := st.acquire(ctx, part)
+		got <- err
+	}()
+	first.sentBytes(part / 2)
+	if err := <-got; err != nil {
+		t.Fatalf("waiting acquire: %v", err)
+	}
+}
