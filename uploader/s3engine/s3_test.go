@@ -1520,7 +1520,7 @@ func TestPutStreamsLocalStore(t *testing.T) {
 	var pc partConcurrency
 	c := hookedEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 16}}, pc.hook())
 	src, _ := writeFile(t, t.TempDir(), "clip.mp4", 60*mib, 8)
-	if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, &Checkpoint{}, newSession()); err != nil {
+	if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
 		t.Fatal(err)
 	}
 	if pc.max > streamStart {
@@ -1542,7 +1542,7 @@ func TestPutStreamsWAN(t *testing.T) {
 	src, data := writeFile(t, t.TempDir(), "clip.mp4", 80*mib, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := c.Put(ctx, src, PutInput{Key: "clip.mp4"}, &Checkpoint{}, newSession()); err != nil {
+	if err := c.Put(ctx, src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
 		t.Fatal(err)
 	}
 	if pc.max <= streamStart {
