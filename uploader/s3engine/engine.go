@@ -813,15 +813,19 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 	jobs := make(chan partJob)
 	// Start where the last upload to this destination settled: the link
 	// is most likely the same.
-	ceiling := c.eng.Concurrency
+	ceiling, start := c.eng.Concurrency, int(c.learned.Load())
 	if rtt.local() {
 		// A store this close is not held back per connection (a TCP
 		// window fills in microseconds): more streams would only put
 		// more bytes in flight for a crash to throw away, and on a busy
 		// machine its noise can look like a gain.
 		ceiling = min(ceiling, streamStart)
+	} else if start == 0 {
+		// A distant store, first upload: start where the usual tools
+		// stay (four parts in flight) and probe up from there.
+		start = streamStartFar
 	}
-	st := newStreams(ceiling, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
+	st := newStreams(ceiling, start, time.Now, func(l int) { c.learned.Store(int32(l)) })
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {

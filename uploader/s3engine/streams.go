@@ -13,7 +13,7 @@ import (
 //
 //   - As many parts at once as add throughput, up to the ceiling. An upload
 //     starts at the level the destination settled on last time (two for
-//     the first upload) and doubles it while doubling pays (quadruples it
+//     the first upload; four towards a distant store) and doubles it while doubling pays (quadruples it
 //     after a doubling that doubled the rate): the aggregate
 //     rate of the bytes the parts send is measured over a short window once
 //     every stream of a level is running, and a level is kept only if it is
@@ -25,7 +25,7 @@ import (
 //     not pay is followed by a try of the level in between.
 //   - Parts in flight are staggered: a new part starts only once the most
 //     recently started one has sent 1/limit of its bytes (1/(2*limit)
-//     above four streams, where a full share would hold the level below
+//     above two streams, where a full share would hold the level below
 //     its limit). Parts that start together also end together, so a crash
 //     near their end would lose nearly limit whole parts; staggered, they
 //     end spread out.
@@ -60,6 +60,9 @@ type streams struct {
 // Probing knobs.
 const (
 	streamStart = 2
+	// streamStartFar is the first level towards a store measured far
+	// away (see localRTT), when nothing was learned yet.
+	streamStartFar = 4
 	// streamGain is how much faster a doubled level must be to be kept.
 	// Doubling the streams of a per-connection-limited link nearly doubles
 	// the rate; the margin keeps noise (a socket buffer filling as a part
@@ -137,9 +140,10 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	defer s.mu.Unlock()
 	s.inflight++
 	share := int64(s.limit)
-	if s.limit > 4 {
-		// Many streams: half a share each, or the stagger itself would
-		// hold the level below its limit (parts do not end evenly spaced).
+	if s.limit > streamStart {
+		// More streams than a local store gets: half a share each, or
+		// the stagger itself would hold the level below its limit (parts
+		// do not end evenly spaced) and slow the climb.
 		share *= 2
 	}
 	w := &partWatch{len: n, threshold: n / share, s: s}
