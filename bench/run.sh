@@ -171,7 +171,7 @@ if has wan500; then "$WFRUN" gen -path "$STAGE/wan500" -files "$WAN_FILES" -size
 find "$STAGE" -type f -exec cat {} + >/dev/null
 
 wait_quiet() {
-  (( WAIT_LOAD > 0 )) || return 0
+  (( WAIT_LOAD > 0 )) || { echo "load $(cut -d' ' -f1 /proc/loadavg) (not waited for)"; return 0; }
   local waited=0 load
   while :; do
     load=$(cut -d' ' -f1 /proc/loadavg)
