@@ -24,8 +24,8 @@ type Config struct {
 	Retry        Retry
 	Upload       Upload
 	Metrics      Metrics
-	State        StateSettings
-	Web          Web // the status page (config/web.go)
+	State        StateSettings // [state]: keep_done; backend bbolt (default) or etcd
+	Web          Web           // the status page (config/web.go)
 	Notify       []Notify
 	Destinations map[string]*Destination // by name
 

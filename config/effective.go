@@ -85,6 +85,7 @@ func (c *Config) WriteEffective(w io.Writer) error {
 	} else {
 		e.str("keep_done", "")
 	}
+	writeStateBackend(e, c.State)
 
 	for _, n := range c.Notify {
 		e.section("[[notify]]")

@@ -37,6 +37,11 @@ func (d *Daemon) commit(ctx context.Context, id uint64, what string, fn func(*st
 	if err == nil {
 		return j, nil
 	}
+	if fenced(err) {
+		// Another node holds the job now: nothing to retry here.
+		d.log.Warn("not recording "+what+": the claim on the job was lost to another node", "job", id, "err", err)
+		return nil, &commitError{err}
+	}
 	if ctx.Err() == nil && !errors.Is(err, state.ErrNotFound) && !errors.Is(err, state.ErrIllegalTransition) {
 		// (An illegal transition is a bug, not the disk: trying again
 		// would only repeat it.)

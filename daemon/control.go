@@ -30,6 +30,7 @@ type Status struct {
 	QueueDepth    int                            `json:"queue_depth"`
 	InFlight      []InFlight                     `json:"in_flight"`
 	Failures      []JobView                      `json:"recent_failures"`
+	Cluster       *ClusterStatus                 `json:"cluster,omitempty"` // cluster mode only
 }
 
 // InFlight is one destination transfer under way.
@@ -163,6 +164,9 @@ func (d *Daemon) status(ctx context.Context) (*Status, error) {
 		Uptime: up.Round(time.Second).String(), UptimeSeconds: up.Seconds(), Counts: counts,
 		Folders: []string{}, Paused: d.pause.list(),
 		QueueDepth: d.sched.depth(), InFlight: []InFlight{}, Failures: []JobView{}}
+	if st.Cluster, err = d.cl.status(ctx, d.Config().Folders); err != nil {
+		return nil, err
+	}
 	for _, f := range d.Config().Folders {
 		st.Folders = append(st.Folders, f.Name)
 		if counts[f.Name] == nil {

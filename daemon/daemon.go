@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -61,7 +60,8 @@ type Daemon struct {
 	log     *slog.Logger
 	version string
 	started time.Time
-	store   *state.Store
+	store   jobStore
+	cl      *cluster // nil unless [state] backend = "etcd"
 	lim     *uploader.Limiter
 	sched   *scheduler
 	guard   time.Duration
@@ -111,15 +111,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	// destination, platform) add the same key.
 	o.Logger = slog.New(dedupeAttrs(o.Logger.Handler()))
 	log := o.Logger
-	// A CLI reading the stopped daemon's database holds a shared lock for
-	// a moment: wait for it rather than refuse to start. Another daemon
-	// holding it for good still fails, after this wait.
-	dbPath := filepath.Join(cfg.StateDir, "state.db")
-	store, err := state.Open(dbPath, state.Options{})
-	if errors.Is(err, state.ErrLocked) {
-		log.Warn("state database is locked by another process; waiting for it", "err", err, "wait", stateLockWait)
-		store, err = state.Open(dbPath, state.Options{Timeout: stateLockWait})
-	}
+	store, cl, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +123,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: o, log: log, version: o.Version, store: store, sched: newScheduler(),
 		guard: o.OrphanGuard, lim: uploader.NewLimiter(cfg.Upload.MaxBandwidth), pause: pause,
-		restart: make(chan *watcher.Watcher), heartbeat: make(chan chan struct{}),
+		restart: make(chan *watcher.Watcher), heartbeat: make(chan chan struct{}), cl: cl,
 	}
 	if d.guard <= 0 {
 		d.guard = orphanGuard
@@ -153,7 +145,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 }
 
 // Store exposes the job store (for tests and the control API).
-func (d *Daemon) Store() *state.Store { return d.store }
+func (d *Daemon) Store() jobStore { return d.store }
 
 // Config returns the configuration in force (it changes on reload).
 func (d *Daemon) Config() *config.Config { return d.rt.Load().cfg }
@@ -166,11 +158,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.store.Close()
 	cfg := d.Config()
 	d.makeDirs(cfg)
-	unlock, err := lockFolders(cfg.Folders, d.log)
-	if err != nil {
-		return err
+	if d.cl == nil { // cluster nodes share their folders by design
+		unlock, err := lockFolders(cfg.Folders, d.log)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
-	defer unlock()
 
 	// workCtx outlives ctx by a grace period so uploads can commit.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -211,6 +205,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	watchErr := make(chan error, 1)
 	wg.Go(func() { watchErr <- d.superviseWatcher(ctx, events) })
 	wg.Go(func() { d.ingest(ctx, events) })
+	if d.cl != nil {
+		wg.Go(func() { d.cl.run(ctx, d) })
+	}
 	if d.opts.Watchdog != nil && d.opts.WatchdogInterval > 0 {
 		wg.Go(func() { d.watchdog(ctx) })
 	}
@@ -272,7 +269,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) makeDirs(cfg *config.Config) {
 	for _, f := range cfg.Folders {
-		if fi, err := os.Stat(f.Path); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(f.Path)
+		if err != nil || !fi.IsDir() {
 			// Never create the watched folder itself (a typo would be
 			// watched silently); start-up and reload refuse it.
 			continue
@@ -281,7 +279,10 @@ func (d *Daemon) makeDirs(cfg *config.Config) {
 			if _, err := os.Lstat(dir); err == nil {
 				continue
 			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
+			// The folder's permission bits: in a setgid folder the
+			// kernel passes the group and the bit on, and no chmod has to
+			// name it (refused under systemd's RestrictSUIDSGID).
+			if err := mover.MkdirAll(dir, fi.Mode().Perm()); err != nil {
 				d.log.Warn("cannot create directory; moves into it will retry", "dir", dir, "err", err)
 				continue
 			}

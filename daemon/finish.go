@@ -130,7 +130,7 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 			}
 			continue
 		}
-		if j.State != state.Moving {
+		if j.State != state.Moving || !d.cl.owns(ctx, j.ID) {
 			continue
 		}
 		if f := d.file(ctx, j); f != nil {
@@ -308,8 +308,9 @@ func (d *Daemon) file(ctx context.Context, j *state.Job) *filing {
 		if failed {
 			err = writeCompanion(root, j, ReasonSuffix, []byte(reasonText(j, time.Now())), true)
 		} else if f.Receipts {
-			// Not synced: a receipt can be rebuilt from state.db, and two
-			// fsyncs per file are a large part of filing a small one.
+			// Its data is synced, its name is not: the batch's sync of the
+			// directory covers it. A power cut leaves it whole or absent
+			// (it can be rebuilt from state.db), never truncated.
 			err = writeCompanion(root, j, ReceiptSuffix, receipt(j, time.Now()), false)
 		}
 		if err != nil {
@@ -398,11 +399,17 @@ func (d *Daemon) fileSidecar(j *state.Job, folder, root string) (string, error) 
 
 // writeCompanion writes j's receipt or reason file beside its filed media,
 // never over a file it did not write: a user's own file of that name keeps
-// it, and the companion goes under a suffixed name instead.
+// it, and the companion goes under a suffixed name instead. durable: the
+// directory is synced too; else only the data (see mover.WriteNewWhole).
 func writeCompanion(root string, j *state.Job, suffix string, data []byte, durable bool) error {
 	p := CompanionPath(j.FinalPath, suffix)
 	for try := 0; try < 5; try++ {
-		err := mover.WriteNew(root, p, data, 0o644, durable)
+		var err error
+		if durable {
+			err = mover.WriteNew(root, p, data, 0o644, true)
+		} else {
+			err = mover.WriteNewWhole(root, p, data, 0o644)
+		}
 		if !errors.Is(err, mover.ErrTargetExists) {
 			return err
 		}
@@ -449,6 +456,9 @@ func (d *Daemon) finishReplaced(ctx context.Context, j *state.Job, failed bool) 
 			j.Error = ""
 		}
 		j.NextAttempt = time.Time{}
+		// The planned target was never used: the file there (if any)
+		// belongs to the new version's job, which files it itself.
+		j.FinalPath = ""
 		j.Note("", note)
 		return nil
 	})

@@ -49,6 +49,9 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 	defer d.queueWaiting(ctx, ready)
 	var creates []*state.Job
 	for _, ev := range batch {
+		if !d.cl.scanning(ev.Folder, ev.Path) {
+			continue // another node is the folder's elected scanner
+		}
 		key := ev.Folder + "\x00" + ev.RelPath
 		if pj, ok := pending[key]; ok {
 			switch ev.Kind {

@@ -11,10 +11,16 @@ import (
 	"github.com/watchfolder/watchfolder/state"
 )
 
+// JobReader reads jobs: *state.Store or the etcd store.
+type JobReader interface {
+	Get(ctx context.Context, id uint64) (*state.Job, error)
+	Latest(ctx context.Context, folder, relpath string) (*state.Job, error)
+}
+
 // FindJob resolves a job reference: a numeric id, or a file path (absolute,
 // or relative to the working directory) inside a watched folder — the
 // newest job for that path.
-func FindJob(ctx context.Context, st *state.Store, folders []config.Folder, ref string) (*state.Job, error) {
+func FindJob(ctx context.Context, st JobReader, folders []config.Folder, ref string) (*state.Job, error) {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return nil, fmt.Errorf("no job id or path given")

@@ -87,6 +87,9 @@ func newMetrics(d *Daemon) *metrics {
 		ConstLabels: prometheus.Labels{"version": d.version, "goversion": goVersion},
 	})
 	build.Set(1)
+	if d.cl != nil {
+		m.reg.MustRegister(d.cl.collectors()...)
+	}
 	m.reg.MustRegister(m.bytes, m.uploadSeconds, m.jobSeconds, m.errors,
 		m.notifySent, m.notifyFailed, m.notifyDropped, build, stateCollector{m},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -191,6 +192,9 @@ func (d *Daemon) SetPaused(folder string, on bool) error {
 	release, err := d.pause.set(folder, on, names)
 	if err != nil {
 		return err
+	}
+	if err := d.cl.publishPause(context.Background(), d.pause); err != nil {
+		return fmt.Errorf("paused on this node only: %w", err)
 	}
 	what := folder
 	if what == "" {

@@ -25,11 +25,16 @@ func (d *Daemon) worker(ctx, workCtx context.Context) {
 		if !ok {
 			return
 		}
+		if !d.cl.acquire(ctx, id) {
+			d.sched.done(id)
+			continue
+		}
 		d.inflight.Add(1)
 		handed := d.process(workCtx, id)
 		d.inflight.Add(-1)
 		if !handed {
 			d.sched.done(id)
+			d.cl.release(workCtx, d, id)
 		}
 	}
 }
@@ -62,6 +67,9 @@ func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
 			if !errors.Is(err, state.ErrNotFound) {
 				d.log.Error("load job", "job", id, "err", err)
 			}
+			return false
+		}
+		if !d.cl.owns(ctx, id) {
 			return false
 		}
 		var st step

@@ -48,7 +48,7 @@ func symlinkErr(op, path string, err error) error {
 func openRoot(root string, create bool) (int, error) {
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) && create {
-		if err := os.MkdirAll(root, 0o755); err != nil {
+		if err := MkdirAll(root, 0o755); err != nil {
 			return -1, err
 		}
 		fd, err = unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -89,7 +89,15 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 		}
 		next, err := unix.Openat(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
-			merr := unix.Mkdirat(cur, c, 0o755)
+			// Made with the parent's permission bits, so that in a
+			// setgid folder nothing needs a chmod naming the setgid bit
+			// (refused under systemd's RestrictSUIDSGID).
+			merr := unix.Mkdirat(cur, c, parentPerm(cur))
+			if merr == nil {
+				// The new name must be durable before anything moved into
+				// the directory counts as filed.
+				merr = unix.Fsync(cur)
+			}
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, &os.PathError{Op: "mkdir", Path: filepath.Join(root, rel), Err: merr}
 			}
@@ -97,10 +105,8 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 			if err == nil && merr == nil {
 				// A directory the daemon made follows its parent's group
 				// and mode, so editors can read what is filed there.
-				if serr := shareLikeParent(cur, next); serr != nil {
-					unix.Close(next)
-					return -1, &os.PathError{Op: "share", Path: filepath.Join(root, rel), Err: serr}
-				}
+				// Best effort: a mode is no reason to strand a file.
+				_ = shareLikeParent(cur, next)
 			}
 		}
 		if err != nil {
@@ -219,4 +225,14 @@ func renameNoReplace(od dirAt, old string, nd dirAt, name string) error {
 		return unix.Renameat(od.fd, old, nd.fd, name)
 	}
 	return unix.Unlinkat(od.fd, old, 0)
+}
+
+// parentPerm is the permission bits of the directory dirFd (0755 when it
+// cannot be read), for a directory made inside it.
+func parentPerm(dirFd int) uint32 {
+	var st unix.Stat_t
+	if err := unix.Fstat(dirFd, &st); err != nil {
+		return 0o755
+	}
+	return st.Mode & 0o777
 }

@@ -369,6 +369,28 @@ func SyncDir(dir string) error {
 	return nil
 }
 
+// MkdirAll is os.MkdirAll that makes what it creates durable: the name of
+// each directory it makes is synced in its parent, so a power cut cannot
+// take away a directory that files were then moved into.
+func MkdirAll(path string, perm os.FileMode) error {
+	var made []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		made = append(made, p)
+	}
+	if err := os.MkdirAll(path, perm); err != nil {
+		return err
+	}
+	for _, p := range made {
+		if err := SyncDir(filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PruneEmpty removes dir and its parents while they are empty, stopping at
 // (never removing) root. Errors are ignored: a directory that is not empty
 // or is in use simply stays. No symlink below root is followed.
@@ -391,13 +413,13 @@ func PruneEmpty(root, dir string) {
 // reader never sees half a reason or receipt file, and the file survives a
 // power loss once it returns. It replaces an existing file.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeFile(filepath.Dir(path), path, data, perm, true, true)
+	return writeFile(filepath.Dir(path), path, data, perm, true, true, true)
 }
 
 // WriteFile is WriteFileAtomic without the syncs: a reader still never sees
 // half a file, but a power loss may lose it.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
-	return writeFile(filepath.Dir(path), path, data, perm, false, true)
+	return writeFile(filepath.Dir(path), path, data, perm, false, false, true)
 }
 
 // WriteNew writes a new file at path below root the way WriteFileAtomic
@@ -405,7 +427,14 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // (ErrTargetExists: a user's own file of that name stays as it is) and
 // never follows a symlink below root.
 func WriteNew(root, path string, data []byte, perm os.FileMode, durable bool) error {
-	return writeFile(root, path, data, perm, durable, false)
+	return writeFile(root, path, data, perm, durable, durable, false)
+}
+
+// WriteNewWhole is WriteNew with the data synced but not the directory:
+// after a power loss the file is whole or absent, never truncated, and it
+// is durable once the caller syncs its directory (one sync for many files).
+func WriteNewWhole(root, path string, data []byte, perm os.FileMode) error {
+	return writeFile(root, path, data, perm, true, false, false)
 }
 
 // ReadSmall reads at most limit bytes of the regular file at path below
@@ -419,7 +448,7 @@ func ReadSmall(root, path string, limit int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, limit))
 }
 
-func writeFile(root, path string, data []byte, perm os.FileMode, durable, replace bool) error {
+func writeFile(root, path string, data []byte, perm os.FileMode, syncData, syncDir, replace bool) error {
 	d, err := openDirAt(root, filepath.Dir(path), true)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -441,13 +470,12 @@ func writeFile(root, path string, data []byte, perm os.FileMode, durable, replac
 	f := os.NewFile(uintptr(fd), filepath.Join(d.path, tmp))
 	if !replace {
 		// Receipts and reason files are for editors: they follow the
-		// directory's group and mode, not the daemon's umask.
-		err = shareLikeParent(d.fd, fd)
+		// directory's group and mode, not the daemon's umask (best
+		// effort: a mode is no reason to lose the file).
+		_ = shareLikeParent(d.fd, fd)
 	}
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil && durable {
+	_, err = f.Write(data)
+	if err == nil && syncData {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -464,7 +492,7 @@ func writeFile(root, path string, data []byte, perm os.FileMode, durable, replac
 		_ = unix.Unlinkat(d.fd, tmp, 0)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if !durable {
+	if !syncDir {
 		return nil
 	}
 	return d.sync()

@@ -76,7 +76,27 @@ func share(fd, gid int, folderMode fs.FileMode) error {
 			return fmt.Errorf("chgrp: %w", err)
 		}
 	}
-	if err := unix.Fchmod(fd, unixMode(ShareMode(folderMode, dir))); err != nil {
+	want := ShareMode(folderMode, dir)
+	cur := fs.FileMode(st.Mode & 0o777)
+	if st.Mode&unix.S_ISGID != 0 {
+		cur |= fs.ModeSetgid
+	}
+	if cur == want {
+		return nil
+	}
+	err := unix.Fchmod(fd, unixMode(want))
+	if errors.Is(err, unix.EPERM) && want&fs.ModeSetgid != 0 {
+		// systemd's RestrictSUIDSGID refuses any chmod that names the
+		// setgid bit. A directory made in a setgid folder has it already
+		// (the kernel passes it on), and a chmod without it would clear
+		// it: then leave the mode alone. Otherwise follow the permission
+		// bits at least.
+		if cur&fs.ModeSetgid != 0 {
+			return nil
+		}
+		err = unix.Fchmod(fd, unixMode(want.Perm()))
+	}
+	if err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
 	return nil

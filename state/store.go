@@ -99,6 +99,8 @@ func Open(path string, opts Options) (*Store, error) {
 	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory for %s: %w", path, err)
 	}
+	_, statErr := os.Stat(path)
+	created := !opts.ReadOnly && errors.Is(statErr, fs.ErrNotExist)
 	if err := checkFile(path); err != nil {
 		return nil, err
 	}
@@ -125,6 +127,11 @@ func Open(path string, opts Options) (*Store, error) {
 	} else {
 		s.db = db
 		err = s.update(initSchema)
+		if err == nil && created {
+			// bbolt syncs the file, not the directory entry that names
+			// it: without this, a power cut can take the new database away.
+			err = syncDir(filepath.Dir(path))
+		}
 		if err != nil {
 			_ = db.Close()
 		}
@@ -757,4 +764,17 @@ func guard(path string, fn func() error) (err error) {
 		err = fmt.Errorf("%w: %s: bbolt: %v (run `watchfolder db check`)", ErrCorrupt, path, r)
 	}()
 	return fn()
+}
+
+// syncDir fsyncs directory dir, making the entries created in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/watchfolder/watchfolder/internal/human"
 )
 
 func (s *Server) parseTemplates() error {
@@ -40,18 +42,7 @@ func (s *Server) parseTemplates() error {
 
 func hmacEqual(a, b string) bool { return hmac.Equal([]byte(a), []byte(b)) }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return human.Bytes(n) }
 
 func humanRate(r float64) string {
 	if r <= 0 {

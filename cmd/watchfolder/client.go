@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/daemon"
 	"github.com/watchfolder/watchfolder/state"
 )
 
@@ -101,8 +102,19 @@ func controlOnce(ctx context.Context, cfg *config.Config, method, path string, q
 	return json.Unmarshal(data, out)
 }
 
-// openOffline opens the database read-only when the daemon is not running.
-func (e *env) openOffline(cfg *config.Config) (*state.Store, error) {
+// offlineStore is what list and show read when the daemon is not running.
+type offlineStore interface {
+	daemon.JobReader
+	List(ctx context.Context, f state.Filter) ([]*state.Job, error)
+	Close() error
+}
+
+// openOffline opens the database read-only when the daemon is not running
+// (in cluster mode: the shared state in etcd).
+func (e *env) openOffline(cfg *config.Config) (offlineStore, error) {
+	if cfg.State.Cluster() {
+		return e.openEtcdOffline(cfg)
+	}
 	path := filepath.Join(cfg.StateDir, "state.db")
 	st, err := state.Open(path, state.Options{ReadOnly: true, Timeout: 200 * time.Millisecond})
 	if errors.Is(err, state.ErrLocked) {

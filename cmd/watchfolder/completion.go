@@ -31,6 +31,7 @@ func completionFlags() map[string][]string {
 		"resume":     {"--config", "--json"},
 		"reload":     {"--config"},
 		"db":         {"--config", "--json"},
+		"migrate":    {"--config", "--to"},
 		"completion": {},
 		"man":        {"--config"},
 		"doctor":     {"--config", "--json", "--offline", "--user"},

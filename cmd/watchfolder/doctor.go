@@ -56,6 +56,9 @@ func cmdDoctor(e *env, args []string) int {
 		probs = append(probs, daemon.CheckDestinations(ctx, cfg, true)...)
 		cancel()
 	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	probs = append(probs, daemon.CheckCluster(cctx, cfg, *offline)...)
+	ccancel()
 	code := exitOK
 	for _, p := range probs {
 		if !p.Fatal {

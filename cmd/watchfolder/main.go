@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/watchfolder/watchfolder/config"
+	"github.com/watchfolder/watchfolder/internal/human"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -52,6 +53,7 @@ func commands() map[string]command {
 		"resume":     {"start new jobs again (one folder or all)", cmdResume},
 		"reload":     {"reload the config without a restart (like systemctl reload)", cmdReload},
 		"db":         {"db check: verify the state database; db backup FILE: copy it", cmdDB},
+		"migrate":    {"copy the jobs between state.db and etcd (--to etcd|bbolt; daemons stopped)", cmdMigrate},
 		"completion": {"print a shell completion script: completion bash|zsh|fish", cmdCompletion},
 		"man":        {"print the manual page (roff), as installed as watchfolder(1)", cmdMan},
 		"doctor":     {"check the installation: folders, inotify limits, destinations (exit code per problem class)", cmdDoctor},
@@ -305,18 +307,7 @@ func jobIDs(e *env, name string, args []string) ([]uint64, bool) {
 	return ids, true
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return human.Bytes(n) }
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")

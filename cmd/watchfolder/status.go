@@ -104,6 +104,9 @@ func renderStatus(w io.Writer, st *daemon.Status) {
 			fmt.Fprintf(w, "PAUSED: %s\n", strings.Join(st.Paused, ", "))
 		}
 	}
+	if c := st.Cluster; c != nil {
+		renderCluster(w, c)
+	}
 	fmt.Fprintln(w)
 	folders := make([]string, 0, len(st.Counts))
 	for f := range st.Counts {

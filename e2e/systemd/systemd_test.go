@@ -80,7 +80,8 @@ func TestPackageUnderSystemd(t *testing.T) {
 			name, bucket, minio.Endpoint, minio.AccessKey)
 	}
 	folder := func(name, destName string) string {
-		return fmt.Sprintf("[[folder]]\nname = %q\npath = \"/media/ingest/%s\"\ndestinations = [%q]\nstable_after = \"1s\"\nrescan_interval = \"2s\"\n", name, name, destName)
+		// probe = "off": the test drops bytes, not media.
+		return fmt.Sprintf("[[folder]]\nname = %q\npath = \"/media/ingest/%s\"\ndestinations = [%q]\nstable_after = \"1s\"\nrescan_interval = \"2s\"\nprobe = \"off\"\n", name, name, destName)
 	}
 	// A short shutdown_timeout: stop must cut the 24 MiB upload below short
 	// (at 4 MiB/s) so that it resumes after the next start.

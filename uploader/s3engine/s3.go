@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
@@ -178,18 +177,9 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		log = slog.Default()
 	}
 
-	var lopts []func(*config.LoadOptions) error
+	lopts := credentialOptions(opts)
 	if opts.Region != "" {
 		lopts = append(lopts, config.WithRegion(opts.Region))
-	}
-	switch {
-	case opts.Anonymous:
-		lopts = append(lopts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
-	case opts.AccessKeyID != "":
-		lopts = append(lopts, config.WithCredentialsProvider(
-			credentials.NewStaticCredentialsProvider(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken)))
-	case opts.Profile != "":
-		lopts = append(lopts, config.WithSharedConfigProfile(opts.Profile))
 	}
 	if eng.HTTPClient == nil {
 		// A BuildableClient rather than a plain *http.Client: the config

@@ -26,17 +26,7 @@ func ResolveRegion(ctx context.Context, opts S3Options) (string, error) {
 	if opts.Region != "" {
 		return opts.Region, nil
 	}
-	var lopts []func(*config.LoadOptions) error
-	switch {
-	case opts.Anonymous:
-		lopts = append(lopts, config.WithCredentialsProvider(aws.AnonymousCredentials{}))
-	case opts.AccessKeyID != "":
-		lopts = append(lopts, config.WithCredentialsProvider(
-			credentials.NewStaticCredentialsProvider(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken)))
-	case opts.Profile != "":
-		lopts = append(lopts, config.WithSharedConfigProfile(opts.Profile))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, lopts...)
+	cfg, err := config.LoadDefaultConfig(ctx, credentialOptions(opts)...)
 	if err != nil {
 		return fallbackRegion, fmt.Errorf("s3://%s: load AWS config: %w", opts.Bucket, err)
 	}
@@ -65,4 +55,20 @@ func ResolveRegion(ctx context.Context, opts S3Options) (string, error) {
 		}
 	}
 	return fallbackRegion, fmt.Errorf("s3://%s: find the bucket's region: %w", opts.Bucket, err)
+}
+
+// credentialOptions chooses where the SDK takes credentials from: none
+// (anonymous, unsigned), the configured static keys, a named profile, or
+// (nothing configured) its default chain.
+func credentialOptions(opts S3Options) []func(*config.LoadOptions) error {
+	switch {
+	case opts.Anonymous:
+		return []func(*config.LoadOptions) error{config.WithCredentialsProvider(aws.AnonymousCredentials{})}
+	case opts.AccessKeyID != "":
+		return []func(*config.LoadOptions) error{config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(opts.AccessKeyID, opts.SecretAccessKey, opts.SessionToken))}
+	case opts.Profile != "":
+		return []func(*config.LoadOptions) error{config.WithSharedConfigProfile(opts.Profile)}
+	}
+	return nil
 }

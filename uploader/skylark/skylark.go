@@ -244,24 +244,34 @@ func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uplo
 	// is recognised by it.
 	h := s3engine.JobToken(src)
 	if !cp.Uploaded {
-		// A crash after the PUT but before its commit: Skylark may have
-		// moved the object to processed/ already, so the store answers
-		// 404 for the key and a second PUT would be a second asset. Our
-		// handle on the processed copy says it was ours.
-		if pk := d.alreadyIngested(ctx, key, h); pk != "" {
+		// A crash after the PUT but before its commit. Skylark moves an
+		// ingested object by copy then delete, so the root key is looked
+		// at first: our object still there is whole (a PUT or a multipart
+		// complete is atomic, and the token is set with it) and must not
+		// be sent again; once it is gone from the root, its processed
+		// copy is already there. (Asking the engine instead races the
+		// move: a HEAD just after the delete answers 404 and a second PUT
+		// would be a second asset.)
+		if found, pk := d.earlierUpload(ctx, key, h); found {
 			cp.Bucket, cp.Key, cp.Uploaded = d.o.S3.Bucket(), key, true
 			if cp.Extra == nil {
 				cp.Extra = map[string]string{}
 			}
-			cp.Extra[extraHandle], cp.Extra[extraProcessedKey] = h, pk
+			cp.Extra[extraHandle] = h
+			if pk != "" {
+				cp.Extra[extraProcessedKey] = pk
+			}
 			if cp.Extra[extraUploadedAt] == "" {
 				cp.Extra[extraUploadedAt] = time.Now().UTC().Format(time.RFC3339)
 			}
-			cp.Object = "s3://" + cp.Bucket + "/" + pk
+			cp.Object = "s3://" + cp.Bucket + "/" + key
+			if pk != "" {
+				cp.Object = "s3://" + cp.Bucket + "/" + pk
+			}
 			if err := s.Save(ctx, cp); err != nil {
 				return fmt.Errorf("skylark %q: %s: save checkpoint: %w", d.o.Name, src.RelPath, err)
 			}
-			d.log.Info("already ingested by an earlier attempt: not sent again", "file", src.RelPath, "processed", pk)
+			d.log.Info("uploaded by an earlier attempt: not sent again", "file", src.RelPath, "object", cp.Object)
 			return nil
 		}
 	}
@@ -345,6 +355,26 @@ func (d *Destination) Register(ctx context.Context, src *uploader.Source, cp *up
 	}
 	d.log.Info("asset recorded", "file", src.RelPath, "uid", uid)
 	return nil
+}
+
+// earlierUpload looks for this job's object from an attempt whose commit was
+// lost: at the root key (not ingested yet) or, once gone from there, in
+// processed/. Skylark moves by copy then delete, so looking at the root
+// first cannot miss the object between the two places.
+func (d *Destination) earlierUpload(ctx context.Context, key, h string) (found bool, processedKey string) {
+	if d.ownAtKey(ctx, key, h) {
+		return true, ""
+	}
+	if pk := d.alreadyIngested(ctx, key, h); pk != "" {
+		return true, pk
+	}
+	return false, ""
+}
+
+// ownAtKey reports whether key holds the object this job (token h) wrote.
+func (d *Destination) ownAtKey(ctx context.Context, key, h string) bool {
+	head, err := d.o.S3.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(d.o.S3.Bucket()), Key: aws.String(key)})
+	return err == nil && head.Metadata[metaHandle] == h
 }
 
 // alreadyIngested returns the processed/ key of an object carrying this
