@@ -275,7 +275,7 @@ url = "https://hooks.test/x"
 	check("shutdown_timeout", c.ShutdownTimeout, 30*time.Second)
 	check("log", c.Log, Log{Level: "info", Format: "text"})
 	check("retry", c.Retry, Retry{MaxAttempts: 8, InitialBackoff: 5 * time.Second, MaxBackoff: 10 * time.Minute})
-	check("upload", c.Upload, Upload{PartSize: 16 * MiB, Concurrency: 32, MaxFiles: 8, MultipartThreshold: 16 * MiB})
+	check("upload", c.Upload, Upload{PartSize: 16 * MiB, Concurrency: 32, MaxFiles: 16, MultipartThreshold: 16 * MiB})
 	check("metrics", c.Metrics, Metrics{})
 	check("folder", c.Folders, []Folder{{
 		Name: "news", Path: "/srv/news", ProcessedDir: "/srv/news/processed", FailedDir: "/srv/news/failed",

@@ -187,7 +187,7 @@ func buildUpload(t *table.Table) Upload {
 	u := Upload{
 		PartSize:    t.SizeIn("part_size", 16*MiB, 5*MiB, 5*GiB),
 		Concurrency: t.Integer("concurrency", 32, 1, 64),
-		MaxFiles:    t.Integer("max_files", 8, 1, 256),
+		MaxFiles:    t.Integer("max_files", 16, 1, 256),
 	}
 	// The threshold defaults to the part size: below it a file is one part
 	// anyway. Above 5 GiB a single PUT is refused by S3.

@@ -288,7 +288,7 @@ func (d *Destination) Abort(ctx context.Context, cp *uploader.Checkpoint) error 
 
 // openSource opens the file and checks it is still the job's version.
 func openSource(src *uploader.Source) (*os.File, error) {
-	f, err := os.Open(src.Path)
+	f, err := uploader.OpenSource(src.Path)
 	if err != nil {
 		return nil, fmt.Errorf("jwplayer: open %s: %w", src.Path, err)
 	}

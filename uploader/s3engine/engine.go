@@ -149,47 +149,8 @@ func (c *S3) put(ctx context.Context, src *uploader.Source, in PutInput, cp *upl
 	return c.putMultipart(ctx, f, src, in, base, cp, s, wrap)
 }
 
-// openSource opens the job's file for reading. It does not follow a
-// symlink, does not block on a FIFO (opening one for reading waits for a
-// writer, forever if none comes), and requires a regular file: anything
-// else now at the path is not the version the job was created for.
-func openSource(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("%w: %w", uploader.ErrSourceChanged, err)
-		case errors.Is(err, syscall.ELOOP):
-			return nil, fmt.Errorf("%w: %s is now a symbolic link; not followed", uploader.ErrSourceChanged, path)
-		}
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("stat %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", uploader.ErrSourceChanged, path, fileKind(fi.Mode()))
-	}
-	return f, nil
-}
-
-// fileKind names a non-regular file type for error messages.
-func fileKind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	}
-	return "mode " + m.String()
-}
+// openSource: see uploader.OpenSource.
+func openSource(path string) (*os.File, error) { return uploader.OpenSource(path) }
 
 // failed is the end of a transfer that went wrong: when the file changed
 // under it (a part's body read short because the file was truncated, say)
@@ -720,6 +681,7 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 	partSize := partSizeFor(size, c.eng.PartSize)
 	token := jobToken(src)
 	guard := c.opts.OnConflict != ConflictOverwrite
+	var rtt rttGauge // round trips of the small requests before the parts
 
 	if cp.UploadID != "" && (cp.Checksum != alg || cp.PartSize < minPartSize || (size+cp.PartSize-1)/cp.PartSize > maxParts) {
 		// Parts of an upload created with another checksum algorithm or
@@ -733,7 +695,10 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 	if cp.UploadID != "" {
 		partSize = cp.PartSize
 		var err error
-		if unrecorded, err = c.keepStoredParts(ctx, cp, size); err != nil {
+		t0 := time.Now()
+		unrecorded, err = c.keepStoredParts(ctx, cp, size)
+		rtt.observe(t0)
+		if err != nil {
 			if !isNoSuchUpload(err) {
 				return wrap(classify(err))
 			}
@@ -750,19 +715,25 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 		own := false
 		var err error
 		if guard {
+			t0 := time.Now()
 			in.Key, own, err = c.claimKey(ctx, base, in.Key, token)
+			rtt.observe(t0)
 			if err != nil {
 				return wrap(err)
 			}
 		} else {
+			t0 := time.Now()
 			own = c.isOwn(ctx, in.Key, token)
+			rtt.observe(t0)
 		}
 		if own {
 			return c.adoptOwn(ctx, f, src, in.Key, partSize, token, cp, s, wrap)
 		}
+		t0 := time.Now()
 		if err := c.create(ctx, *in, cp, partSize, token, s); err != nil {
 			return wrap(err)
 		}
+		rtt.observe(t0)
 	}
 	key := in.Key
 
@@ -803,7 +774,19 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 	jobs := make(chan partJob)
 	// Start where the last upload to this destination settled: the link
 	// is most likely the same.
-	st := newStreams(c.eng.Concurrency, int(c.learned.Load()), time.Now, func(l int) { c.learned.Store(int32(l)) })
+	ceiling, start := c.eng.Concurrency, int(c.learned.Load())
+	if rtt.local() {
+		// A store this close is not held back per connection (a TCP
+		// window fills in microseconds): more streams would only put
+		// more bytes in flight for a crash to throw away, and on a busy
+		// machine its noise can look like a gain.
+		ceiling = min(ceiling, streamStart)
+	} else if start == 0 {
+		// A distant store, first upload: start where the usual tools
+		// stay (four parts in flight) and probe up from there.
+		start = streamStartFar
+	}
+	st := newStreams(ceiling, start, time.Now, func(l int) { c.learned.Store(int32(l)) })
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {
@@ -1339,3 +1322,23 @@ func (c *S3) adoptOwn(ctx context.Context, f *os.File, src *uploader.Source, key
 	c.log.Info("object already written by this job", "file", src.Path, "object", cp.Object)
 	return nil
 }
+
+// rttGauge keeps the shortest duration of an upload's small requests (HEAD,
+// create, list parts): about the round trip to the store, or more.
+type rttGauge struct{ min time.Duration }
+
+func (g *rttGauge) observe(since time.Time) {
+	if d := time.Since(since); g.min == 0 || d < g.min {
+		g.min = d
+	}
+}
+
+// localRTT is the round trip below which the store counts as local
+// (loopback, LAN, a metro link: a TCP window fills in a few ms, so no
+// per-connection limit to probe for). Generous, because the requests are
+// timed in this process: on a busy machine a loopback HEAD can take
+// several milliseconds.
+const localRTT = 20 * time.Millisecond
+
+// local reports a store measured closer than localRTT.
+func (g *rttGauge) local() bool { return g.min > 0 && g.min < localRTT }

@@ -76,7 +76,7 @@ type EngineOptions struct {
 	Limiter            *uploader.Limiter
 
 	// MaxFiles is how many files are uploaded at once (all folders
-	// together); it only sizes the connection pool. Default 4.
+	// together); it only sizes the connection pool. Default 16.
 	MaxFiles int
 	// StallTimeout cancels a part whose body made no progress for this long
 	// (a half-open connection that would otherwise hang). Default 60s.
@@ -120,7 +120,7 @@ const (
 
 	defaultPartSize     = 16 * mib
 	defaultConcurrency  = 32
-	defaultMaxFiles     = 8
+	defaultMaxFiles     = 16
 	defaultStallTimeout = 60 * time.Second
 )
 

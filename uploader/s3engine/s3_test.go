@@ -1485,3 +1485,70 @@ func TestPutNotRegularFile(t *testing.T) {
 		})
 	}
 }
+
+// partConcurrency counts the UploadPart requests in flight at once.
+type partConcurrency struct {
+	mu       sync.Mutex
+	cur, max int
+}
+
+func (p *partConcurrency) hook() *hookTransport {
+	return &hookTransport{
+		before: func(r *http.Request) {
+			if r.URL.Query().Has("partNumber") {
+				p.mu.Lock()
+				p.cur++
+				p.max = max(p.max, p.cur)
+				p.mu.Unlock()
+			}
+		},
+		after: func(r *http.Request, _ *http.Response) {
+			if r.URL.Query().Has("partNumber") {
+				p.mu.Lock()
+				p.cur--
+				p.mu.Unlock()
+			}
+		},
+	}
+}
+
+// TestPutStreamsLocalStore: a store on loopback is not limited per
+// connection, so an upload keeps two parts in flight whatever the ceiling
+// (more would only be bytes for a crash to throw away).
+func TestPutStreamsLocalStore(t *testing.T) {
+	bucket := newBucket(t)
+	var pc partConcurrency
+	c := hookedEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: 16}}, pc.hook())
+	src, _ := writeFile(t, t.TempDir(), "clip.mp4", 60*mib, 8)
+	if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
+		t.Fatal(err)
+	}
+	if pc.max > streamStart {
+		t.Errorf("%d parts in flight at once on a loopback store, want at most %d", pc.max, streamStart)
+	}
+}
+
+// TestPutStreamsWAN: through a link that caps each connection (40 ms
+// round trip), the upload adds parts in flight.
+func TestPutStreamsWAN(t *testing.T) {
+	bucket := newBucket(t)
+	w, err := testenv.StartWAN(minioT(t).Addr, testenv.WANLink{OneWay: 20 * time.Millisecond, BytesPerSec: 4 * mib})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var pc partConcurrency
+	c := hookedEngine(t, bucket, engineCfg{endpoint: "http://" + w.Addr, eng: EngineOptions{PartSize: 5 * mib, Concurrency: 8}}, pc.hook())
+	src, data := writeFile(t, t.TempDir(), "clip.mp4", 80*mib, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := c.Put(ctx, src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
+		t.Fatal(err)
+	}
+	if pc.max <= streamStart {
+		t.Errorf("at most %d parts in flight over a per-connection-limited link, want more than %d", pc.max, streamStart)
+	}
+	if !bytes.Equal(minioT(t).GetObject(t, bucket, "clip.mp4"), data) {
+		t.Error("object differs from the file")
+	}
+}

@@ -13,7 +13,7 @@ import (
 //
 //   - As many parts at once as add throughput, up to the ceiling. An upload
 //     starts at the level the destination settled on last time (two for
-//     the first upload) and doubles it while doubling pays (quadruples it
+//     the first upload; four towards a distant store) and doubles it while doubling pays (quadruples it
 //     after a doubling that doubled the rate): the aggregate
 //     rate of the bytes the parts send is measured over a short window once
 //     every stream of a level is running, and a level is kept only if it is
@@ -24,11 +24,11 @@ import (
 //     a few steps (2, 4, 16) to where the link is full. A leap that does
 //     not pay is followed by a try of the level in between.
 //   - Parts in flight are staggered: a new part starts only once the most
-//     recently started one has sent 1/(2*limit) of its bytes. Parts that
-//     start together also end together, so a crash near their end would
-//     lose nearly limit whole parts; staggered, they end spread out. (A
-//     stagger of a full 1/limit would hold the level below its limit:
-//     parts do not finish evenly spaced.)
+//     recently started one has sent 1/limit of its bytes (1/(2*limit)
+//     above two streams, where a full share would hold the level below
+//     its limit). Parts that start together also end together, so a crash
+//     near their end would lose nearly limit whole parts; staggered, they
+//     end spread out.
 //
 // Once settled, the rate keeps being watched over longer windows: a link
 // that gets much faster or slower (a route change, shaping that kicks in)
@@ -60,6 +60,9 @@ type streams struct {
 // Probing knobs.
 const (
 	streamStart = 2
+	// streamStartFar is the first level towards a store measured far
+	// away (see localRTT), when nothing was learned yet.
+	streamStartFar = 4
 	// streamGain is how much faster a doubled level must be to be kept.
 	// Doubling the streams of a per-connection-limited link nearly doubles
 	// the rate; the margin keeps noise (a socket buffer filling as a part
@@ -136,7 +139,14 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	}
 	defer s.mu.Unlock()
 	s.inflight++
-	w := &partWatch{len: n, threshold: n / int64(2*s.limit), s: s}
+	share := int64(s.limit)
+	if s.limit > streamStart {
+		// More streams than a local store gets: half a share each, or
+		// the stagger itself would hold the level below its limit (parts
+		// do not end evenly spaced) and slow the climb.
+		share *= 2
+	}
+	w := &partWatch{len: n, threshold: n / share, s: s}
 	if w.threshold <= 0 {
 		w.crossed.Store(true)
 	}

@@ -90,7 +90,7 @@ func TestStreamsProbe(t *testing.T) {
 		wantLrnd int
 	}{
 		{"flat (loopback, busy disk)", 16, 0, perConn(400*mb, 400*mb), 10 * time.Second, 2, 2},
-		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 2 * time.Second, 16, 16},
+		{"WAN, 20 MiB/s per connection", 16, 0, perConn(20*mb, 0), 3 * time.Second, 16, 16},
 		{"WAN with a 120 MiB/s uplink", 16, 0, perConn(20*mb, 120*mb), 6 * time.Second, 8, 8},
 		{"WAN, 5 MiB/s per connection", 32, 0, perConn(5*mb, 0), 20 * time.Second, 32, 32},
 		{"learned level", 16, 8, perConn(20*mb, 0), 3 * time.Second, 16, 16},
@@ -128,7 +128,7 @@ func TestStreamsReprobeWhenLinkChanges(t *testing.T) {
 }
 
 // A part may start only once the most recently started one has sent
-// 1/(2*limit) of its bytes, so parts in flight stay out of step. A context
+// 1/limit of its bytes, so parts in flight stay out of step. A context
 // that is already done shows whether acquire would wait.
 func TestStreamsStaggerParts(t *testing.T) {
 	const part = 16 << 20
@@ -143,14 +143,14 @@ func TestStreamsStaggerParts(t *testing.T) {
 	if _, err := st.acquire(done, part); err == nil {
 		t.Fatal("second part started while the first had sent nothing")
 	}
-	first.sentBytes(part/4 - 1)
+	first.sentBytes(part/2 - 1)
 	if _, err := st.acquire(done, part); err == nil {
-		t.Fatal("second part started before the first had sent a quarter")
+		t.Fatal("second part started before the first had sent half")
 	}
 	first.sentBytes(1)
 	second, err := st.acquire(done, part)
 	if err != nil {
-		t.Fatalf("second part must start once the first sent a quarter: %v", err)
+		t.Fatalf("second part must start once the first sent half: %v", err)
 	}
 	second.sentBytes(part)
 	if _, err := st.acquire(done, part); err == nil {
@@ -177,7 +177,7 @@ func TestStreamsWaiterWakes(t *testing.T) {
 		_, err := st.acquire(ctx, part)
 		got <- err
 	}()
-	first.sentBytes(part / 4)
+	first.sentBytes(part / 2)
 	if err := <-got; err != nil {
 		t.Fatalf("waiting acquire: %v", err)
 	}
