@@ -172,6 +172,7 @@ func (e *bench) run(name string, files []string, nodes int, etcd bool, rate int6
 		}
 	}
 	var procs []*exec.Cmd
+	var pxs []*limiter
 	defer func() {
 		for _, p := range procs {
 			_ = p.Process.Signal(syscall.SIGTERM)
@@ -188,6 +189,7 @@ func (e *bench) run(name string, files []string, nodes int, etcd bool, rate int6
 				e.b.Fatal(err)
 			}
 			defer px.close()
+			pxs = append(pxs, px)
 			endpoint = "http://" + px.addr
 		}
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
@@ -225,6 +227,15 @@ func (e *bench) run(name string, files []string, nodes int, etcd bool, rate int6
 		time.Sleep(20 * time.Millisecond)
 	}
 	wall := time.Since(start)
+	if len(pxs) > 1 {
+		var spread []string
+		for i, px := range pxs {
+			px.mu.Lock()
+			spread = append(spread, fmt.Sprintf("node%d %d MiB", i, px.sent>>20))
+			px.mu.Unlock()
+		}
+		fmt.Printf("%s: sent upstream: %s\n", name, strings.Join(spread, ", "))
+	}
 	if got := len(e.minio.ListKeys(e.b, bucket)); got != len(files) {
 		e.b.Fatalf("%s: %d objects in the bucket, want %d", name, got, len(files))
 	}
@@ -309,6 +320,7 @@ type limiter struct {
 
 	mu   sync.Mutex
 	next time.Time // when the bytes reserved so far will have been sent
+	sent int64     // bytes sent upstream (how the work was spread)
 	wg   sync.WaitGroup
 }
 
@@ -342,6 +354,7 @@ func (l *limiter) wait(n int) {
 		l.next = now.Add(-slack)
 	}
 	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.sent += int64(n)
 	until := l.next
 	l.mu.Unlock()
 	if d := time.Until(until); d > 0 {
