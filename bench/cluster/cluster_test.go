@@ -8,7 +8,10 @@
 //
 // Knobs (environment): WF_BENCH_BURST_FILES (2000), WF_BENCH_BURST_KIB
 // (16), WF_BENCH_SCALE_FILES (24), WF_BENCH_SCALE_MIB (32),
-// WF_BENCH_NODE_RATE_MIB (per-node uplink, MiB/s, 24), WF_BENCH_ONLY
+// WF_BENCH_NODE_RATE_MIB (per-node uplink, MiB/s, 24),
+// WF_BENCH_MAX_FILES ([upload] max_files of each node in the scale-out
+// runs, 4: with the default 16 the scanning node claims most of a small
+// batch before the others look for work), WF_BENCH_ONLY
 // (burst or scale: one part only), WF_BENCH_BIN (a watchfolder binary to
 // measure instead of building this tree's, e.g. an older commit's).
 package cluster
@@ -62,11 +65,12 @@ func BenchmarkCluster(b *testing.B) {
 	only := os.Getenv("WF_BENCH_ONLY")
 	m := testenv.StartMinIOT(b)
 	etcd := etcdenv.Start(b, 3)
-	env := &bench{b: b, bin: bin, minio: m, etcd: etcd.Endpoints, work: work}
 
 	burstN, burstKiB := envInt("WF_BENCH_BURST_FILES", 2000), envInt("WF_BENCH_BURST_KIB", 16)
 	scaleN, scaleMiB := envInt("WF_BENCH_SCALE_FILES", 24), envInt("WF_BENCH_SCALE_MIB", 32)
 	rate := int64(envInt("WF_BENCH_NODE_RATE_MIB", 24)) << 20
+	maxFiles := envInt("WF_BENCH_MAX_FILES", 4)
+	env := &bench{b: b, bin: bin, minio: m, etcd: etcd.Endpoints, work: work, maxFiles: maxFiles}
 
 	var rows []row
 	add := func(scenario, setup string, files int, size int64, wall time.Duration) {
@@ -117,6 +121,8 @@ type bench struct {
 	etcd  []string
 	work  string
 	runs  int
+	// maxFiles is each node's max_files when uploads are rate-limited.
+	maxFiles int
 }
 
 // stage writes n files of size under work/name once; each run hard-links
@@ -193,7 +199,11 @@ func (e *bench) run(name string, files []string, nodes int, etcd bool, rate int6
 			endpoint = "http://" + px.addr
 		}
 		ndir := filepath.Join(dir, fmt.Sprintf("node%d", i))
-		cfg := e.config(ndir, inbox, bucket, endpoint, name, i, etcd)
+		upload := ""
+		if rate > 0 {
+			upload = fmt.Sprintf("[upload]\nmax_files = %d\n", e.maxFiles)
+		}
+		cfg := e.config(ndir, inbox, bucket, endpoint, name, i, etcd, upload)
 		log, err := os.Create(filepath.Join(ndir, "daemon.log"))
 		if err != nil {
 			e.b.Fatal(err)
@@ -242,7 +252,7 @@ func (e *bench) run(name string, files []string, nodes int, etcd bool, rate int6
 	return wall
 }
 
-func (e *bench) config(dir, inbox, bucket, endpoint, name string, node int, etcd bool) string {
+func (e *bench) config(dir, inbox, bucket, endpoint, name string, node int, etcd bool, upload string) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		e.b.Fatal(err)
 	}
@@ -260,6 +270,7 @@ control_socket = %q
 [log]
 level = "warn"
 %s
+%s
 [[folder]]
 name = "in"
 path = %q
@@ -275,7 +286,7 @@ endpoint = %q
 path_style = true
 access_key_id = %q
 secret_access_key = %q
-`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), store, inbox, bucket, endpoint, e.minio.AccessKey, e.minio.SecretKey)
+`, filepath.Join(dir, "state"), filepath.Join(dir, "ctl.sock"), store, upload, inbox, bucket, endpoint, e.minio.AccessKey, e.minio.SecretKey)
 	p := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
 		e.b.Fatal(err)
