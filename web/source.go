@@ -154,5 +154,5 @@ type Fact struct {
 // allStates are the job states in pipeline order, for a Source that does
 // not name them.
 func allStates() []string {
-	return []string{"waiting", "queued", "uploading", "registering", "retry", "moving", "done", "failed", "gone"}
+	return []string{"waiting", "queued", "probing", "uploading", "registering", "retry", "moving", "done", "failed", "gone"}
 }
