@@ -30,9 +30,14 @@ import (
 //     near their end would lose nearly limit whole parts; staggered, they
 //     end spread out.
 //
-// Once settled, the rate keeps being watched over longer windows: a link
-// that gets much faster or slower (a route change, shaping that kicks in)
-// starts the probe again from the current level.
+// A level that shows no gain in its window is measured once more before it
+// is given up (a busy machine slows single windows). Once settled, the
+// rate keeps being watched over longer windows: a link that gets much
+// faster or slower (a route change, shaping that kicks in) starts the
+// probe again from the current level, and below the ceiling the level
+// looks one doubling up now and then (after 4 s, backing off to 64 s
+// while that does not pay), which finds a link that freed up without
+// changing the current level's rate.
 type streams struct {
 	now   func() time.Time
 	max   int
@@ -53,7 +58,11 @@ type streams struct {
 	winSent     int64
 	bestRate    float64 // bytes/s of the best level so far
 	bestLevel   int
-	noGain      int // a level measured not to pay over bestLevel; 0: none
+	firstRate   float64       // a first window of this level that showed no gain; 0: none
+	upAt        time.Time     // when a settled level looks one doubling up
+	upGap       time.Duration // the wait before that
+	upFrom      int           // the level a look up started from; 0: not looking up
+	noGain      int           // a level measured not to pay over bestLevel; 0: none
 	settledRate float64
 }
 
@@ -76,6 +85,10 @@ const (
 	streamWindow = 300 * time.Millisecond
 	streamWatch  = 2 * time.Second
 	streamDrift  = 1.5
+	// streamUpFirst is how long a settled level waits before it looks
+	// one doubling up (streamUpMax at most, after tries that did not pay).
+	streamUpFirst = 4 * time.Second
+	streamUpMax   = 64 * time.Second
 )
 
 // newStreams returns the pacing of one upload: at most maxStreams parts in
@@ -193,10 +206,20 @@ func (s *streams) tick() {
 	rate := float64(s.sent-s.winSent) / el.Seconds()
 	s.winOpen = false
 	if s.settled {
-		if rate > s.settledRate*streamDrift || rate*streamDrift < s.settledRate {
-			// The link changed under the upload: probe again from here.
+		drift := rate > s.settledRate*streamDrift || rate*streamDrift < s.settledRate
+		// Below the ceiling, look up once in a while even when nothing
+		// moved: the level may have settled in a slow moment, or the
+		// link may have freed up (other uploads ended), which leaves the
+		// rate of this level as it was. Each try that does not pay waits
+		// twice as long for the next one.
+		up := !drift && s.limit < s.max && !now.Before(s.upAt)
+		if drift || up {
 			s.settled, s.announced = false, false
 			s.bestRate, s.bestLevel, s.noGain = rate, s.limit, 0
+			s.upFrom = 0
+			if up {
+				s.upFrom = s.limit
+			}
 			if s.limit < s.max {
 				s.setLevel(min(s.limit*2, s.max))
 			} else {
@@ -211,6 +234,19 @@ func (s *streams) tick() {
 	if s.bestLevel > 0 && s.limit > 2*s.bestLevel {
 		need = streamGain * streamGain
 	}
+	if s.bestLevel > 0 && rate < s.bestRate*need {
+		if s.firstRate == 0 {
+			// No gain in one window: measure the level once more before
+			// giving it up. What disturbs a window (a busy CPU, another
+			// upload, a socket buffer draining) mostly slows it, so one
+			// slow window must not settle a WAN upload at a level that
+			// leaves most of the link unused for the rest of the file.
+			s.firstRate = rate
+			return
+		}
+		rate = max(rate, s.firstRate)
+	}
+	s.firstRate = 0
 	switch {
 	case s.bestLevel == 0 || rate >= s.bestRate*need:
 		step := 2
@@ -247,6 +283,7 @@ func (s *streams) tick() {
 }
 
 func (s *streams) setLevel(l int) {
+	s.firstRate = 0
 	s.limit = l
 	s.signal()
 }
@@ -254,6 +291,14 @@ func (s *streams) setLevel(l int) {
 // settle ends probing at the current limit; s.mu is held.
 func (s *streams) settle(rate float64) {
 	s.settled, s.settledRate = true, rate
+	switch {
+	case s.upFrom > 0 && s.limit <= s.upFrom:
+		s.upGap = min(2*s.upGap, streamUpMax) // looked up for nothing
+	default:
+		s.upGap = streamUpFirst
+	}
+	s.upFrom = 0
+	s.upAt = s.now().Add(s.upGap)
 	if s.learn != nil {
 		s.learn(s.limit)
 	}

@@ -2,6 +2,7 @@ package s3engine
 
 import (
 	"context"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -180,5 +181,46 @@ func TestStreamsWaiterWakes(t *testing.T) {
 	first.sentBytes(part / 2)
 	if err := <-got; err != nil {
 		t.Fatalf("waiting acquire: %v", err)
+	}
+}
+
+// A busy machine makes some measuring windows slow (another process takes
+// the CPU for a few hundred milliseconds). One slow window must not settle
+// a per-connection-limited WAN upload at a level that leaves most of the
+// link unused: the level is measured again before it is given up.
+func TestStreamsProbeSurvivesSlowWindows(t *testing.T) {
+	const mb = 1 << 20
+	for seed := range uint64(40) {
+		clk := &fakeClock{t: time.Unix(0, 0)}
+		rng := rand.New(rand.NewPCG(seed, 17))
+		// Dips of half the rate, 250 ms long, starting at random moments.
+		var dipUntil time.Time
+		noisy := func(n int) float64 {
+			if clk.t.After(dipUntil) && rng.Float64() < 0.03 {
+				dipUntil = clk.t.Add(250 * time.Millisecond)
+			}
+			r := 20 * mb * float64(n)
+			if clk.t.Before(dipUntil) {
+				r /= 2
+			}
+			return r
+		}
+		st := newStreams(16, streamStartFar, clk.now, nil)
+		if got := simulate(t, st, clk, 16<<20, 10*time.Second, noisy, 0, nil); got < 16 {
+			t.Errorf("seed %d: level %d after 10 s on a 20 MiB/s-per-connection link with slow windows, want 16", seed, got)
+		}
+	}
+}
+
+// A link that frees up without changing the rate of the settled level
+// (other uploads that shared it ended) is found by the settled level's
+// looks upwards.
+func TestStreamsLooksUpWhenLinkFreesUp(t *testing.T) {
+	const mb = 1 << 20
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	st := newStreams(16, 0, clk.now, nil)
+	got := simulate(t, st, clk, 16<<20, 30*time.Second, perConn(20*mb, 80*mb), 8*time.Second, perConn(20*mb, 0))
+	if got != 16 {
+		t.Fatalf("level %d once the uplink's sum cap went away, want 16", got)
 	}
 }
