@@ -31,6 +31,9 @@
 #                       (burst) and concurrency=2 (resume), for comparison; 0: don't
 #   BENCH_DIR  scratch directory (test files + MinIO data, same disk) [mktemp under /var/tmp]
 #   BENCH_KEEP=1  keep the scratch directory
+#   BENCH_BASELINE  another watchfolder binary (e.g. the last release's), measured
+#                   beside this tree's as "watchfolder baseline" in every scenario
+#                   but resume
 #   BENCH_DOC [docs/benchmarks.md]  where the report goes
 set -euo pipefail
 
@@ -78,6 +81,7 @@ TOOLS=${BENCH_TOOLS:-"watchfolder mc rclone"}
 VARIANTS=${BENCH_VARIANTS:-1}
 wants() {
   case $1 in
+    wf-base) [[ " $TOOLS " == *" watchfolder "* ]] ;;
     wf-*) [[ $VARIANTS == 1 && " $TOOLS " == *" watchfolder "* ]] ;;
     mc-*|rclone-*) [[ " $TOOLS " == *" ${1%%-*} "* ]] ;;
     *) [[ " $TOOLS " == *" $1 "* ]] ;;
@@ -105,6 +109,7 @@ log "building the benchmark helpers"
 (cd "$ROOT" && for t in measure wfrun report wan; do "$GO" build -o "$WORK/tools/$t" "./bench/cmd/$t"; done)
 # A private copy: other work may rebuild ./watchfolder while this runs.
 cp "$ROOT/watchfolder" "$WORK/tools/watchfolder"
+if [[ -n "${BENCH_BASELINE:-}" ]]; then cp "$BENCH_BASELINE" "$WORK/tools/watchfolder-base"; fi
 MEASURE="$WORK/tools/measure" WFRUN="$WORK/tools/wfrun" REPORT="$WORK/tools/report"
 
 log "starting MinIO $MINIO_VERSION (data in $WORK/minio)"
@@ -130,9 +135,10 @@ export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Minio
 export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_REGION=us-east-1
 export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
 RCLONE=("$BIN/rclone")
+# WF_BIN and WF_TOOL pick another binary and its label (the baseline).
 wf() { # mode flags...
-  "$WFRUN" "$1" -bin "$WORK/tools/watchfolder" -endpoint "$ENDPOINT" -access-key "$MINIO_ROOT_USER" \
-    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" "${@:2}"
+  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$ENDPOINT" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
 }
 
 # The WAN: one proxy for every tool (each connection gets its own cap, as
@@ -151,8 +157,8 @@ if [[ " $SCENARIOS " == *" wan"* ]]; then
   export RCLONE_CONFIG_WAN_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_WAN_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
 fi
 wfwan() { # mode flags...
-  "$WFRUN" "$1" -bin "$WORK/tools/watchfolder" -endpoint "$WAN_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
-    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" "${@:2}"
+  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$WAN_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
 }
 
 STAGE="$WORK/stage"
@@ -206,7 +212,15 @@ run_tool() { # scenario tool run
   local sc=$1 tool=$2 run=$3 b
   b=$(bucket_for "$sc" "$tool" "$run")
   settle
-  local label=$tool
+  if [[ $tool == wf-base ]]; then
+    # The baseline binary, measured exactly like watchfolder.
+    WF_BIN="$WORK/tools/watchfolder-base" WF_TOOL="watchfolder baseline" run_tool_as "$sc" watchfolder "$run" "$b"
+    return
+  fi
+  run_tool_as "$sc" "$tool" "$run" "$b"
+}
+run_tool_as() { # scenario tool run bucket
+  local sc=$1 tool=$2 run=$3 b=$4 label=$2
   case $tool in
     mc-p16) label="mc put --parallel 16" ;;
     rclone-c16) label="rclone --s3-upload-concurrency 16" ;;
@@ -254,6 +268,7 @@ for sc in $SCENARIOS; do
     wan500) tools_for=(watchfolder mc rclone wf-mf8w) ;;
     *) die "unknown scenario $sc" ;;
   esac
+  if [[ -n "${BENCH_BASELINE:-}" && $sc != resume ]]; then tools_for+=(wf-base); fi
   log "scenario $sc: ${tools_for[*]}, $RUNS runs"
   LOAD[$sc]=$(wait_quiet)
   echo "${LOAD[$sc]}"

@@ -29,7 +29,7 @@ var (
 	peers = []string{"mc", "rclone"}
 	// variants are watchfolder runs with a non-default setting, shown for
 	// comparison after the tools (not in the ratios or targets).
-	variants = []string{"watchfolder receipts=true", "watchfolder max_files=4", "watchfolder concurrency=2", "watchfolder max_files=8"}
+	variants = []string{"watchfolder receipts=true", "watchfolder max_files=4", "watchfolder concurrency=2", "watchfolder max_files=8", "watchfolder baseline"}
 	// bestPeers are the peers with their documented parallelism settings
 	// (WAN scenarios).
 	bestPeers = []string{"mc put --parallel 16", "rclone --s3-upload-concurrency 16"}
@@ -344,7 +344,7 @@ func chart(sum map[string]map[string]*stat) []byte {
 	)
 	colors := map[string]string{"watchfolder": "#2b7bb9", "mc": "#c8553d", "rclone": "#7a9e3b",
 		"mc put --parallel 16": "#e09a8a", "rclone --s3-upload-concurrency 16": "#b5cc8e",
-		"watchfolder max_files=4": "#8fb8da", "watchfolder concurrency=2": "#8fb8da", "watchfolder max_files=8": "#8fb8da", "watchfolder receipts=true": "#8fb8da"}
+		"watchfolder max_files=4": "#8fb8da", "watchfolder concurrency=2": "#8fb8da", "watchfolder max_files=8": "#8fb8da", "watchfolder receipts=true": "#8fb8da", "watchfolder baseline": "#b0b0b0"}
 	type panel struct {
 		title string
 		vals  []float64
