@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -347,5 +348,43 @@ func TestErrLockedNamesTheHolder(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", cmd.Process.Pid)) || !strings.Contains(err.Error(), "writing") {
 		t.Fatalf("error %q does not name the holder (pid %d)", err, cmd.Process.Pid)
+	}
+}
+
+// A first start writes the new database under a temporary name and links
+// it in only once it is complete and synced, so a power cut during it
+// leaves either no state.db (the next start creates one) or a whole one,
+// never the 0-byte file that is refused as truncated. A temporary file
+// left by such a cut is removed.
+func TestNewDatabaseAppearsWhole(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	stale := filepath.Join(dir, ".state.db.new-123")
+	if err := os.WriteFile(stale, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hooked := false
+	st, err := Open(path, Options{beforeLink: func(tmp string) {
+		hooked = true
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists before the new database is complete (lstat: %v)", path, err)
+		}
+		if err := checkFile(tmp); err != nil {
+			t.Errorf("the database about to be linked is not whole: %v", err)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if !hooked {
+		t.Fatal("the new database was not made under a temporary name")
+	}
+	if err := st.Create(context.Background(), &Job{Folder: "f", RelPath: "a.mp4", Path: "/w/a.mp4", State: Queued}); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, ".state.db.new-*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

@@ -41,6 +41,10 @@ type Options struct {
 	// Now is the clock for Created, Updated and history; nil means time.Now.
 	// Tests set it to get predictable times.
 	Now func() time.Time
+
+	// beforeLink, in tests, runs while a new database is complete under
+	// its temporary name and not yet linked as path.
+	beforeLink func(tmp string)
 }
 
 // Filter selects jobs for List.
@@ -101,6 +105,11 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := !opts.ReadOnly && errors.Is(statErr, fs.ErrNotExist)
+	if created {
+		if err := createFile(path, opts.beforeLink); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkFile(path); err != nil {
 		return nil, err
 	}
@@ -767,6 +776,49 @@ func guard(path string, fn func() error) (err error) {
 }
 
 // syncDir fsyncs directory dir, making the entries created in it durable.
+// createFile makes a new, empty database at path that is whole or absent:
+// it is written and synced under a temporary name, then linked in (link(2)
+// never replaces, so a concurrent creator's file is kept). A power cut
+// during a first start used to leave a 0-byte state.db, which the next
+// start refuses as truncated.
+func createFile(path string, beforeLink func(string)) error {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	pattern := "." + base + ".new-*"
+	if stale, _ := filepath.Glob(filepath.Join(dir, pattern)); len(stale) > 0 {
+		// Left by a first start that was cut off: never linked, never used.
+		for _, p := range stale {
+			_ = os.Remove(p)
+		}
+	}
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return fmt.Errorf("create state database %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the link, only the second name goes
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create state database %s: %w", path, err)
+	}
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create state database %s: %w", path, err)
+	}
+	err = db.Update(initSchema) // bbolt syncs the file at commit
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create state database %s: %w", path, err)
+	}
+	if beforeLink != nil {
+		beforeLink(tmp)
+	}
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create state database %s: %w", path, err)
+	}
+	return nil
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
