@@ -20,6 +20,18 @@ func destTypes() (map[string]uploader.DestinationType, []string) {
 	return byName, names
 }
 
+// SidecarPlatforms names the destination types whose extras a sidecar may
+// give under a top-level key of the type's name.
+func SidecarPlatforms() []string {
+	var out []string
+	for _, dt := range all.Types() {
+		if dt.SidecarKey {
+			out = append(out, dt.Name)
+		}
+	}
+	return out
+}
+
 func buildDestination(name string, t *table.Table) *Destination {
 	d := &Destination{Name: name}
 	types, names := destTypes()

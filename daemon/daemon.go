@@ -67,6 +67,9 @@ type Daemon struct {
 	guard   time.Duration
 	pause   *pauseState
 	metrics *metrics
+	// sidecarKeys are the destination types a sidecar may name at its top
+	// level (config.SidecarPlatforms).
+	sidecarKeys []string
 
 	// rt is the reloadable part (config, folders, destinations): workers
 	// load it once per step, a reload swaps it whole.
@@ -124,6 +127,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		opts: o, log: log, version: o.Version, store: store, sched: newScheduler(),
 		guard: o.OrphanGuard, lim: uploader.NewLimiter(cfg.Upload.MaxBandwidth), pause: pause,
 		restart: make(chan *watcher.Watcher), heartbeat: make(chan chan struct{}), cl: cl,
+		sidecarKeys: config.SidecarPlatforms(),
 	}
 	if d.guard <= 0 {
 		d.guard = orphanGuard

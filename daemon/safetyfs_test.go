@@ -128,7 +128,7 @@ func TestSidecarSymlinkAndFIFONotRead(t *testing.T) {
 	if err := os.Symlink(secret, link); err != nil {
 		t.Fatal(err)
 	}
-	m, err := readSidecar(root, link)
+	m, err := readSidecar(root, link, config.SidecarPlatforms())
 	if !errors.Is(err, mover.ErrSymlink) || m.Title != "" {
 		t.Fatalf("readSidecar through a symlink = %+v, %v; want ErrSymlink", m, err)
 	}
@@ -137,7 +137,7 @@ func TestSidecarSymlinkAndFIFONotRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := readSidecar(root, fifo); done <- err }()
+	go func() { _, err := readSidecar(root, fifo, config.SidecarPlatforms()); done <- err }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, mover.ErrNotRegular) {

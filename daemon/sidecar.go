@@ -40,7 +40,7 @@ func (d *Daemon) findSidecar(j *state.Job, f *config.Folder) (string, error) {
 		if time.Since(fi.ModTime()) < f.StableAfter && time.Since(j.Created) < f.SidecarWait {
 			return "", errSidecarPending
 		}
-		if _, err := readSidecar(f.Path, p); err != nil {
+		if _, err := readSidecar(f.Path, p, d.sidecarKeys); err != nil {
 			return p, uploader.Permanent(err) // p: it moves with the media
 		}
 		return p, nil
@@ -65,12 +65,12 @@ func (d *Daemon) findSidecar(j *state.Job, f *config.Folder) (string, error) {
 // It never follows a symlink below the root (one planted in place of the
 // sidecar could point at /etc/shadow, read as root), never blocks on a
 // FIFO put in its place, and reads only regular files.
-func readSidecar(root, p string) (uploader.Metadata, error) {
+func readSidecar(root, p string, platforms []string) (uploader.Metadata, error) {
 	data, err := mover.ReadSmall(root, p, maxSidecar)
 	if err != nil {
 		return uploader.Metadata{}, fmt.Errorf("sidecar %s: %w", filepath.Base(p), err)
 	}
-	m, err := uploader.ParseMetadata(data)
+	m, err := uploader.ParseMetadata(data, platforms)
 	if err != nil {
 		return uploader.Metadata{}, fmt.Errorf("sidecar %s is malformed: %w", filepath.Base(p), err)
 	}
@@ -86,7 +86,7 @@ func (d *Daemon) loadMetadata(j *state.Job) (uploader.Metadata, error) {
 			root = f.Path
 		}
 		var err error
-		if m, err = readSidecar(root, j.Sidecar); err != nil {
+		if m, err = readSidecar(root, j.Sidecar, d.sidecarKeys); err != nil {
 			return m, uploader.Permanent(err)
 		}
 	}

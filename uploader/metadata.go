@@ -19,18 +19,17 @@ const (
 	maxTags         = 100
 )
 
-// platformKeys are the destination types whose extras may also be given as
-// top-level sidecar keys ({"skylark": {...}} as well as
-// {"platform": {"skylark": {...}}}). Read-only.
-var platformKeys = map[string]bool{"bluebillywig": true, "jwplayer": true, "wistia": true, "skylark": true}
+// metadataKeys are the sidecar's own top-level keys.
+const metadataKeys = "title, description, tags, external_id, custom_params, platform"
 
 // ParseMetadata parses a sidecar file strictly: one JSON object with the
 // fields title, description, tags, external_id, custom_params, platform and
-// the per-platform keys bluebillywig, jwplayer, wistia, skylark (folded into
-// Platform). Unknown keys are errors so a typo ("tittle") fails the job with
-// a readable reason instead of silently losing metadata. A null value is the
-// same as an absent key.
-func ParseMetadata(data []byte) (Metadata, error) {
+// a key per destination type in platforms (the types whose extras may be
+// given at the top level, DestinationType.SidecarKey; folded into
+// Platform). Unknown keys are errors so a typo ("tittle") fails the job
+// with a readable reason instead of silently losing metadata. A null value
+// is the same as an absent key.
+func ParseMetadata(data []byte, platforms []string) (Metadata, error) {
 	var m Metadata
 	if len(data) > maxSidecarBytes {
 		return m, fmt.Errorf("sidecar is %d bytes, over the 1 MiB limit", len(data))
@@ -54,14 +53,18 @@ func ParseMetadata(data []byte) (Metadata, error) {
 		switch k {
 		case "title", "description", "tags", "external_id", "custom_params", "platform":
 		default:
-			if !platformKeys[k] {
+			if !slices.Contains(platforms, k) {
 				unknown = append(unknown, k)
 			}
 		}
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return m, fmt.Errorf("sidecar: unknown key(s) %s (known: title, description, tags, external_id, custom_params, platform, bluebillywig, jwplayer, wistia, skylark)", quoteAll(unknown))
+		known := metadataKeys
+		if len(platforms) > 0 {
+			known += ", " + strings.Join(platforms, ", ")
+		}
+		return m, fmt.Errorf("sidecar: unknown key(s) %s (known: %s)", quoteAll(unknown), known)
 	}
 
 	if err := field(top, "title", "a string", &m.Title); err != nil {
@@ -96,7 +99,7 @@ func ParseMetadata(data []byte) (Metadata, error) {
 		return Metadata{}, err
 	}
 	for k, v := range top {
-		if !platformKeys[k] || isNull(v) {
+		if !slices.Contains(platforms, k) || isNull(v) {
 			continue
 		}
 		if _, dup := nested[k]; dup {

@@ -59,7 +59,7 @@ func TestParseMetadata(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseMetadata([]byte(tc.in))
+			got, err := ParseMetadata([]byte(tc.in), testPlatforms)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want containing %q", err, tc.wantErr)
@@ -83,7 +83,7 @@ func FuzzParseMetadata(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := ParseMetadata(data)
+		m, err := ParseMetadata(data, testPlatforms)
 		if err != nil {
 			return
 		}
@@ -99,7 +99,7 @@ func FuzzParseMetadata(f *testing.F) {
 		if err != nil {
 			t.Fatalf("marshal accepted metadata: %v", err)
 		}
-		m2, err := ParseMetadata(b)
+		m2, err := ParseMetadata(b, testPlatforms)
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", b, err)
 		}
@@ -134,3 +134,7 @@ func sameMetadata(a, b Metadata) bool {
 	}
 	return true
 }
+
+// testPlatforms are the sidecar platform keys the parser is tested with (the
+// daemon passes config.SidecarPlatforms, derived from the registry).
+var testPlatforms = []string{"bluebillywig", "jwplayer", "wistia", "skylark"}

@@ -20,6 +20,9 @@ type DestinationType struct {
 	// only when there were none. Keys Decode does not read are reported
 	// as unknown by the caller.
 	Decode func(t *table.Table) Settings
+	// SidecarKey: a sidecar may give this type's extras under a top-level
+	// key of its name ({"skylark": {...}}) as well as under "platform".
+	SidecarKey bool
 }
 
 // Settings are one destination's validated configuration.

@@ -19,7 +19,7 @@ var (
 // Declare declares the "bluebillywig" destination type: its keys, defaults,
 // checks and secrets.
 func Declare() uploader.DestinationType {
-	return uploader.DestinationType{Name: Type, Decode: decode}
+	return uploader.DestinationType{Name: Type, Decode: decode, SidecarKey: true}
 }
 
 type settings struct {

@@ -11,7 +11,7 @@ import (
 // Declare declares the "jwplayer" destination type: its keys, defaults,
 // checks and secrets. JW takes the bytes itself: no S3 keys.
 func Declare() uploader.DestinationType {
-	return uploader.DestinationType{Name: Type, Decode: decode}
+	return uploader.DestinationType{Name: Type, Decode: decode, SidecarKey: true}
 }
 
 type settings struct {

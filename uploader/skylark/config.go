@@ -13,7 +13,7 @@ import (
 // Declare declares the "skylark" destination type: its keys, defaults,
 // checks and secrets.
 func Declare() uploader.DestinationType {
-	return uploader.DestinationType{Name: "skylark", Decode: decode}
+	return uploader.DestinationType{Name: "skylark", Decode: decode, SidecarKey: true}
 }
 
 type settings struct {

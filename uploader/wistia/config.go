@@ -12,7 +12,7 @@ import (
 // Declare declares the "wistia" destination type: its keys, defaults,
 // checks and secrets.
 func Declare() uploader.DestinationType {
-	return uploader.DestinationType{Name: "wistia", Decode: decode}
+	return uploader.DestinationType{Name: "wistia", Decode: decode, SidecarKey: true}
 }
 
 type settings struct {
