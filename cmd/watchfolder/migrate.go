@@ -13,7 +13,8 @@ import (
 
 // cmdMigrate copies the jobs between state.db (bbolt) and the etcd cluster
 // of [state], keeping ids, states, history and upload checkpoints, so an
-// install moves to cluster mode (or back) without re-uploading anything.
+// install moves to cluster mode (or back) without re-uploading anything;
+// queued notifications and the pause come along.
 // The daemons must be stopped; the destination must be empty.
 func cmdMigrate(e *env, args []string) int {
 	fs, cfgPath := e.flags("migrate", "--to etcd|bbolt [--config FILE]")
@@ -76,6 +77,17 @@ func cmdMigrate(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "watchfolder migrate: write %s: %v\n", toName, err)
 		return exitError
 	}
+	extra, err := daemon.MigrateExtras(ctx, cfg.StateDir, db, es, *to == "etcd")
+	if err != nil {
+		fmt.Fprintf(e.stderr, "watchfolder migrate: copied %d job(s), then: %v\n", len(jobs), err)
+		return exitError
+	}
 	fmt.Fprintf(e.stdout, "copied %d job(s) from %s to %s\n", len(jobs), fromName, toName)
+	if extra.Notifications > 0 {
+		fmt.Fprintf(e.stdout, "copied %d queued notification(s)\n", extra.Notifications)
+	}
+	if extra.Pause {
+		fmt.Fprintln(e.stdout, "copied the pause: the folders paused before stay paused")
+	}
 	return exitOK
 }

@@ -59,8 +59,33 @@ bucket = "b-1"
 	if _, err := db.Update(ctx, jobs[3].ID, func(j *state.Job) error { j.State = state.Uploading; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	// Two webhooks still queued, and a paused folder: they move too.
+	for _, ev := range []string{"done", "failed"} {
+		if _, err := db.OutboxAdd(ctx, "hook-1", ev, []byte(`{"event":"`+ev+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pause = `{"all":false,"folders":["news"]}`
+	if err := os.WriteFile(filepath.Join(src, "paused.json"), []byte(pause), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	want, _ := db.List(ctx, state.Filter{})
 	db.Close()
+	queued := func(o interface {
+		Outbox(context.Context) ([]state.OutboxEntry, error)
+	}) string {
+		t.Helper()
+		es, err := o.Outbox(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, e := range es {
+			fmt.Fprintf(&b, "%s %s %s;", e.Hook, e.Event, e.Body)
+		}
+		return b.String()
+	}
+	const wantQueued = `hook-1 done {"event":"done"};hook-1 failed {"event":"failed"};`
 
 	run := func(args ...string) (string, string, int) {
 		var out, errb bytes.Buffer
@@ -87,6 +112,12 @@ bucket = "b-1"
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("etcd holds %d jobs (%v), differing from state.db's %d", len(got), err, len(want))
 	}
+	if q := queued(es); q != wantQueued {
+		t.Errorf("etcd outbox after migrate = %q, want %q", q, wantQueued)
+	}
+	if p, err := es.Setting(ctx, "pause"); err != nil || string(p) != pause {
+		t.Errorf("etcd pause after migrate = %q (%v), want %s", p, err, pause)
+	}
 	next := storetest.NewJob("news", "new.mp4", state.Queued)
 	if err := es.Create(ctx, next); err != nil || next.ID != 151 {
 		t.Errorf("first id after the import = %d (%v), want 151", next.ID, err)
@@ -107,6 +138,12 @@ bucket = "b-1"
 	got, err = back.List(ctx, state.Filter{})
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("state.db after the round trip holds %d jobs (%v), want %d", len(got), err, len(want))
+	}
+	if q := queued(back); q != wantQueued {
+		t.Errorf("state.db outbox after the round trip = %q, want %q", q, wantQueued)
+	}
+	if p, err := os.ReadFile(filepath.Join(dir, "back", "paused.json")); err != nil || string(p) != pause {
+		t.Errorf("paused.json after the round trip = %q (%v), want %s", p, err, pause)
 	}
 	if problems, err := back.Check(ctx); err != nil || len(problems) > 0 {
 		t.Errorf("Check after import: %v %v", problems, err)
