@@ -17,12 +17,17 @@
 #           `mc cp` and `rclone copyto` with their defaults, and with their
 #           documented parallelism settings (`mc put --parallel 16`,
 #           `rclone copyto --s3-upload-concurrency 16`)
+#   wanfar  one 1 GiB file through a farther, thinner link (a second proxy:
+#           BENCH_WANFAR_ONE_WAY each way, BENCH_WANFAR_RATE per connection):
+#           watchfolder vs the peers with their parallelism settings only (with
+#           their defaults, 4 streams of 5 MiB/s, each run would take a minute)
 #   wan500  500 files of 2 MiB at once through the same WAN: watchfolder vs
 #           `mc mirror` vs `rclone copy --transfers 8`
 #
 # Environment knobs (defaults in brackets):
-#   BENCH_RUNS [3]  BENCH_SCENARIOS ["1gib burst resume wan1gib wan500"]
+#   BENCH_RUNS [3]  BENCH_SCENARIOS ["1gib burst resume wan1gib wanfar wan500"]
 #   BENCH_WAN_ONE_WAY [20ms]  BENCH_WAN_RATE [20MiB]  (per connection, upstream)
+#   BENCH_WANFAR_ONE_WAY [50ms]  BENCH_WANFAR_RATE [5MiB]  BENCH_WANFAR_SIZE [$BENCH_BIG_SIZE]
 #   BENCH_WAN_FILES [500]  BENCH_WAN_SIZE [2097152]  BENCH_WAN_BIG_SIZE [$BENCH_BIG_SIZE]
 #   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
 #   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
@@ -49,13 +54,16 @@ RCLONE_VERSION=v1.75.1
 MINIO_VERSION=$(sed -n 's/^MINIO_VERSION *:= *//p' "$ROOT/Makefile")
 
 RUNS=${BENCH_RUNS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-"1gib burst resume wan1gib wan500"}
+SCENARIOS=${BENCH_SCENARIOS:-"1gib burst resume wan1gib wanfar wan500"}
 WAN_ONE_WAY=${BENCH_WAN_ONE_WAY:-20ms}
 WAN_RATE=${BENCH_WAN_RATE:-20MiB}
+WANFAR_ONE_WAY=${BENCH_WANFAR_ONE_WAY:-50ms}
+WANFAR_RATE=${BENCH_WANFAR_RATE:-5MiB}
 WAN_FILES=${BENCH_WAN_FILES:-500}
 WAN_SIZE=${BENCH_WAN_SIZE:-2097152}
 BIG_SIZE=${BENCH_BIG_SIZE:-1073741824}
 WAN_BIG_SIZE=${BENCH_WAN_BIG_SIZE:-$BIG_SIZE}
+WANFAR_SIZE=${BENCH_WANFAR_SIZE:-$BIG_SIZE}
 BURST_FILES=${BENCH_BURST_FILES:-2000}
 BURST_SIZE=${BENCH_BURST_SIZE:-262144}
 WAIT_LOAD=${BENCH_WAIT_LOAD:-900}
@@ -98,8 +106,10 @@ WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/wfbench.XXXXXX)}
 mkdir -p "$WORK"
 MINIO_PID=
 WAN_PID=
+FAR_PID=
 cleanup() {
   if [[ -n "$WAN_PID" ]]; then kill "$WAN_PID" 2>/dev/null || true; wait "$WAN_PID" 2>/dev/null || true; fi
+  if [[ -n "$FAR_PID" ]]; then kill "$FAR_PID" 2>/dev/null || true; wait "$FAR_PID" 2>/dev/null || true; fi
   if [[ -n "$MINIO_PID" ]]; then kill "$MINIO_PID" 2>/dev/null || true; wait "$MINIO_PID" 2>/dev/null || true; fi
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "scratch kept in $WORK"; fi
 }
@@ -156,6 +166,23 @@ if [[ " $SCENARIOS " == *" wan"* ]]; then
   export RCLONE_CONFIG_WAN_ENDPOINT="$WAN_ENDPOINT" RCLONE_CONFIG_WAN_REGION=us-east-1
   export RCLONE_CONFIG_WAN_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_WAN_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
 fi
+FAR_ENDPOINT=
+if [[ " $SCENARIOS " == *" wanfar "* ]]; then
+  log "starting the far WAN proxy ($WANFAR_ONE_WAY each way, $WANFAR_RATE per connection upstream)"
+  coproc FARPROC { exec "$WORK/tools/wan" -upstream "127.0.0.1:$PORT" -one-way "$WANFAR_ONE_WAY" -rate "$WANFAR_RATE"; }
+  FAR_PID=$FARPROC_PID
+  read -r FAR_ADDR <&"${FARPROC[0]}" || die "the far WAN proxy did not start"
+  FAR_ENDPOINT="http://$FAR_ADDR"
+  echo "far WAN proxy at $FAR_ENDPOINT (pid $FAR_PID)"
+  export MC_HOST_far="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@$FAR_ADDR"
+  export RCLONE_CONFIG_FAR_TYPE=s3 RCLONE_CONFIG_FAR_PROVIDER=Minio
+  export RCLONE_CONFIG_FAR_ENDPOINT="$FAR_ENDPOINT" RCLONE_CONFIG_FAR_REGION=us-east-1
+  export RCLONE_CONFIG_FAR_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_FAR_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
+fi
+wffar() { # mode flags...
+  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$FAR_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
+}
 wfwan() { # mode flags...
   "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$WAN_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
     -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
@@ -170,6 +197,10 @@ if has burst; then "$WFRUN" gen -path "$STAGE/burst" -files "$BURST_FILES" -size
 if has wan1gib; then
   if [[ $WAN_BIG_SIZE == "$BIG_SIZE" ]] && has 1gib; then ln "$STAGE/big.mp4" "$STAGE/wanbig.mp4"
   else "$WFRUN" gen -path "$STAGE/wanbig.mp4" -size "$WAN_BIG_SIZE"; fi
+fi
+if has wanfar; then
+  if [[ $WANFAR_SIZE == "$BIG_SIZE" ]] && { has 1gib || has resume; }; then ln "$STAGE/big.mp4" "$STAGE/wanfar.mp4"
+  else "$WFRUN" gen -path "$STAGE/wanfar.mp4" -size "$WANFAR_SIZE"; fi
 fi
 if has wan500; then "$WFRUN" gen -path "$STAGE/wan500" -files "$WAN_FILES" -size "$WAN_SIZE"; fi
 # Warm the page cache for everyone: the same inodes are used by every tool
@@ -238,6 +269,9 @@ run_tool_as() { # scenario tool run bucket
     wan1gib/mc-p16) "${m[@]}" "${MC[@]}" put --parallel 16 "$STAGE/wanbig.mp4" "wan/$b/big.mp4" ;;
     wan1gib/rclone) "${m[@]}" "${RCLONE[@]}" copyto "$STAGE/wanbig.mp4" "wan:$b/big.mp4" ;;
     wan1gib/rclone-c16) "${m[@]}" "${RCLONE[@]}" copyto --s3-upload-concurrency 16 "$STAGE/wanbig.mp4" "wan:$b/big.mp4" ;;
+    wanfar/watchfolder) wffar file -scenario wanfar -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wanfar.mp4" ;;
+    wanfar/mc-p16) "${m[@]}" "${MC[@]}" put --parallel 16 "$STAGE/wanfar.mp4" "far/$b/far.mp4" ;;
+    wanfar/rclone-c16) "${m[@]}" "${RCLONE[@]}" copyto --s3-upload-concurrency 16 "$STAGE/wanfar.mp4" "far:$b/far.mp4" ;;
     wan500/watchfolder) wfwan burst -scenario wan500 -bucket "$b" -run "$run" -work "$WORK/runs/$sc-$run" -stage "$STAGE/wan500" ;;
     wan500/mc) "${m[@]}" "${MC[@]}" mirror "$STAGE/wan500" "wan/$b/wan500" ;;
     wan500/rclone) "${m[@]}" "${RCLONE[@]}" copy --transfers 8 "$STAGE/wan500" "wan:$b/wan500" ;;
@@ -265,6 +299,7 @@ for sc in $SCENARIOS; do
     burst) tools_for=(watchfolder mc rclone wf-rcpt wf-mf8) ;;
     resume) tools_for=(watchfolder wf-c2) ;;
     wan1gib) tools_for=(watchfolder mc rclone mc-p16 rclone-c16) ;;
+    wanfar) tools_for=(watchfolder mc-p16 rclone-c16) ;;
     wan500) tools_for=(watchfolder mc rclone wf-mf8w) ;;
     *) die "unknown scenario $sc" ;;
   esac

@@ -791,6 +791,9 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 		start = streamStartFar
 	}
 	st := newStreams(ceiling, start, time.Now, func(l int) { c.learned.Store(int32(l)) })
+	if !rtt.local() {
+		st.staggerMax = farStagger
+	}
 	for range c.eng.Concurrency {
 		wg.Go(func() {
 			for j := range jobs {

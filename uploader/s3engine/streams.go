@@ -48,7 +48,10 @@ type streams struct {
 	limit    int
 	inflight int
 	youngest *partWatch // most recently started part still in flight
-	sent     int64      // body bytes sent by every part so far
+	// staggerMax, when set, bounds how long a part waits for the youngest
+	// to cross its share (see farStagger).
+	staggerMax time.Duration
+	sent       int64 // body bytes sent by every part so far
 
 	// Probing state.
 	settled     bool
@@ -89,6 +92,10 @@ const (
 	// one doubling up (streamUpMax at most, after tries that did not pay).
 	streamUpFirst = 4 * time.Second
 	streamUpMax   = 64 * time.Second
+	// farStagger caps the stagger towards a distant store: there a share
+	// of a part can take a second to send on a thin per-connection link
+	// (5 MiB/s), and waiting for it would take 30 s to fill 32 streams.
+	farStagger = 25 * time.Millisecond
 )
 
 // newStreams returns the pacing of one upload: at most maxStreams parts in
@@ -110,6 +117,7 @@ func newStreams(maxStreams, start int, now func() time.Time, learn func(int)) *s
 type partWatch struct {
 	len       int64
 	threshold int64 // bytes after which the next part may start
+	started   time.Time
 	sent      atomic.Int64
 	crossed   atomic.Bool
 	s         *streams
@@ -138,13 +146,25 @@ func (s *streams) signal() {
 func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 	s.mu.Lock()
 	for {
-		if s.inflight < s.limit && (s.youngest == nil || s.youngest.crossed.Load()) {
-			break
+		var timer <-chan time.Time
+		if s.inflight < s.limit {
+			y := s.youngest
+			if y == nil || y.crossed.Load() {
+				break
+			}
+			if s.staggerMax > 0 {
+				wait := y.started.Add(s.staggerMax).Sub(s.now())
+				if wait <= 0 {
+					break
+				}
+				timer = time.After(wait)
+			}
 		}
 		wake := s.wake
 		s.mu.Unlock()
 		select {
 		case <-wake:
+		case <-timer:
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
@@ -159,7 +179,7 @@ func (s *streams) acquire(ctx context.Context, n int64) (*partWatch, error) {
 		// do not end evenly spaced) and slow the climb.
 		share *= 2
 	}
-	w := &partWatch{len: n, threshold: n / share, s: s}
+	w := &partWatch{len: n, threshold: n / share, started: s.now(), s: s}
 	if w.threshold <= 0 {
 		w.crossed.Store(true)
 	}

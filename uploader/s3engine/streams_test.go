@@ -224,3 +224,41 @@ func TestStreamsLooksUpWhenLinkFreesUp(t *testing.T) {
 		t.Fatalf("level %d once the uplink's sum cap went away, want 16", got)
 	}
 }
+
+// Towards a distant store the stagger is capped in time: on a thin
+// per-connection link a part's share can take a second to send, so the
+// next part starts after farStagger at the latest.
+func TestStreamsFarStaggerIsCapped(t *testing.T) {
+	const part = 16 << 20
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	st := newStreams(8, 4, clk.now, nil)
+	st.staggerMax = farStagger
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := st.acquire(done, part); err != nil {
+		t.Fatalf("first part must start at once: %v", err)
+	}
+	if _, err := st.acquire(done, part); err == nil {
+		t.Fatal("second part started at the same moment as the first")
+	}
+	clk.t = clk.t.Add(farStagger)
+	if _, err := st.acquire(done, part); err != nil {
+		t.Fatalf("second part must start %v after the first, sent or not: %v", farStagger, err)
+	}
+
+	// With the real clock, a waiting part is woken by the cap.
+	rs := newStreams(8, 4, time.Now, nil)
+	rs.staggerMax = farStagger
+	if _, err := rs.acquire(context.Background(), part); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	t0 := time.Now()
+	if _, err := rs.acquire(ctx, part); err != nil {
+		t.Fatalf("second part never started: %v", err)
+	}
+	if el := time.Since(t0); el < farStagger/2 {
+		t.Errorf("second part started after %v, want about %v", el, farStagger)
+	}
+}
