@@ -356,8 +356,10 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   \`mc put --parallel 16\` (mc cp has no such flag) and \`rclone copyto
   --s3-upload-concurrency 16\`. wan500: 500 files of 2 MiB, \`mc mirror\` and \`rclone copy
   --transfers 8\` as in the burst; the \`max_files=8\` row is watchfolder with the previous
-  default. The proxy is a separate process on the same 2 cores: at a few hundred MiB/s it
-  is one more CPU consumer, like MinIO.
+  default. wanfar: a second proxy, $WANFAR_ONE_WAY each way and $WANFAR_RATE/s per connection,
+  the same file; only the peers' parallelism settings are run there (with their defaults,
+  4 streams of that link, a run takes a minute). The proxies are separate processes on the
+  same 2 cores: at a few hundred MiB/s each is one more CPU consumer, like MinIO.
 - Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)
 - CPU and RSS are the client's only; MinIO shares the same 2 cores with it in every case.
 EOF
