@@ -268,6 +268,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.sched.stopTimers()
+	d.saveLearned()
 	return runErr
 }
 

@@ -26,6 +26,11 @@ func (d *Daemon) buildRuntime(ctx context.Context, cfg *config.Config) (*runtime
 	if err != nil {
 		return nil, err
 	}
+	var prev map[string]uploader.Destination
+	if old := d.rt.Load(); old != nil {
+		prev = old.dests
+	}
+	d.restoreLearned(ctx, prev, dests)
 	rt := &runtime{cfg: cfg, folders: map[string]*config.Folder{}, dests: dests}
 	for i := range cfg.Folders {
 		rt.folders[cfg.Folders[i].Name] = &cfg.Folders[i]

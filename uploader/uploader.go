@@ -113,6 +113,14 @@ type Destination interface {
 	Abort(ctx context.Context, cp *Checkpoint) error
 }
 
+// StreamLearner is a destination that learns how many parts in flight its
+// link takes (the S3 engine's probe). The daemon keeps the level across
+// restarts and reloads so the first upload after one starts there.
+type StreamLearner interface {
+	LearnedStreams() int // 0: nothing learned yet
+	SetLearnedStreams(n int)
+}
+
 // ErrSourceChanged means the file on disk is no longer the version the job
 // was created for (size, mtime or inode differ): the job goes back to waiting.
 var ErrSourceChanged = errors.New("source file changed since it was found")

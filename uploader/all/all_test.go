@@ -4,6 +4,11 @@ import (
 	"testing"
 
 	"github.com/watchfolder/watchfolder/config/table"
+	"github.com/watchfolder/watchfolder/uploader"
+	"github.com/watchfolder/watchfolder/uploader/bluebillywig"
+	"github.com/watchfolder/watchfolder/uploader/s3engine"
+	"github.com/watchfolder/watchfolder/uploader/skylark"
+	"github.com/watchfolder/watchfolder/uploader/wistia"
 )
 
 // TestDeclarations: names are unique, and every type reads an empty table
@@ -29,3 +34,12 @@ func TestDeclarations(t *testing.T) {
 		t.Errorf("%d types, want s3, bluebillywig, jwplayer, wistia, skylark", len(seen))
 	}
 }
+
+// The destinations that upload through the S3 engine report and take the
+// parts-in-flight level it learned, so the daemon keeps it across restarts.
+var (
+	_ uploader.StreamLearner = (*s3engine.S3Destination)(nil)
+	_ uploader.StreamLearner = (*bluebillywig.Destination)(nil)
+	_ uploader.StreamLearner = (*wistia.Destination)(nil)
+	_ uploader.StreamLearner = (*skylark.Destination)(nil)
+)

@@ -111,6 +111,18 @@ type S3 struct {
 	learned atomic.Int32
 }
 
+// LearnedStreams is the parts-in-flight level the last multipart upload
+// settled on (0: none yet).
+func (c *S3) LearnedStreams() int { return int(c.learned.Load()) }
+
+// SetLearnedStreams starts the next multipart upload at n parts in flight
+// (bounded by the ceiling; the probe goes on from there).
+func (c *S3) SetLearnedStreams(n int) {
+	c.learned.Store(int32(max(0, min(n, c.eng.Concurrency))))
+}
+
+var _ uploader.StreamLearner = (*S3)(nil)
+
 const (
 	mib = 1 << 20
 	// S3 limits: https://docs.aws.amazon.com/AmazonS3/latest/userguide/qfacts.html

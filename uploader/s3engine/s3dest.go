@@ -98,6 +98,11 @@ func (d *S3Destination) Prefix(folder string) string {
 // S3 returns the engine the destination writes with.
 func (d *S3Destination) S3() *S3 { return d.s3 }
 
+// LearnedStreams and SetLearnedStreams pass the engine's learned
+// parts-in-flight level through (uploader.StreamLearner).
+func (d *S3Destination) LearnedStreams() int     { return d.s3.LearnedStreams() }
+func (d *S3Destination) SetLearnedStreams(n int) { d.s3.SetLearnedStreams(n) }
+
 var _ uploader.Destination = (*S3Destination)(nil)
 
 // CleanOrphans aborts multipart uploads under this destination's key

@@ -163,6 +163,11 @@ func baseURL(v, def string) (string, error) {
 // Name returns the configured destination name.
 func (d *Destination) Name() string { return d.o.Name }
 
+// LearnedStreams and SetLearnedStreams pass the upload engine's learned
+// parts-in-flight level through (uploader.StreamLearner).
+func (d *Destination) LearnedStreams() int     { return d.o.S3.LearnedStreams() }
+func (d *Destination) SetLearnedStreams(n int) { d.o.S3.SetLearnedStreams(n) }
+
 // Type returns "wistia".
 func (d *Destination) Type() string { return "wistia" }
 
