@@ -786,8 +786,8 @@ func (c *S3) multipart(ctx context.Context, f *os.File, src *uploader.Source, in
 		// machine its noise can look like a gain.
 		ceiling = min(ceiling, streamStart)
 	} else if start == 0 {
-		// A distant store, first upload: start where the usual tools
-		// stay (four parts in flight) and probe up from there.
+		// A distant store, first upload: start above where the usual
+		// tools stay and probe up from there.
 		start = streamStartFar
 	}
 	st := newStreams(ceiling, start, time.Now, func(l int) { c.learned.Store(int32(l)) })

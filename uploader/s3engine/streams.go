@@ -13,7 +13,7 @@ import (
 //
 //   - As many parts at once as add throughput, up to the ceiling. An upload
 //     starts at the level the destination settled on last time (two for
-//     the first upload; four towards a distant store) and doubles it while doubling pays (quadruples it
+//     the first upload; eight towards a distant store) and doubles it while doubling pays (quadruples it
 //     after a doubling that doubled the rate): the aggregate
 //     rate of the bytes the parts send is measured over a short window once
 //     every stream of a level is running, and a level is kept only if it is
@@ -73,8 +73,11 @@ type streams struct {
 const (
 	streamStart = 2
 	// streamStartFar is the first level towards a store measured far
-	// away (see localRTT), when nothing was learned yet.
-	streamStartFar = 4
+	// away (see localRTT) when nothing was learned yet: twice what the
+	// usual tools keep (four), since a distant link is nearly always held
+	// back per connection. It applies once per destination: the level
+	// learned then is kept, across restarts too.
+	streamStartFar = 8
 	// streamGain is how much faster a doubled level must be to be kept.
 	// Doubling the streams of a per-connection-limited link nearly doubles
 	// the rate; the margin keeps noise (a socket buffer filling as a part
@@ -270,6 +273,11 @@ func (s *streams) tick() {
 	switch {
 	case s.bestLevel == 0 || rate >= s.bestRate*need:
 		step := 2
+		if s.bestLevel == 0 && s.limit > streamStart {
+			// The first step from a far or learned start: leap, the
+			// level in between is tried if the leap does not pay.
+			step = 4
+		}
 		if s.bestLevel > 0 && rate/s.bestRate >= streamLinear*float64(s.limit)/float64(s.bestLevel) {
 			// The rate grew in step with the streams: each connection is
 			// held back on its own, so leap further.

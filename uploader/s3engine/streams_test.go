@@ -95,6 +95,8 @@ func TestStreamsProbe(t *testing.T) {
 		{"WAN with a 120 MiB/s uplink", 16, 0, perConn(20*mb, 120*mb), 6 * time.Second, 8, 8},
 		{"WAN, 5 MiB/s per connection", 32, 0, perConn(5*mb, 0), 20 * time.Second, 32, 32},
 		{"learned level", 16, 8, perConn(20*mb, 0), 3 * time.Second, 16, 16},
+		{"far start leaps to the ceiling", 32, streamStartFar, perConn(20*mb, 0), 2 * time.Second, 32, 32},
+		{"far start on a 60 MiB/s uplink", 32, streamStartFar, perConn(20*mb, 60*mb), 6 * time.Second, 8, 8},
 		{"ceiling 2", 2, 0, perConn(20*mb, 0), 2 * time.Second, 2, 0},
 		{"ceiling 1", 1, 0, perConn(20*mb, 0), 2 * time.Second, 1, 0},
 	}
@@ -103,10 +105,15 @@ func TestStreamsProbe(t *testing.T) {
 			clk := &fakeClock{t: time.Unix(0, 0)}
 			learned := 0
 			st := newStreams(tt.max, tt.start, clk.now, func(l int) { learned = l })
-			if got := simulate(t, st, clk, part, tt.within, tt.link, 0, nil); got != tt.want {
-				t.Fatalf("level %d after %s, want %d", got, tt.within, tt.want)
+			got := simulate(t, st, clk, part, tt.within, tt.link, 0, nil)
+			_, settled := st.level()
+			// A settled level below the ceiling looks one doubling up now
+			// and then; the end may fall in such a look.
+			looking := !settled && got == 2*tt.want && learned == tt.want
+			if got != tt.want && !looking {
+				t.Fatalf("level %d after %s (settled %v, learned %d), want %d", got, tt.within, settled, learned, tt.want)
 			}
-			if _, settled := st.level(); !settled {
+			if !settled && !looking {
 				t.Errorf("not settled")
 			}
 			if learned != tt.wantLrnd {
