@@ -105,11 +105,9 @@ mkdir -p "$RESULTS_DIR/logs"
 WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/wfbench.XXXXXX)}
 mkdir -p "$WORK"
 MINIO_PID=
-WAN_PID=
-FAR_PID=
+PROXY_PIDS=()
 cleanup() {
-  if [[ -n "$WAN_PID" ]]; then kill "$WAN_PID" 2>/dev/null || true; wait "$WAN_PID" 2>/dev/null || true; fi
-  if [[ -n "$FAR_PID" ]]; then kill "$FAR_PID" 2>/dev/null || true; wait "$FAR_PID" 2>/dev/null || true; fi
+  for pid in "${PROXY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   if [[ -n "$MINIO_PID" ]]; then kill "$MINIO_PID" 2>/dev/null || true; wait "$MINIO_PID" 2>/dev/null || true; fi
   if [[ "${BENCH_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "scratch kept in $WORK"; fi
 }
@@ -145,48 +143,49 @@ export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Minio
 export RCLONE_CONFIG_BENCH_ENDPOINT="$ENDPOINT" RCLONE_CONFIG_BENCH_REGION=us-east-1
 export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
 RCLONE=("$BIN/rclone")
-# WF_BIN and WF_TOOL pick another binary and its label (the baseline).
-wf() { # mode flags...
-  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$ENDPOINT" -access-key "$MINIO_ROOT_USER" \
-    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
+# wfat ENDPOINT MODE FLAGS...: one watchfolder run against ENDPOINT. WF_BIN
+# and WF_TOOL pick another binary and its label (the baseline).
+wfat() {
+  "$WFRUN" "$2" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$1" -access-key "$MINIO_ROOT_USER" \
+    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:3}"
 }
+wf() { wfat "$ENDPOINT" "$@"; }
+wfwan() { wfat "$WAN_ENDPOINT" "$@"; }
+wffar() { wfat "$FAR_ENDPOINT" "$@"; }
 
-# The WAN: one proxy for every tool (each connection gets its own cap, as
-# on a real uplink shaped per stream).
+# start_proxy NAME ONE_WAY RATE: a simulated WAN link in front of MinIO, one
+# proxy for every tool (each connection gets its own cap, as on a real uplink
+# shaped per stream). Sets PROXY_ENDPOINT and exports the remote NAME for mc
+# (MC_HOST_NAME) and rclone (RCLONE_CONFIG_NAME_*).
+start_proxy() {
+  local name=$1 addr_file="$WORK/proxy-$1.addr" addr= up
+  log "starting the $name WAN proxy ($2 each way, $3 per connection upstream)"
+  "$WORK/tools/wan" -upstream "127.0.0.1:$PORT" -one-way "$2" -rate "$3" >"$addr_file" &
+  PROXY_PIDS+=($!)
+  for _ in $(seq 100); do
+    read -r addr <"$addr_file" || true
+    [[ -n $addr ]] && break
+    sleep 0.1
+  done
+  [[ -n $addr ]] || die "the $name WAN proxy did not start"
+  PROXY_ENDPOINT="http://$addr"
+  up=${name^^}
+  export "MC_HOST_$name=http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@$addr"
+  export "RCLONE_CONFIG_${up}_TYPE=s3" "RCLONE_CONFIG_${up}_PROVIDER=Minio" \
+    "RCLONE_CONFIG_${up}_ENDPOINT=$PROXY_ENDPOINT" "RCLONE_CONFIG_${up}_REGION=us-east-1" \
+    "RCLONE_CONFIG_${up}_ACCESS_KEY_ID=$MINIO_ROOT_USER" "RCLONE_CONFIG_${up}_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD"
+  echo "$name WAN proxy at $PROXY_ENDPOINT"
+}
 WAN_ENDPOINT=
-if [[ " $SCENARIOS " == *" wan"* ]]; then
-  log "starting the WAN proxy ($WAN_ONE_WAY each way, $WAN_RATE per connection upstream)"
-  coproc WANPROC { exec "$WORK/tools/wan" -upstream "127.0.0.1:$PORT" -one-way "$WAN_ONE_WAY" -rate "$WAN_RATE"; }
-  WAN_PID=$WANPROC_PID
-  read -r WAN_ADDR <&"${WANPROC[0]}" || die "the WAN proxy did not start"
-  WAN_ENDPOINT="http://$WAN_ADDR"
-  echo "WAN proxy at $WAN_ENDPOINT (pid $WAN_PID)"
-  export MC_HOST_wan="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@$WAN_ADDR"
-  export RCLONE_CONFIG_WAN_TYPE=s3 RCLONE_CONFIG_WAN_PROVIDER=Minio
-  export RCLONE_CONFIG_WAN_ENDPOINT="$WAN_ENDPOINT" RCLONE_CONFIG_WAN_REGION=us-east-1
-  export RCLONE_CONFIG_WAN_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_WAN_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
+if [[ " $SCENARIOS " == *" wan1gib "* || " $SCENARIOS " == *" wan500 "* ]]; then
+  start_proxy wan "$WAN_ONE_WAY" "$WAN_RATE"
+  WAN_ENDPOINT=$PROXY_ENDPOINT
 fi
 FAR_ENDPOINT=
 if [[ " $SCENARIOS " == *" wanfar "* ]]; then
-  log "starting the far WAN proxy ($WANFAR_ONE_WAY each way, $WANFAR_RATE per connection upstream)"
-  coproc FARPROC { exec "$WORK/tools/wan" -upstream "127.0.0.1:$PORT" -one-way "$WANFAR_ONE_WAY" -rate "$WANFAR_RATE"; }
-  FAR_PID=$FARPROC_PID
-  read -r FAR_ADDR <&"${FARPROC[0]}" || die "the far WAN proxy did not start"
-  FAR_ENDPOINT="http://$FAR_ADDR"
-  echo "far WAN proxy at $FAR_ENDPOINT (pid $FAR_PID)"
-  export MC_HOST_far="http://$MINIO_ROOT_USER:$MINIO_ROOT_PASSWORD@$FAR_ADDR"
-  export RCLONE_CONFIG_FAR_TYPE=s3 RCLONE_CONFIG_FAR_PROVIDER=Minio
-  export RCLONE_CONFIG_FAR_ENDPOINT="$FAR_ENDPOINT" RCLONE_CONFIG_FAR_REGION=us-east-1
-  export RCLONE_CONFIG_FAR_ACCESS_KEY_ID=$MINIO_ROOT_USER RCLONE_CONFIG_FAR_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD
+  start_proxy far "$WANFAR_ONE_WAY" "$WANFAR_RATE"
+  FAR_ENDPOINT=$PROXY_ENDPOINT
 fi
-wffar() { # mode flags...
-  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$FAR_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
-    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
-}
-wfwan() { # mode flags...
-  "$WFRUN" "$1" -bin "${WF_BIN:-$WORK/tools/watchfolder}" -endpoint "$WAN_ENDPOINT" -access-key "$MINIO_ROOT_USER" \
-    -secret-key "$MINIO_ROOT_PASSWORD" -out "$RES" -tool "${WF_TOOL:-watchfolder}" "${@:2}"
-}
 
 STAGE="$WORK/stage"
 mkdir -p "$STAGE" "$WORK/runs"
