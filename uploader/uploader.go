@@ -121,6 +121,14 @@ type StreamLearner interface {
 	SetLearnedStreams(n int)
 }
 
+// TokenCheckName is what a platform's token check looks for: a name, id or
+// external id no media has, so the answer says only whether the API
+// accepted the credentials (`watchfolder doctor`).
+const TokenCheckName = "watchfolder-token-check"
+
+// TokenCheckSource stands for the file in a token check's messages.
+func TokenCheckSource() *Source { return &Source{Path: "(token check)", RelPath: "(token check)"} }
+
 // ErrSourceChanged means the file on disk is no longer the version the job
 // was created for (size, mtime or inode differ): the job goes back to waiting.
 var ErrSourceChanged = errors.New("source file changed since it was found")

@@ -161,6 +161,13 @@ func (d *Destination) Name() string { return d.o.Name }
 func (d *Destination) LearnedStreams() int     { return d.o.S3.LearnedStreams() }
 func (d *Destination) SetLearnedStreams(n int) { d.o.S3.SetLearnedStreams(n) }
 
+// CheckToken asks SAPI for a mediaclip no one has: any answer means the
+// rpctoken was accepted (`watchfolder doctor`).
+func (d *Destination) CheckToken(ctx context.Context) error {
+	_, _, err := d.search(ctx, uploader.TokenCheckSource(), uploader.TokenCheckName)
+	return err
+}
+
 // Type returns "bluebillywig".
 func (d *Destination) Type() string { return Type }
 

@@ -17,7 +17,7 @@ import (
 // Billywig: the ingest bucket on MinIO (through a fault proxy in front of
 // the ACL-recording proxy) and the strict SAPI fake.
 func TestContract(t *testing.T) {
-	destinationtest.Run(t, func(t *testing.T) *destinationtest.Env {
+	destinationtest.Run(t, destinationtest.WithRefusedCredentials(func(t *testing.T) *destinationtest.Env {
 		e := setup(t)
 		e.srv.SetDelay(1) // index lag: the clip shows up one search late
 		faults := destinationtest.NewFaultProxy(t, e.srv.S3URL)
@@ -65,5 +65,5 @@ func TestContract(t *testing.T) {
 			Secrets:           []string{testSecret, wrong, minio.SecretKey},
 			HonoursRetryAfter: true,
 		}
-	})
+	}))
 }

@@ -50,6 +50,24 @@ type Env struct {
 	Size int
 	// Name of the test file (its extension decides content types).
 	Name string
+	// BadToken builds the destination with API credentials the platform
+	// refuses, for its token check (`watchfolder doctor`); nil for a type
+	// without one (plain S3: doctor probes the bucket itself).
+	BadToken func(t *testing.T) uploader.Destination
+}
+
+// WithRefusedCredentials wraps newEnv for a platform whose Refuse switches
+// the API credentials New builds with: BadToken is New while refused.
+func WithRefusedCredentials(newEnv func(t *testing.T) *Env) func(t *testing.T) *Env {
+	return func(t *testing.T) *Env {
+		e := newEnv(t)
+		e.BadToken = func(t *testing.T) uploader.Destination {
+			e.Refuse(true)
+			defer e.Refuse(false)
+			return e.New(t)
+		}
+		return e
+	}
 }
 
 // Run runs the contract suite; newEnv returns a fresh Env per subtest.
@@ -61,6 +79,37 @@ func Run(t *testing.T, newEnv func(t *testing.T) *Env) {
 	t.Run("Permanent4xx", func(t *testing.T) { permanent(t, newEnv(t)) })
 	t.Run("SourceChanged", func(t *testing.T) { sourceChanged(t, newEnv(t)) })
 	t.Run("RegisterTwice", func(t *testing.T) { registerTwice(t, newEnv(t)) })
+	t.Run("TokenCheck", func(t *testing.T) { tokenCheck(t, newEnv(t)) })
+}
+
+// tokenCheck: a platform's token check passes with the credentials it
+// accepts and fails, naming the refusal and no secret, with ones it
+// refuses; it creates nothing.
+func tokenCheck(t *testing.T, e *Env) {
+	type checker interface {
+		CheckToken(ctx context.Context) error
+	}
+	c, ok := e.New(t).(checker)
+	if e.BadToken == nil {
+		if ok {
+			t.Fatal("the destination has a token check but the Env gives no BadToken to test it with")
+		}
+		return
+	}
+	if !ok {
+		t.Fatal("BadToken is set but the destination has no CheckToken")
+	}
+	if err := c.CheckToken(ctxFor(t)); err != nil {
+		t.Fatalf("token check with accepted credentials: %v", err)
+	}
+	err := e.BadToken(t).(checker).CheckToken(ctxFor(t))
+	checkSecrets(t, e, err)
+	if err == nil {
+		t.Fatal("token check passed with credentials the platform refuses")
+	}
+	if n := e.Delivered(t); n != 0 {
+		t.Errorf("token checks left %d media", n)
+	}
 }
 
 // Session is an in-memory uploader.Session that keeps the last committed

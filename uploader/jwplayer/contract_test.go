@@ -72,13 +72,13 @@ func repeat(status, n int) []int {
 }
 
 func TestContractV2Direct(t *testing.T) {
-	destinationtest.Run(t, contractEnv("v2", 0, 64<<10))
+	destinationtest.Run(t, destinationtest.WithRefusedCredentials(contractEnv("v2", 0, 64<<10)))
 }
 
 func TestContractV2Multipart(t *testing.T) {
-	destinationtest.Run(t, contractEnv("v2", 5<<20, 11<<20))
+	destinationtest.Run(t, destinationtest.WithRefusedCredentials(contractEnv("v2", 5<<20, 11<<20)))
 }
 
 func TestContractV1(t *testing.T) {
-	destinationtest.Run(t, contractEnv("v1", 0, 64<<10))
+	destinationtest.Run(t, destinationtest.WithRefusedCredentials(contractEnv("v1", 0, 64<<10)))
 }

@@ -230,6 +230,18 @@ func (d *Destination) Name() string { return d.o.Name }
 // Type returns "jwplayer".
 func (d *Destination) Type() string { return Type }
 
+// CheckToken looks up media by an id no one uses (v2: external_id; v1: the
+// job parameter): any answer means the credentials were accepted
+// (`watchfolder doctor`).
+func (d *Destination) CheckToken(ctx context.Context) error {
+	if d.o.API == "v1" {
+		_, _, err := d.v1Find(ctx, uploader.TokenCheckSource(), uploader.TokenCheckName)
+		return err
+	}
+	_, err := d.findByExternalID(ctx, uploader.TokenCheckSource(), uploader.TokenCheckName)
+	return err
+}
+
 // Upload creates the media (once) and sends the file's bytes.
 func (d *Destination) Upload(ctx context.Context, src *uploader.Source, cp *uploader.Checkpoint, s uploader.Session) error {
 	if cp.Uploaded {

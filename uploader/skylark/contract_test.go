@@ -50,7 +50,15 @@ func TestContract(t *testing.T) {
 			Fault:   proxy.Fault,
 			Refuse:  func(on bool) { proxy.Refuse(on, "Access Denied by bucket policy") },
 			Message: "StatusCode: 403",
-			Secrets: []string{minio.SecretKey, f.Token},
+			Secrets: []string{minio.SecretKey, f.Token, "not-the-skylark-token"},
+			BadToken: func(t *testing.T) uploader.Destination {
+				d, err := New(Options{Name: "sky", S3: &s3engine.S3{}, APIURL: f.URL, Token: "not-the-skylark-token",
+					HTTPClient: http.DefaultClient, Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return d
+			},
 		}
 	})
 }

@@ -165,6 +165,21 @@ func (d *Destination) SetLearnedStreams(n int) { d.o.S3.SetLearnedStreams(n) }
 // Type returns "skylark".
 func (d *Destination) Type() string { return "skylark" }
 
+// CheckToken fetches an asset no one has: 404 means the token was accepted
+// and nothing was found (`watchfolder doctor`).
+func (d *Destination) CheckToken(ctx context.Context) error {
+	_, err := uploader.DoAPI(ctx, d.o.HTTPClient, uploader.Call{
+		Op:     fmt.Sprintf("skylark %q: token check", d.o.Name),
+		Method: http.MethodGet, URL: d.assetByNameURL(uploader.TokenCheckName),
+		Header: http.Header{"Authorization": {"Bearer " + d.o.Token}},
+	})
+	var apiErr *uploader.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
+		return nil
+	}
+	return err
+}
+
 // ---- Skylark API endpoint: the only URL this package calls. ----
 
 func (d *Destination) assetByNameURL(stem string) string {

@@ -14,7 +14,7 @@ import (
 // customer's bucket on MinIO (through a fault proxy) and the strict
 // s3_copy / Data API fake.
 func TestContract(t *testing.T) {
-	destinationtest.Run(t, func(t *testing.T) *destinationtest.Env {
+	destinationtest.Run(t, destinationtest.WithRefusedCredentials(func(t *testing.T) *destinationtest.Env {
 		bucket := newBucket(t)
 		f, srv := newFakeWistia(t, bucket, "")
 		proxy := destinationtest.NewFaultProxy(t, minio.Endpoint)
@@ -50,5 +50,5 @@ func TestContract(t *testing.T) {
 			Secrets:           []string{token, wrong, minio.SecretKey},
 			HonoursRetryAfter: true,
 		}
-	})
+	}))
 }

@@ -171,6 +171,13 @@ func (d *Destination) SetLearnedStreams(n int) { d.o.S3.SetLearnedStreams(n) }
 // Type returns "wistia".
 func (d *Destination) Type() string { return "wistia" }
 
+// CheckToken lists the medias of a name no one uses: any answer means the
+// API token was accepted (`watchfolder doctor`).
+func (d *Destination) CheckToken(ctx context.Context) error {
+	_, err := d.findByName(ctx, uploader.TokenCheckSource(), uploader.TokenCheckName, d.o.ProjectID)
+	return err
+}
+
 // ---- Wistia endpoints: every URL this package calls is built here. ----
 
 func (d *Destination) s3CopyURL() string { return d.o.UploadURL + "/s3_copy" }
