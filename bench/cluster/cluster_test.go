@@ -20,16 +20,21 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/watchfolder/watchfolder/internal/testenv"
 	"github.com/watchfolder/watchfolder/internal/testenv/etcdenv"
@@ -83,8 +88,10 @@ func BenchmarkCluster(b *testing.B) {
 		burst := env.stage("burst", burstN, int64(burstKiB)<<10)
 		burstBolt = env.run("burst-bbolt", burst, 1, false, 0)
 		add("burst", "bbolt, 1 node", burstN, int64(burstKiB)<<10, burstBolt)
+		before := etcdRequests(b, etcd.Endpoints)
 		burstEtcd = env.run("burst-etcd", burst, 1, true, 0)
 		add("burst", "etcd (3 members), 1 node", burstN, int64(burstKiB)<<10, burstEtcd)
+		etcdRequests(b, etcd.Endpoints).since(before).print(burstN)
 	}
 	if only != "burst" {
 		// (b) the same files through per-node uplinks of rate bytes/s.
@@ -408,4 +415,75 @@ func (l *limiter) handle(c net.Conn, upstream string) {
 func (l *limiter) close() {
 	l.ln.Close()
 	l.wg.Wait()
+}
+
+// requests counts what the etcd members answered: unary gRPC calls by
+// method (summed over the members, as their servers share one registry
+// in this process) and the revision, which moves once per committed write
+// transaction. The difference of two counts is a run's cost in round trips.
+type requests struct {
+	calls map[string]float64
+	rev   int64
+}
+
+func etcdRequests(b *testing.B, endpoints []string) requests {
+	r := requests{calls: map[string]float64{}}
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_handled_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var method, typ string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "grpc_method":
+					method = l.GetValue()
+				case "grpc_type":
+					typ = l.GetValue()
+				}
+			}
+			if typ == "unary" {
+				r.calls[method] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(b.Context(), "revision-probe", clientv3.WithCountOnly())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.rev = resp.Header.Revision
+	return r
+}
+
+func (r requests) since(old requests) requests {
+	out := requests{calls: map[string]float64{}, rev: r.rev - old.rev}
+	for k, v := range r.calls {
+		if d := v - old.calls[k]; d > 0 {
+			out.calls[k] = d
+		}
+	}
+	// The probe of the second count itself.
+	out.calls["Range"]--
+	return out
+}
+
+// print shows the requests per file of a run of files files.
+func (r requests) print(files int) {
+	var parts []string
+	var total float64
+	for _, k := range slices.Sorted(maps.Keys(r.calls)) {
+		total += r.calls[k]
+		parts = append(parts, fmt.Sprintf("%s %.2f", k, r.calls[k]/float64(files)))
+	}
+	fmt.Printf("etcd requests per file: %.2f (%s); write transactions committed: %.2f\n",
+		total/float64(files), strings.Join(parts, ", "), float64(r.rev)/float64(files))
 }
