@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,6 +544,13 @@ func (s *Store) commit(ctx context.Context, conds []clientv3.Cmp, ops []clientv3
 	return ok, fenced, err
 }
 
+// commitResp is commit that also returns the answer (its header's revision
+// is the commit's).
+func (s *Store) commitResp(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (resp *clientv3.TxnResponse, ok, fenced bool, err error) {
+	ok, fenced, resp, err = s.commitReading(ctx, conds, ops, ids, "")
+	return resp, ok, fenced, err
+}
+
 // commitReading is commit that, when reread is set, reads that key in the
 // same transaction when the conditions fail (Responses[0]).
 func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64, reread string) (ok, fenced bool, resp *clientv3.TxnResponse, err error) {
@@ -596,8 +604,17 @@ func (s *Store) UpdateMany(ctx context.Context, ids []uint64, fn func(*state.Job
 }
 
 func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Job) error) ([]*state.Job, error) {
+	// The first attempt stages the kept versions (see Update) and reads
+	// only the others, all in one read; the compare on each job's revision
+	// refuses a kept version that is stale, and fn's verdict on a kept
+	// version is never trusted. Every later attempt reads all of them.
+	fresh := false
 	for {
 		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		vers, err := s.versions(ctx, ids, !fresh)
+		if err != nil {
 			return nil, err
 		}
 		var ops []clientv3.Op
@@ -606,6 +623,7 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 		var unclaimed []uint64
 		seen := map[uint64]int{}
 		now := s.now()
+		retry := false
 		for i, id := range ids {
 			if k, ok := seen[id]; ok {
 				// The same id again sees its first change: apply fn once more
@@ -613,11 +631,20 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 				out[i] = out[k]
 				continue
 			}
-			j, rev, err := s.get(ctx, id)
+			v := vers[id]
+			if v.data == nil {
+				s.forget(id)
+				return nil, fmt.Errorf("job %d: %w", id, state.ErrNotFound)
+			}
+			j, err := decode(id, v.data)
 			if err != nil {
 				return nil, fmt.Errorf("job %d: %w", id, err)
 			}
-			o, c, unclaim, fnErr, err := s.stage(j, rev, now, fn)
+			o, c, unclaim, fnErr, err := s.stage(j, v.rev, now, fn)
+			if (fnErr != nil || err != nil) && v.kept {
+				retry = true // judge again on the current version
+				break
+			}
 			if fnErr != nil {
 				return nil, fmt.Errorf("job %d: %w", id, fnErr)
 			}
@@ -631,7 +658,11 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			}
 			ops, conds = append(ops, o...), append(conds, c...)
 		}
-		ok, fenced, err := s.commit(ctx, conds, ops, ids)
+		if retry {
+			fresh = true
+			continue
+		}
+		resp, ok, fenced, err := s.commitResp(ctx, conds, ops, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -639,12 +670,61 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			return nil, ErrFenced
 		}
 		if ok {
+			for _, j := range out {
+				s.remember(j, resp.Header.Revision)
+			}
 			for _, id := range unclaimed {
 				s.dropClaim(id)
 			}
 			return out, nil
 		}
+		fresh = true
 	}
+}
+
+// version is one job's stored JSON at its mod revision; kept: from this
+// node's memory rather than read now. data is nil for a missing job.
+type version struct {
+	data []byte
+	rev  int64
+	kept bool
+}
+
+// versions returns the versions of ids: the kept ones when useKept, the
+// others read in one transaction (a consistent view).
+func (s *Store) versions(ctx context.Context, ids []uint64, useKept bool) (map[uint64]version, error) {
+	out := make(map[uint64]version, len(ids))
+	var missing []uint64
+	for _, id := range ids {
+		if _, ok := out[id]; ok {
+			continue
+		}
+		if useKept {
+			if data, rev, ok := s.recall(id); ok {
+				out[id] = version{data: data, rev: rev, kept: true}
+				continue
+			}
+		}
+		out[id] = version{}
+		missing = append(missing, id)
+	}
+	for start := 0; start < len(missing); start += MaxTxnOps {
+		chunk := missing[start:min(start+MaxTxnOps, len(missing))]
+		reads := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			reads[i] = clientv3.OpGet(s.jobKey(id))
+		}
+		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range resp.Responses {
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				out[chunk[i]] = version{data: kvs[0].Value, rev: kvs[0].ModRevision}
+			}
+		}
+	}
+	return out, nil
 }
 
 // dropClaim forgets the claim of a job whose terminal transition, just
@@ -661,6 +741,21 @@ func (s *Store) ForPath(ctx context.Context, folder, relpath string) ([]*state.J
 	if err != nil {
 		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
 	}
+	jobs, err := s.getMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+	}
+	return jobs, nil
+}
+
+// ForPathExcept is ForPath without job except: a job looking for its
+// path's other jobs (usually none) costs one range read, not two.
+func (s *Store) ForPathExcept(ctx context.Context, folder, relpath string, except uint64) ([]*state.Job, error) {
+	ids, err := s.pathIDs(ctx, folder, relpath)
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+	}
+	ids = slices.DeleteFunc(ids, func(id uint64) bool { return id == except })
 	jobs, err := s.getMany(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
@@ -712,6 +807,62 @@ func (s *Store) getMany(ctx context.Context, ids []uint64) ([]*state.Job, error)
 	return out, nil
 }
 
+// Path names a file: folder and relative path.
+type Path struct{ Folder, RelPath string }
+
+// LatestMany is Latest for many paths: their path index entries in one
+// transaction per MaxTxnOps paths, then the jobs found in one more. Paths
+// without a job are left out of the map.
+func (s *Store) LatestMany(ctx context.Context, paths []Path) (map[Path]*state.Job, error) {
+	byPath := make(map[Path][]uint64, len(paths))
+	var all []uint64
+	for start := 0; start < len(paths); start += MaxTxnOps {
+		chunk := paths[start:min(start+MaxTxnOps, len(paths))]
+		reads := make([]clientv3.Op, len(chunk))
+		for i, p := range chunk {
+			reads[i] = clientv3.OpGet(s.pathPrefix(p.Folder, p.RelPath), clientv3.WithPrefix(),
+				clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+		}
+		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("latest jobs of %d path(s): %w", len(paths), err)
+		}
+		for i, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				if id, ok := idFromKey(kv.Key); ok {
+					byPath[chunk[i]] = append(byPath[chunk[i]], id)
+					all = append(all, id)
+				}
+			}
+		}
+	}
+	jobs, err := s.getMany(ctx, all)
+	if err != nil {
+		return nil, fmt.Errorf("latest jobs of %d path(s): %w", len(paths), err)
+	}
+	byID := make(map[uint64]*state.Job, len(jobs))
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	out := make(map[Path]*state.Job, len(byPath))
+	for p, ids := range byPath {
+		for _, id := range ids { // newest first
+			j := byID[id]
+			if j == nil {
+				continue
+			}
+			if out[p] == nil {
+				out[p] = j
+			}
+			if !j.State.Terminal() {
+				out[p] = j
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
 // Latest returns the newest unfinished job of folder+relpath, else the
 // newest; state.ErrNotFound when there is none.
 func (s *Store) Latest(ctx context.Context, folder, relpath string) (*state.Job, error) {
@@ -746,6 +897,40 @@ func (s *Store) stateIDs(ctx context.Context, st state.State) ([]uint64, []strin
 		}
 	}
 	return ids, folders, nil
+}
+
+// Entry is a job as the state index knows it: no job is read.
+type Entry struct {
+	ID     uint64
+	Folder string
+	State  state.State
+}
+
+// Indexed returns the jobs in states from the state index alone, one range
+// read per state: what a node polling for work needs, without reading
+// every job.
+func (s *Store) Indexed(ctx context.Context, states ...state.State) ([]Entry, error) {
+	var out []Entry
+	for _, st := range states {
+		ids, folders, err := s.stateIDs(ctx, st)
+		if err != nil {
+			return nil, fmt.Errorf("list %s jobs: %w", st, err)
+		}
+		for i, id := range ids {
+			out = append(out, Entry{ID: id, Folder: folders[i], State: st})
+		}
+	}
+	return out, nil
+}
+
+// GetMany reads jobs ids in one transaction per MaxTxnOps (a consistent
+// view within each), leaving out those that are missing.
+func (s *Store) GetMany(ctx context.Context, ids []uint64) ([]*state.Job, error) {
+	jobs, err := s.getMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("get %d job(s): %w", len(ids), err)
+	}
+	return jobs, nil
 }
 
 // List returns jobs matching f, newest first.
