@@ -75,8 +75,8 @@ func (s *Store) claim(ctx context.Context, id uint64, read bool) (*state.Job, er
 		then = append(then, clientv3.OpGet(s.jobKey(id)))
 		els = append(els, clientv3.OpGet(s.jobKey(id)))
 	}
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(then...).Else(els...).Commit()
+	// Workers claim at the same time: the claims share transactions.
+	resp, err := s.batch.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, then, els)
 	if err != nil {
 		return nil, fmt.Errorf("claim job %d: %w", id, err)
 	}
@@ -144,8 +144,8 @@ func (s *Store) Release(ctx context.Context, id uint64) error {
 		return nil
 	}
 	key := s.claimKey(id)
-	_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", c.rev)).
-		Then(clientv3.OpDelete(key)).Commit()
+	_, err := s.batch.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", c.rev)},
+		[]clientv3.Op{clientv3.OpDelete(key)}, nil)
 	if err != nil {
 		return fmt.Errorf("release job %d: %w", id, err)
 	}

@@ -69,6 +69,7 @@ type Store struct {
 	ttl   time.Duration
 	now   func() time.Time
 	owned bool // Close closes cli
+	batch *batcher
 
 	mu      sync.Mutex
 	sess    *concurrency.Session
@@ -100,7 +101,7 @@ func New(cli *clientv3.Client, o Options) *Store {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL,
+	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL, batch: &batcher{kv: cli},
 		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}}
 }
 
@@ -571,7 +572,12 @@ func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []c
 		// Tell a lost claim from a concurrent write without a second read.
 		elseOps = append(elseOps, clientv3.OpTxn(claimConds, nil, nil))
 	}
-	resp, err = s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
+	if len(ids) == 1 {
+		// One job's write (Update): shared with other workers' (group commit).
+		resp, err = s.batch.txn(ctx, all, ops, elseOps)
+	} else {
+		resp, err = s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
+	}
 	if err != nil {
 		s.failed()
 		return false, false, nil, err
