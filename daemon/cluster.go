@@ -475,7 +475,7 @@ func (d *Daemon) otherJobs(ctx context.Context, j *state.Job) ([]*state.Job, err
 	if d.cl == nil {
 		return d.store.ForPath(ctx, j.Folder, j.RelPath)
 	}
-	return d.cl.st.ForPathExcept(ctx, j.Folder, j.RelPath, j.ID)
+	return d.cl.st.ForPathOthers(ctx, j)
 }
 
 // ownsFresh is how long the filer trusts a claim check it made for a

@@ -247,12 +247,43 @@ func testIndexed(t *testing.T, open func(*testing.T, string, time.Duration) *etc
 		got[1] != (etcdstore.Entry{ID: jobs[1].ID, Folder: "f", State: state.Uploading}) {
 		t.Errorf("Indexed = %+v", got)
 	}
-	others, err := a.ForPathExcept(ctx, "f", "1.mp4", jobs[0].ID)
-	if err != nil || len(others) != 0 {
-		t.Errorf("ForPathExcept = %+v, %v", others, err)
+	// 1.mp4's job was the path's first: no other job, without a read.
+	j0, err := a.Get(ctx, jobs[0].ID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	all, err := a.ForPathExcept(ctx, "f", "1.mp4", 0)
-	if err != nil || len(all) != 1 || all[0].ID != jobs[0].ID {
-		t.Errorf("ForPathExcept with no exception = %+v, %v", all, err)
+	others, err := a.ForPathOthers(ctx, j0)
+	if err != nil || len(others) != 0 {
+		t.Errorf("ForPathOthers = %+v, %v", others, err)
+	}
+	// Once it finished, a new job of the path has an other: the old one.
+	// The old one, retried and queued again, sees the new one too (its
+	// history shows it finished once, so it cannot trust its creation).
+	if _, err := a.Update(ctx, j0.ID, func(j *state.Job) error { j.State = state.Gone; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	again := create(t, a, "1.mp4")
+	oth, err := a.ForPathOthers(ctx, again[0])
+	if err != nil || len(oth) != 1 || oth[0].ID != j0.ID {
+		t.Errorf("ForPathOthers of the second job = %+v, %v", oth, err)
+	}
+	if _, err := a.Update(ctx, again[0].ID, func(j *state.Job) error { j.State = state.Gone; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	back := *j0
+	back.State = state.Queued
+	back.History = append(back.History, state.Transition{To: state.Gone}, state.Transition{From: state.Gone, To: state.Queued})
+	oth, err = a.ForPathOthers(ctx, &back)
+	if err != nil || len(oth) != 1 || oth[0].ID != again[0].ID {
+		t.Errorf("ForPathOthers of a job that finished once = %+v, %v", oth, err)
+	}
+	// Another node's store knows nothing of the path's history: it reads.
+	b := open(t, "b", 0)
+	j1, err := b.Get(ctx, jobs[1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.ForPathOthers(ctx, j1); err != nil || len(got) != 0 {
+		t.Errorf("ForPathOthers on another node = %+v, %v", got, err)
 	}
 }

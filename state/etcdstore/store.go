@@ -71,10 +71,13 @@ type Store struct {
 	owned bool // Close closes cli
 	batch *batcher
 
-	mu      sync.Mutex
-	sess    *concurrency.Session
-	claims  map[uint64]claim
-	kept    map[uint64]keptJob // see Update
+	mu     sync.Mutex
+	sess   *concurrency.Session
+	claims map[uint64]claim
+	kept   map[uint64]keptJob // see Update
+	// alone: jobs whose path had no job at all when they were created
+	// (see ForPathOthers), with that path.
+	alone   map[uint64]Path
 	writeKO uint64
 }
 
@@ -102,7 +105,7 @@ func New(cli *clientv3.Client, o Options) *Store {
 		clock = time.Now
 	}
 	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL, batch: &batcher{kv: cli},
-		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}}
+		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}, alone: map[uint64]Path{}}
 }
 
 // Open connects to etcd with cfg and returns a Store owning the client.
@@ -224,9 +227,12 @@ func (s *Store) Create(ctx context.Context, j *state.Job) error {
 	return s.CreateMany(ctx, []*state.Job{j})
 }
 
-// opsPerJob: the job, its state index entry, its path index entry, the
-// path's active mark.
-const opsPerJob = 4
+// maxAlone bounds Store.alone.
+const maxAlone = 100000
+
+// opsPerJob: whether the path has jobs already (see ForPathOthers), the
+// job, its state index entry, its path index entry, the path's active mark.
+const opsPerJob = 5
 
 // CreateMany creates jobs. Each job is created only if its folder+relpath
 // has no unfinished job (the active mark, compared in the same transaction
@@ -269,15 +275,26 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 			todo = append(todo, i)
 		}
 		for len(todo) > 0 {
-			busy, rev, err := s.createChunk(ctx, staged, todo)
+			busy, rev, first, err := s.createChunk(ctx, staged, todo)
 			if err != nil {
 				s.failed()
 				return fmt.Errorf("create %d job(s): %d committed before: %w", len(jobs), start, err)
 			}
 			if len(busy) == 0 {
-				for _, i := range todo {
+				for k, i := range todo {
 					*jobs[i] = staged[i]
 					s.remember(&staged[i], rev)
+					if first[k] {
+						s.mu.Lock()
+						if len(s.alone) >= maxAlone {
+							// Jobs another node finished are never forgotten
+							// here: start afresh rather than grow (the hint
+							// only saves reads).
+							clear(s.alone)
+						}
+						s.alone[staged[i].ID] = Path{staged[i].Folder, staged[i].RelPath}
+						s.mu.Unlock()
+					}
 				}
 				break
 			}
@@ -302,16 +319,25 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 
 // createChunk writes staged[todo] in one transaction, on condition that no
 // path among them has an active mark. When some have, nothing is written
-// and busy holds their marks' keys.
-func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int) (busy map[string]bool, rev int64, err error) {
+// and busy holds their marks' keys. first[k] reports that todo[k]'s path
+// had no job at all.
+func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int) (busy map[string]bool, rev int64, first []bool, err error) {
 	ops := make([]clientv3.Op, 0, len(todo)*opsPerJob)
+	// First, before any write of the transaction: does each path have a
+	// job (its path index prefix holds a key)? An empty nested transaction
+	// answers without writing.
+	for _, i := range todo {
+		j := &staged[i]
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(s.pathPrefix(j.Folder, j.RelPath)), "=", 0).WithPrefix()}, nil, nil))
+	}
 	conds := make([]clientv3.Cmp, 0, len(todo))
 	reads := make([]clientv3.Op, 0, len(todo))
 	for _, i := range todo {
 		j := &staged[i]
 		data, err := json.Marshal(j)
 		if err != nil {
-			return nil, 0, fmt.Errorf("encode job %d: %w", j.ID, err)
+			return nil, 0, nil, fmt.Errorf("encode job %d: %w", j.ID, err)
 		}
 		ak := s.activeKey(j.Folder, j.RelPath)
 		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
@@ -324,10 +350,14 @@ func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int)
 	}
 	resp, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Else(reads...).Commit()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if resp.Succeeded {
-		return nil, resp.Header.Revision, nil
+		first = make([]bool, len(todo))
+		for k := range todo {
+			first[k] = resp.Responses[k].GetResponseTxn().Succeeded
+		}
+		return nil, resp.Header.Revision, first, nil
 	}
 	busy = map[string]bool{}
 	for _, r := range resp.Responses {
@@ -338,9 +368,9 @@ func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int)
 	if len(busy) == 0 {
 		// The marks were released between the compare and the read: the
 		// next attempt will tell.
-		return nil, 0, fmt.Errorf("active marks changed during the create; try again")
+		return nil, 0, nil, fmt.Errorf("active marks changed during the create; try again")
 	}
-	return busy, 0, nil
+	return busy, 0, nil, nil
 }
 
 // reserveIDs advances the counter by n and returns the first id.
@@ -493,6 +523,7 @@ func (s *Store) remember(j *state.Job, rev int64) {
 func (s *Store) forget(id uint64) {
 	s.mu.Lock()
 	delete(s.kept, id)
+	delete(s.alone, id)
 	s.mu.Unlock()
 }
 
@@ -754,17 +785,28 @@ func (s *Store) ForPath(ctx context.Context, folder, relpath string) ([]*state.J
 	return jobs, nil
 }
 
-// ForPathExcept is ForPath without job except: a job looking for its
-// path's other jobs (usually none) costs one range read, not two.
-func (s *Store) ForPathExcept(ctx context.Context, folder, relpath string, except uint64) ([]*state.Job, error) {
-	ids, err := s.pathIDs(ctx, folder, relpath)
-	if err != nil {
-		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+// ForPathOthers is ForPath without j: the other jobs of j's path. It reads
+// nothing when this node created j for a path that had no job then, and j
+// has since never finished nor moved: j has held the path's active mark
+// all along, so no other job can have been created for the path (a new
+// file in a burst: no round trip at all). Otherwise it costs one range
+// read, and one more when there are other jobs.
+func (s *Store) ForPathOthers(ctx context.Context, j *state.Job) ([]*state.Job, error) {
+	s.mu.Lock()
+	p, ok := s.alone[j.ID]
+	s.mu.Unlock()
+	if ok && p == (Path{j.Folder, j.RelPath}) && j.HistoryDropped == 0 && !j.State.Terminal() &&
+		!slices.ContainsFunc(j.History, func(t state.Transition) bool { return t.To.Terminal() }) {
+		return nil, nil
 	}
-	ids = slices.DeleteFunc(ids, func(id uint64) bool { return id == except })
+	ids, err := s.pathIDs(ctx, j.Folder, j.RelPath)
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", j.Folder, j.RelPath, err)
+	}
+	ids = slices.DeleteFunc(ids, func(id uint64) bool { return id == j.ID })
 	jobs, err := s.getMany(ctx, ids)
 	if err != nil {
-		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+		return nil, fmt.Errorf("jobs for %s/%s: %w", j.Folder, j.RelPath, err)
 	}
 	return jobs, nil
 }
