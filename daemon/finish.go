@@ -127,7 +127,7 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 	var pre map[uint64]*state.Job
 	var held map[uint64]bool
 	var readAt time.Time
-	if d.cl != nil && len(reqs) > 1 {
+	if d.cl != nil && len(reqs) > 0 {
 		ids := make([]uint64, len(reqs))
 		for i, r := range reqs {
 			ids[i] = r.id

@@ -483,9 +483,11 @@ func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick
 		cur, err = d.store.Get(ctx, j.ID)
 	}
 	// (A quickStart job in cluster mode is judged on the worker's copy,
-	// read at the start of this round under the claim: nothing of it was
-	// committed since, and the filer's commit checks again on the current
-	// version. It saves an etcd round trip per file.)
+	// read at the start of this round under the claim: what this round
+	// committed since (a failed attempt, a change time) makes no
+	// destination done, so it decides as the current version would, and
+	// the filer's commit applies the results to the current version. It
+	// saves an etcd round trip per file.)
 	if err != nil {
 		if !errors.Is(err, state.ErrNotFound) {
 			d.log.Error("load job", "job", j.ID, "err", err)

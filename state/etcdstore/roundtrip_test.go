@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 func TestRoundTrips(t *testing.T) {
 	e := etcdenv.Start(t, 3)
 	t.Run("UpdateManyKept", func(t *testing.T) { testUpdateManyKept(t, opener(e, "/rt-kept")) })
+	t.Run("UpdateManyChunks", func(t *testing.T) { testUpdateManyChunks(t, opener(e, "/rt-chunks")) })
 	t.Run("UpdateManyFenced", func(t *testing.T) { testUpdateManyFenced(t, opener(e, "/rt-fenced")) })
 	t.Run("ClaimGet", func(t *testing.T) { testClaimGet(t, opener(e, "/rt-claimget")) })
 	t.Run("GetOwned", func(t *testing.T) { testGetOwned(t, opener(e, "/rt-owned")) })
@@ -285,5 +287,38 @@ func testIndexed(t *testing.T, open func(*testing.T, string, time.Duration) *etc
 	}
 	if got, err := b.ForPathOthers(ctx, j1); err != nil || len(got) != 0 {
 		t.Errorf("ForPathOthers on another node = %+v, %v", got, err)
+	}
+}
+
+// A batch of several transactions' worth: all committed, in order.
+func testUpdateManyChunks(t *testing.T, open func(*testing.T, string, time.Duration) *etcdstore.Store) {
+	ctx := context.Background()
+	a := open(t, "a", 0)
+	var rels []string
+	for i := range 70 {
+		rels = append(rels, fmt.Sprintf("%02d.mp4", i))
+	}
+	jobs := create(t, a, rels...)
+	var ids []uint64
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	calls := 0
+	got, err := a.UpdateMany(ctx, ids, func(j *state.Job) error {
+		calls++
+		j.State = state.Uploading
+		return nil
+	})
+	if err != nil || len(got) != len(ids) || calls != len(ids) {
+		t.Fatalf("UpdateMany of %d jobs: %d back, fn ran %d times, %v", len(ids), len(got), calls, err)
+	}
+	for i, j := range got {
+		if j.ID != ids[i] || j.State != state.Uploading {
+			t.Errorf("result %d: job %d in %s, want job %d uploading", i, j.ID, j.State, ids[i])
+		}
+	}
+	counts, err := a.Counts(ctx)
+	if err != nil || counts["f"][state.Uploading] != len(ids) {
+		t.Errorf("Counts = %v, %v", counts, err)
 	}
 }
