@@ -568,22 +568,16 @@ func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job
 	return ops, conds, unclaim, nil, nil
 }
 
-// commit runs one transaction with the claim conditions of ids this node
-// holds added. ok false: a job changed meanwhile (retry). fenced: a claim
-// of ours is gone.
-func (s *Store) commit(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (ok, fenced bool, err error) {
-	ok, fenced, _, err = s.commitReading(ctx, conds, ops, ids, "")
-	return ok, fenced, err
-}
-
-// commitResp is commit that also returns the answer (its header's revision
-// is the commit's).
+// commitResp runs one transaction with the claim conditions of ids this
+// node holds added, and returns the answer (its header's revision is the
+// commit's). ok false: a job changed meanwhile (retry). fenced: a claim of
+// ours is gone.
 func (s *Store) commitResp(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (resp *clientv3.TxnResponse, ok, fenced bool, err error) {
 	ok, fenced, resp, err = s.commitReading(ctx, conds, ops, ids, "")
 	return resp, ok, fenced, err
 }
 
-// commitReading is commit that, when reread is set, reads that key in the
+// commitReading is commitResp that, when reread is set, reads that key in the
 // same transaction when the conditions fail (Responses[0]).
 func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64, reread string) (ok, fenced bool, resp *clientv3.TxnResponse, err error) {
 	var claimConds []clientv3.Cmp
