@@ -22,6 +22,7 @@ import (
 	"github.com/watchfolder/watchfolder/config"
 	"github.com/watchfolder/watchfolder/state"
 	"github.com/watchfolder/watchfolder/state/etcdstore"
+	"github.com/watchfolder/watchfolder/watcher"
 )
 
 // jobStore is what the daemon needs of the state store: *state.Store
@@ -97,24 +98,28 @@ func newCluster(st *etcdstore.Store, cfg config.StateSettings, log *slog.Logger)
 		leading: map[string]bool{}, dropped: map[string]struct{}{}}
 }
 
-// acquire claims job id for this node. False: another node works on it,
-// or etcd cannot be reached (the job is found again later by discovery).
-func (c *cluster) acquire(ctx context.Context, id uint64) bool {
+// acquire claims job id for this node and reads the job in the same etcd
+// transaction (j, nil when the job is missing or the state is local).
+// False: another node works on it, or etcd cannot be reached (the job is
+// found again later by discovery).
+func (c *cluster) acquire(ctx context.Context, id uint64) (j *state.Job, ok bool) {
 	if c == nil {
-		return true
+		return nil, true
 	}
 	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
 	defer cancel()
-	err := c.st.Claim(cctx, id)
+	j, err := c.st.ClaimGet(cctx, id)
 	switch {
 	case err == nil:
-		return true
+		return j, true
+	case errors.Is(err, state.ErrNotFound):
+		return nil, true // claimed; the worker finds the job gone and releases it
 	case errors.Is(err, etcdstore.ErrClaimed):
 		c.log.Debug("job is worked on by another node", "job", id, "err", err)
 	default:
 		c.log.Warn("cannot claim job: etcd does not answer (no quorum?); not taking work until it does", "job", id, "err", err)
 	}
-	return false
+	return nil, false
 }
 
 // release gives up id's claim unless the scheduler still tracks the job
@@ -179,26 +184,46 @@ func (c *cluster) discover(ctx context.Context, d *Daemon) {
 		for _, id := range c.st.Held() {
 			c.release(cctx, d, id)
 		}
-		jobs, err := c.st.List(cctx, state.Filter{States: []state.State{
-			state.Queued, state.Retry, state.Uploading, state.Registering, state.Moving}})
+		// The state index tells which jobs are runnable and where; only
+		// those nobody works on are read (for a retry's time), so polling
+		// during a burst costs a few range reads, not every job.
+		entries, err := c.st.Indexed(cctx, state.Queued, state.Retry, state.Uploading, state.Registering, state.Moving)
 		var claims map[uint64]string
 		if err == nil {
 			claims, err = c.st.Claims(cctx)
+		}
+		folders := d.rt.Load().folders
+		var now, later []uint64
+		if err == nil {
+			for _, e := range entries {
+				if _, held := claims[e.ID]; held || d.sched.tracked(e.ID) || folders[e.Folder] == nil {
+					continue
+				}
+				if e.State == state.Retry {
+					later = append(later, e.ID)
+				} else {
+					now = append(now, e.ID)
+				}
+			}
+		}
+		var retries []*state.Job
+		if err == nil && len(later) > 0 {
+			retries, err = c.st.GetMany(cctx, later)
 		}
 		cancel()
 		if err != nil {
 			c.log.Warn("cannot look for work: etcd does not answer (no quorum?); retrying", "err", err)
 			continue
 		}
-		folders := d.rt.Load().folders
-		for _, j := range jobs {
-			if _, held := claims[j.ID]; held || d.sched.tracked(j.ID) || folders[j.Folder] == nil {
-				continue
-			}
+		slices.Sort(now) // oldest first
+		for _, id := range now {
+			d.sched.push(id)
+		}
+		for _, j := range retries {
 			if j.State == state.Retry {
 				d.sched.pushAt(j.ID, j.NextAttempt)
-			} else {
-				d.sched.push(j.ID)
+			} else if !j.State.Terminal() {
+				d.sched.push(j.ID) // moved on meanwhile; the worker sees its state
 			}
 		}
 	}
@@ -367,9 +392,112 @@ func (c *cluster) owns(ctx context.Context, id uint64) bool {
 		return false
 	}
 	if !ok {
-		c.log.Warn("claim on the job was lost (this node's lease expired: paused or cut off?); another node owns it now, this node commits nothing and leaves the file alone", "job", id)
+		c.lost(id)
 	}
 	return ok
+}
+
+func (c *cluster) lost(id uint64) {
+	c.log.Warn("claim on the job was lost (this node's lease expired: paused or cut off?); another node owns it now, this node commits nothing and leaves the file alone", "job", id)
+}
+
+// load is store.Get followed by owns, in one linearizable read when the
+// state is in etcd (one round trip instead of two). owned false: the
+// claim is gone (logged as owns does), or etcd did not answer.
+func (d *Daemon) load(ctx context.Context, id uint64) (j *state.Job, owned bool, err error) {
+	c := d.cl
+	if c == nil {
+		j, err := d.store.Get(ctx, id)
+		return j, err == nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	j, owned, err = c.st.GetOwned(cctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if !owned {
+		c.lost(id)
+	}
+	return j, owned, nil
+}
+
+// latestCache holds the newest job of each path of an ingest batch, read
+// for the whole batch at once in cluster mode (one etcd round trip per 128
+// files instead of one or two per file). Each entry serves only the first
+// lookup of its path: a later one in the same batch may follow a change
+// the batch itself made, and reads the store again.
+type latestCache struct {
+	jobs map[etcdstore.Path]*state.Job
+	read map[etcdstore.Path]bool
+}
+
+// prefetchLatest fills a latestCache for batch; nil (each lookup reads
+// the store) when the state is local or etcd did not answer.
+func (d *Daemon) prefetchLatest(ctx context.Context, batch []watcher.Event) *latestCache {
+	if d.cl == nil || len(batch) < 2 {
+		return nil
+	}
+	lc := &latestCache{read: make(map[etcdstore.Path]bool, len(batch))}
+	paths := make([]etcdstore.Path, 0, len(batch))
+	for _, ev := range batch {
+		p := etcdstore.Path{Folder: ev.Folder, RelPath: ev.RelPath}
+		if !lc.read[p] {
+			lc.read[p] = true
+			paths = append(paths, p)
+		}
+	}
+	jobs, err := d.cl.st.LatestMany(ctx, paths)
+	if err != nil {
+		d.log.Warn("read the batch's jobs at once; reading them one by one", "err", err)
+		return nil
+	}
+	lc.jobs = jobs
+	return lc
+}
+
+// latest is store.Latest, answered from lc when it can.
+func (d *Daemon) latest(ctx context.Context, lc *latestCache, folder, relpath string) (*state.Job, error) {
+	p := etcdstore.Path{Folder: folder, RelPath: relpath}
+	if lc != nil && lc.read[p] {
+		delete(lc.read, p)
+		if j := lc.jobs[p]; j != nil {
+			return j, nil
+		}
+		return nil, fmt.Errorf("latest job for %s/%s: %w", folder, relpath, state.ErrNotFound)
+	}
+	return d.store.Latest(ctx, folder, relpath)
+}
+
+// otherJobs returns the other jobs of j's path (skipDelivered); in cluster
+// mode without reading j itself again.
+func (d *Daemon) otherJobs(ctx context.Context, j *state.Job) ([]*state.Job, error) {
+	if d.cl == nil {
+		return d.store.ForPath(ctx, j.Folder, j.RelPath)
+	}
+	return d.cl.st.ForPathOthers(ctx, j)
+}
+
+// ownsFresh is how long the filer trusts a claim check it made for a
+// whole batch in one read; a job filed later than that is checked again
+// on its own. Far below any lease, so the check still comes right before
+// the move.
+const ownsFresh = 250 * time.Millisecond
+
+// loadForFiling reads the filer's jobs and, in cluster mode, the claims on
+// them, in one round trip per transaction's worth (see ownsFresh). It
+// returns nil maps when etcd did not answer: the caller then reads each
+// job on its own.
+func (c *cluster) loadForFiling(ctx context.Context, ids []uint64) (map[uint64]*state.Job, map[uint64]bool, time.Time) {
+	at := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	jobs, held, err := c.st.GetManyOwned(cctx, ids)
+	if err != nil {
+		c.log.Warn("read the jobs to file; reading them one by one", "jobs", len(ids), "err", err)
+		return nil, nil, at
+	}
+	return jobs, held, at
 }
 
 // fenced reports a write refused because the claim was lost.

@@ -122,7 +122,37 @@ func (f *filing) finalize(j *state.Job) error {
 // is done.
 func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 	var ready []*filing
+	// Cluster mode: the jobs and their claims in one read for the batch
+	// (one etcd round trip instead of two per file).
+	var pre map[uint64]*state.Job
+	var held map[uint64]bool
+	var readAt time.Time
+	if d.cl != nil && len(reqs) > 0 {
+		ids := make([]uint64, len(reqs))
+		for i, r := range reqs {
+			ids[i] = r.id
+		}
+		pre, held, readAt = d.cl.loadForFiling(ctx, ids)
+	}
 	for _, r := range reqs {
+		if pre != nil {
+			j := pre[r.id]
+			if j == nil || j.State != state.Moving {
+				continue
+			}
+			owned := held[r.id]
+			if !owned {
+				d.cl.lost(r.id)
+			} else if time.Since(readAt) > ownsFresh {
+				owned = d.cl.owns(ctx, r.id) // filing the others took a while: ask again
+			}
+			if owned {
+				if f := d.file(ctx, j); f != nil {
+					ready = append(ready, f)
+				}
+			}
+			continue
+		}
 		j, err := d.store.Get(ctx, r.id)
 		if err != nil {
 			if !errors.Is(err, state.ErrNotFound) && ctx.Err() == nil {

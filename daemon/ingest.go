@@ -49,6 +49,7 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 	ready := map[uint64]readyFile{}
 	defer d.queueWaiting(ctx, ready)
 	var creates []*state.Job
+	lc := d.prefetchLatest(ctx, batch)
 	for _, ev := range batch {
 		if !d.cl.scanning(ev.Folder, ev.Path) {
 			continue // another node is the folder's elected scanner
@@ -66,7 +67,7 @@ func (d *Daemon) handleEvents(ctx context.Context, batch []watcher.Event) {
 			}
 			continue
 		}
-		j, err := d.handleEvent(ctx, ev, ready)
+		j, err := d.handleEvent(ctx, ev, ready, lc)
 		if err != nil {
 			if ctx.Err() == nil {
 				d.log.Error("record file event", "path", ev.Path, "err", err)
@@ -128,7 +129,7 @@ func dropEmptyState(jobs []*state.Job) []*state.Job {
 // handleEvent applies ev to an existing job, or returns a new job for the
 // caller to create; a waiting job whose file is ready goes into ready for
 // the caller to queue with the rest of the batch.
-func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[uint64]readyFile) (*state.Job, error) {
+func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[uint64]readyFile, lc *latestCache) (*state.Job, error) {
 	rt := d.rt.Load()
 	f, ok := rt.folders[ev.Folder]
 	if !ok {
@@ -140,7 +141,7 @@ func (d *Daemon) handleEvent(ctx context.Context, ev watcher.Event, ready map[ui
 	if _, claimed := d.claims.Load(claimKey(ev.Folder, ev.RelPath)); claimed {
 		return nil, nil // a retry is moving this file back for its old job
 	}
-	latest, err := d.store.Latest(ctx, ev.Folder, ev.RelPath)
+	latest, err := d.latest(ctx, lc, ev.Folder, ev.RelPath)
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
 		return nil, err
 	}

@@ -121,7 +121,7 @@ var errNothingToSkip = errors.New("no destination to skip")
 // it did not cover are uploaded as usual. done reports that the caller
 // must return st.
 func (d *Daemon) skipDelivered(ctx context.Context, j *state.Job) (st step, done bool) {
-	jobs, err := d.store.ForPath(ctx, j.Folder, j.RelPath)
+	jobs, err := d.otherJobs(ctx, j)
 	if err != nil {
 		return stop, false
 	}

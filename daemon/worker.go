@@ -25,12 +25,13 @@ func (d *Daemon) worker(ctx, workCtx context.Context) {
 		if !ok {
 			return
 		}
-		if !d.cl.acquire(ctx, id) {
+		first, ok := d.cl.acquire(ctx, id)
+		if !ok {
 			d.sched.done(id)
 			continue
 		}
 		d.inflight.Add(1)
-		handed := d.process(workCtx, id)
+		handed := d.process(workCtx, id, first)
 		d.inflight.Add(-1)
 		if !handed {
 			d.sched.done(id)
@@ -60,16 +61,23 @@ func stepIf(cont bool) step {
 // resumes from the last committed state. A job that reaches moving is
 // handed to the filer (handed true): the filer, not the worker, then owns
 // it until it tells the scheduler it is done.
-func (d *Daemon) process(ctx context.Context, id uint64) (wasHanded bool) {
+//
+// first, when set, is the job as read together with its claim (cluster
+// mode): owned at that moment, it spares the first round's read.
+func (d *Daemon) process(ctx context.Context, id uint64, first *state.Job) (wasHanded bool) {
 	for ctx.Err() == nil {
-		j, err := d.store.Get(ctx, id)
+		j, owned, err := first, true, error(nil)
+		if first == nil {
+			j, owned, err = d.load(ctx, id)
+		}
+		first = nil
 		if err != nil {
 			if !errors.Is(err, state.ErrNotFound) {
 				d.log.Error("load job", "job", id, "err", err)
 			}
 			return false
 		}
-		if !d.cl.owns(ctx, id) {
+		if !owned {
 			return false
 		}
 		var st step
@@ -470,7 +478,16 @@ func (d *Daemon) settle(ctx context.Context, j *state.Job, rt *runtime, q *quick
 	if q != nil {
 		results = q.results
 	}
-	cur, err := d.store.Get(ctx, j.ID)
+	cur, err := j, error(nil)
+	if q == nil || d.cl == nil {
+		cur, err = d.store.Get(ctx, j.ID)
+	}
+	// (A quickStart job in cluster mode is judged on the worker's copy,
+	// read at the start of this round under the claim: what this round
+	// committed since (a failed attempt, a change time) makes no
+	// destination done, so it decides as the current version would, and
+	// the filer's commit applies the results to the current version. It
+	// saves an etcd round trip per file.)
 	if err != nil {
 		if !errors.Is(err, state.ErrNotFound) {
 			d.log.Error("load job", "job", j.ID, "err", err)

@@ -52,32 +52,66 @@ type NodeInfo struct {
 // ErrClaimed (wrapped, naming the holder) when another node holds it. From
 // now on every write of this store for the job requires the claim.
 func (s *Store) Claim(ctx context.Context, id uint64) error {
+	_, err := s.claim(ctx, id, false)
+	return err
+}
+
+// ClaimGet is Claim and Get in one transaction (one round trip): the job
+// as it is once this node holds its claim. A missing job returns
+// state.ErrNotFound with the claim taken (Release gives it up).
+func (s *Store) ClaimGet(ctx context.Context, id uint64) (*state.Job, error) {
+	return s.claim(ctx, id, true)
+}
+
+func (s *Store) claim(ctx context.Context, id uint64, read bool) (*state.Job, error) {
 	sess, err := s.Session(ctx)
 	if err != nil {
-		return fmt.Errorf("claim job %d: %w", id, err)
+		return nil, fmt.Errorf("claim job %d: %w", id, err)
 	}
 	key := s.claimKey(id)
-	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, s.node, clientv3.WithLease(sess.Lease()))).
-		Else(clientv3.OpGet(key)).Commit()
+	then := []clientv3.Op{clientv3.OpPut(key, s.node, clientv3.WithLease(sess.Lease()))}
+	els := []clientv3.Op{clientv3.OpGet(key)}
+	if read {
+		then = append(then, clientv3.OpGet(s.jobKey(id)))
+		els = append(els, clientv3.OpGet(s.jobKey(id)))
+	}
+	// Workers claim at the same time: the claims share transactions.
+	resp, err := s.batch.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, then, els)
 	if err != nil {
-		return fmt.Errorf("claim job %d: %w", id, err)
+		return nil, fmt.Errorf("claim job %d: %w", id, err)
 	}
 	c := claim{rev: resp.Header.Revision, lease: sess.Lease()}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
-			return fmt.Errorf("claim job %d: released meanwhile: %w", id, ErrClaimed)
+			return nil, fmt.Errorf("claim job %d: released meanwhile: %w", id, ErrClaimed)
 		}
 		if clientv3.LeaseID(kvs[0].Lease) != sess.Lease() {
-			return fmt.Errorf("claim job %d: held by %s: %w", id, kvs[0].Value, ErrClaimed)
+			return nil, fmt.Errorf("claim job %d: held by %s: %w", id, kvs[0].Value, ErrClaimed)
 		}
 		c.rev = kvs[0].CreateRevision // ours already
 	}
 	s.mu.Lock()
 	s.claims[id] = c
 	s.mu.Unlock()
-	return nil
+	if !read {
+		return nil, nil
+	}
+	kvs := resp.Responses[1].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		s.forget(id)
+		return nil, fmt.Errorf("get job %d: %w", id, state.ErrNotFound)
+	}
+	j, err := decode(id, kvs[0].Value)
+	if err != nil {
+		return nil, fmt.Errorf("get job %d: %w", id, err)
+	}
+	if !j.State.Terminal() {
+		s.mu.Lock()
+		s.kept[id] = keptJob{data: kvs[0].Value, rev: kvs[0].ModRevision}
+		s.mu.Unlock()
+	}
+	return j, nil
 }
 
 // Holds reports whether this node believes it holds job id's claim (it may
@@ -110,8 +144,8 @@ func (s *Store) Release(ctx context.Context, id uint64) error {
 		return nil
 	}
 	key := s.claimKey(id)
-	_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", c.rev)).
-		Then(clientv3.OpDelete(key)).Commit()
+	_, err := s.batch.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", c.rev)},
+		[]clientv3.Op{clientv3.OpDelete(key)}, nil)
 	if err != nil {
 		return fmt.Errorf("release job %d: %w", id, err)
 	}
@@ -259,4 +293,73 @@ func (s *Store) Scanner(ctx context.Context, folder string) (string, error) {
 		return "", nil
 	}
 	return string(resp.Kvs[0].Value), nil
+}
+
+// GetOwned is Get and StillHeld in one linearizable read (one round trip):
+// the job, and whether this node still holds its claim. held is false,
+// without asking etcd about the claim, when this node never claimed it.
+func (s *Store) GetOwned(ctx context.Context, id uint64) (*state.Job, bool, error) {
+	jobs, held, err := s.GetManyOwned(ctx, []uint64{id})
+	if err != nil {
+		return nil, false, fmt.Errorf("get job %d: %w", id, err)
+	}
+	j, ok := jobs[id]
+	if !ok {
+		return nil, false, fmt.Errorf("get job %d: %w", id, state.ErrNotFound)
+	}
+	return j, held[id], nil
+}
+
+// GetManyOwned reads jobs ids and the claims this node holds on them in
+// one transaction per MaxTxnOps/2 jobs: the jobs found, and which of them
+// this node still holds the claim of. Missing jobs are left out.
+func (s *Store) GetManyOwned(ctx context.Context, ids []uint64) (map[uint64]*state.Job, map[uint64]bool, error) {
+	jobs := make(map[uint64]*state.Job, len(ids))
+	held := make(map[uint64]bool, len(ids))
+	const per = MaxTxnOps / 2
+	for start := 0; start < len(ids); start += per {
+		chunk := ids[start:min(start+per, len(ids))]
+		s.mu.Lock()
+		revs := make([]int64, len(chunk))
+		for i, id := range chunk {
+			revs[i] = s.claims[id].rev // 0: not ours
+		}
+		s.mu.Unlock()
+		ops := make([]clientv3.Op, 0, 2*len(chunk))
+		for i, id := range chunk {
+			ops = append(ops, clientv3.OpGet(s.jobKey(id)))
+			if revs[i] != 0 {
+				ops = append(ops, clientv3.OpGet(s.claimKey(id), clientv3.WithKeysOnly()))
+			}
+		}
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, nil, err
+		}
+		k := 0
+		for i, id := range chunk {
+			kvs := resp.Responses[k].GetResponseRange().Kvs
+			k++
+			if revs[i] != 0 {
+				ckvs := resp.Responses[k].GetResponseRange().Kvs
+				k++
+				held[id] = len(ckvs) == 1 && ckvs[0].CreateRevision == revs[i]
+			}
+			if len(kvs) == 0 {
+				s.forget(id)
+				continue
+			}
+			j, err := decode(id, kvs[0].Value)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !j.State.Terminal() {
+				s.mu.Lock()
+				s.kept[id] = keptJob{data: kvs[0].Value, rev: kvs[0].ModRevision}
+				s.mu.Unlock()
+			}
+			jobs[id] = j
+		}
+	}
+	return jobs, held, nil
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,11 +69,15 @@ type Store struct {
 	ttl   time.Duration
 	now   func() time.Time
 	owned bool // Close closes cli
+	batch *batcher
 
-	mu      sync.Mutex
-	sess    *concurrency.Session
-	claims  map[uint64]claim
-	kept    map[uint64]keptJob // see Update
+	mu     sync.Mutex
+	sess   *concurrency.Session
+	claims map[uint64]claim
+	kept   map[uint64]keptJob // see Update
+	// alone: jobs whose path had no job at all when they were created
+	// (see ForPathOthers), with that path.
+	alone   map[uint64]Path
 	writeKO uint64
 }
 
@@ -99,8 +104,8 @@ func New(cli *clientv3.Client, o Options) *Store {
 	if clock == nil {
 		clock = time.Now
 	}
-	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL,
-		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}}
+	return &Store{cli: cli, p: o.Prefix, node: o.Node, ttl: o.LeaseTTL, batch: &batcher{kv: cli},
+		now: func() time.Time { return state.StoredTime(clock()) }, claims: map[uint64]claim{}, kept: map[uint64]keptJob{}, alone: map[uint64]Path{}}
 }
 
 // Open connects to etcd with cfg and returns a Store owning the client.
@@ -222,9 +227,12 @@ func (s *Store) Create(ctx context.Context, j *state.Job) error {
 	return s.CreateMany(ctx, []*state.Job{j})
 }
 
-// opsPerJob: the job, its state index entry, its path index entry, the
-// path's active mark.
-const opsPerJob = 4
+// maxAlone bounds Store.alone.
+const maxAlone = 100000
+
+// opsPerJob: whether the path has jobs already (see ForPathOthers), the
+// job, its state index entry, its path index entry, the path's active mark.
+const opsPerJob = 5
 
 // CreateMany creates jobs. Each job is created only if its folder+relpath
 // has no unfinished job (the active mark, compared in the same transaction
@@ -267,15 +275,26 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 			todo = append(todo, i)
 		}
 		for len(todo) > 0 {
-			busy, rev, err := s.createChunk(ctx, staged, todo)
+			busy, rev, first, err := s.createChunk(ctx, staged, todo)
 			if err != nil {
 				s.failed()
 				return fmt.Errorf("create %d job(s): %d committed before: %w", len(jobs), start, err)
 			}
 			if len(busy) == 0 {
-				for _, i := range todo {
+				for k, i := range todo {
 					*jobs[i] = staged[i]
 					s.remember(&staged[i], rev)
+					if first[k] {
+						s.mu.Lock()
+						if len(s.alone) >= maxAlone {
+							// Jobs another node finished are never forgotten
+							// here: start afresh rather than grow (the hint
+							// only saves reads).
+							clear(s.alone)
+						}
+						s.alone[staged[i].ID] = Path{staged[i].Folder, staged[i].RelPath}
+						s.mu.Unlock()
+					}
 				}
 				break
 			}
@@ -300,16 +319,25 @@ func (s *Store) CreateMany(ctx context.Context, jobs []*state.Job) error {
 
 // createChunk writes staged[todo] in one transaction, on condition that no
 // path among them has an active mark. When some have, nothing is written
-// and busy holds their marks' keys.
-func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int) (busy map[string]bool, rev int64, err error) {
+// and busy holds their marks' keys. first[k] reports that todo[k]'s path
+// had no job at all.
+func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int) (busy map[string]bool, rev int64, first []bool, err error) {
 	ops := make([]clientv3.Op, 0, len(todo)*opsPerJob)
+	// First, before any write of the transaction: does each path have a
+	// job (its path index prefix holds a key)? An empty nested transaction
+	// answers without writing.
+	for _, i := range todo {
+		j := &staged[i]
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(s.pathPrefix(j.Folder, j.RelPath)), "=", 0).WithPrefix()}, nil, nil))
+	}
 	conds := make([]clientv3.Cmp, 0, len(todo))
 	reads := make([]clientv3.Op, 0, len(todo))
 	for _, i := range todo {
 		j := &staged[i]
 		data, err := json.Marshal(j)
 		if err != nil {
-			return nil, 0, fmt.Errorf("encode job %d: %w", j.ID, err)
+			return nil, 0, nil, fmt.Errorf("encode job %d: %w", j.ID, err)
 		}
 		ak := s.activeKey(j.Folder, j.RelPath)
 		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(ak), "=", 0))
@@ -322,10 +350,14 @@ func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int)
 	}
 	resp, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Else(reads...).Commit()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if resp.Succeeded {
-		return nil, resp.Header.Revision, nil
+		first = make([]bool, len(todo))
+		for k := range todo {
+			first[k] = resp.Responses[k].GetResponseTxn().Succeeded
+		}
+		return nil, resp.Header.Revision, first, nil
 	}
 	busy = map[string]bool{}
 	for _, r := range resp.Responses {
@@ -336,9 +368,9 @@ func (s *Store) createChunk(ctx context.Context, staged []state.Job, todo []int)
 	if len(busy) == 0 {
 		// The marks were released between the compare and the read: the
 		// next attempt will tell.
-		return nil, 0, fmt.Errorf("active marks changed during the create; try again")
+		return nil, 0, nil, fmt.Errorf("active marks changed during the create; try again")
 	}
-	return busy, 0, nil
+	return busy, 0, nil, nil
 }
 
 // reserveIDs advances the counter by n and returns the first id.
@@ -491,6 +523,7 @@ func (s *Store) remember(j *state.Job, rev int64) {
 func (s *Store) forget(id uint64) {
 	s.mu.Lock()
 	delete(s.kept, id)
+	delete(s.alone, id)
 	s.mu.Unlock()
 }
 
@@ -535,15 +568,16 @@ func (s *Store) stage(j *state.Job, rev int64, now time.Time, fn func(*state.Job
 	return ops, conds, unclaim, nil, nil
 }
 
-// commit runs one transaction with the claim conditions of ids this node
-// holds added. ok false: a job changed meanwhile (retry). fenced: a claim
-// of ours is gone.
-func (s *Store) commit(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (ok, fenced bool, err error) {
-	ok, fenced, _, err = s.commitReading(ctx, conds, ops, ids, "")
-	return ok, fenced, err
+// commitResp runs one transaction with the claim conditions of ids this
+// node holds added, and returns the answer (its header's revision is the
+// commit's). ok false: a job changed meanwhile (retry). fenced: a claim of
+// ours is gone.
+func (s *Store) commitResp(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64) (resp *clientv3.TxnResponse, ok, fenced bool, err error) {
+	ok, fenced, resp, err = s.commitReading(ctx, conds, ops, ids, "")
+	return resp, ok, fenced, err
 }
 
-// commitReading is commit that, when reread is set, reads that key in the
+// commitReading is commitResp that, when reread is set, reads that key in the
 // same transaction when the conditions fail (Responses[0]).
 func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []clientv3.Op, ids []uint64, reread string) (ok, fenced bool, resp *clientv3.TxnResponse, err error) {
 	var claimConds []clientv3.Cmp
@@ -563,7 +597,12 @@ func (s *Store) commitReading(ctx context.Context, conds []clientv3.Cmp, ops []c
 		// Tell a lost claim from a concurrent write without a second read.
 		elseOps = append(elseOps, clientv3.OpTxn(claimConds, nil, nil))
 	}
-	resp, err = s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
+	if len(ids) == 1 {
+		// One job's write (Update): shared with other workers' (group commit).
+		resp, err = s.batch.txn(ctx, all, ops, elseOps)
+	} else {
+		resp, err = s.cli.Txn(ctx).If(all...).Then(ops...).Else(elseOps...).Commit()
+	}
 	if err != nil {
 		s.failed()
 		return false, false, nil, err
@@ -596,8 +635,17 @@ func (s *Store) UpdateMany(ctx context.Context, ids []uint64, fn func(*state.Job
 }
 
 func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Job) error) ([]*state.Job, error) {
+	// The first attempt stages the kept versions (see Update) and reads
+	// only the others, all in one read; the compare on each job's revision
+	// refuses a kept version that is stale, and fn's verdict on a kept
+	// version is never trusted. Every later attempt reads all of them.
+	fresh := false
 	for {
 		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		vers, err := s.versions(ctx, ids, !fresh)
+		if err != nil {
 			return nil, err
 		}
 		var ops []clientv3.Op
@@ -606,6 +654,7 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 		var unclaimed []uint64
 		seen := map[uint64]int{}
 		now := s.now()
+		retry := false
 		for i, id := range ids {
 			if k, ok := seen[id]; ok {
 				// The same id again sees its first change: apply fn once more
@@ -613,11 +662,20 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 				out[i] = out[k]
 				continue
 			}
-			j, rev, err := s.get(ctx, id)
+			v := vers[id]
+			if v.data == nil {
+				s.forget(id)
+				return nil, fmt.Errorf("job %d: %w", id, state.ErrNotFound)
+			}
+			j, err := decode(id, v.data)
 			if err != nil {
 				return nil, fmt.Errorf("job %d: %w", id, err)
 			}
-			o, c, unclaim, fnErr, err := s.stage(j, rev, now, fn)
+			o, c, unclaim, fnErr, err := s.stage(j, v.rev, now, fn)
+			if (fnErr != nil || err != nil) && v.kept {
+				retry = true // judge again on the current version
+				break
+			}
 			if fnErr != nil {
 				return nil, fmt.Errorf("job %d: %w", id, fnErr)
 			}
@@ -631,7 +689,11 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			}
 			ops, conds = append(ops, o...), append(conds, c...)
 		}
-		ok, fenced, err := s.commit(ctx, conds, ops, ids)
+		if retry {
+			fresh = true
+			continue
+		}
+		resp, ok, fenced, err := s.commitResp(ctx, conds, ops, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -639,12 +701,61 @@ func (s *Store) updateChunk(ctx context.Context, ids []uint64, fn func(*state.Jo
 			return nil, ErrFenced
 		}
 		if ok {
+			for _, j := range out {
+				s.remember(j, resp.Header.Revision)
+			}
 			for _, id := range unclaimed {
 				s.dropClaim(id)
 			}
 			return out, nil
 		}
+		fresh = true
 	}
+}
+
+// version is one job's stored JSON at its mod revision; kept: from this
+// node's memory rather than read now. data is nil for a missing job.
+type version struct {
+	data []byte
+	rev  int64
+	kept bool
+}
+
+// versions returns the versions of ids: the kept ones when useKept, the
+// others read in one transaction (a consistent view).
+func (s *Store) versions(ctx context.Context, ids []uint64, useKept bool) (map[uint64]version, error) {
+	out := make(map[uint64]version, len(ids))
+	var missing []uint64
+	for _, id := range ids {
+		if _, ok := out[id]; ok {
+			continue
+		}
+		if useKept {
+			if data, rev, ok := s.recall(id); ok {
+				out[id] = version{data: data, rev: rev, kept: true}
+				continue
+			}
+		}
+		out[id] = version{}
+		missing = append(missing, id)
+	}
+	for start := 0; start < len(missing); start += MaxTxnOps {
+		chunk := missing[start:min(start+MaxTxnOps, len(missing))]
+		reads := make([]clientv3.Op, len(chunk))
+		for i, id := range chunk {
+			reads[i] = clientv3.OpGet(s.jobKey(id))
+		}
+		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range resp.Responses {
+			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+				out[chunk[i]] = version{data: kvs[0].Value, rev: kvs[0].ModRevision}
+			}
+		}
+	}
+	return out, nil
 }
 
 // dropClaim forgets the claim of a job whose terminal transition, just
@@ -664,6 +775,32 @@ func (s *Store) ForPath(ctx context.Context, folder, relpath string) ([]*state.J
 	jobs, err := s.getMany(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("jobs for %s/%s: %w", folder, relpath, err)
+	}
+	return jobs, nil
+}
+
+// ForPathOthers is ForPath without j: the other jobs of j's path. It reads
+// nothing when this node created j for a path that had no job then, and j
+// has since never finished nor moved: j has held the path's active mark
+// all along, so no other job can have been created for the path (a new
+// file in a burst: no round trip at all). Otherwise it costs one range
+// read, and one more when there are other jobs.
+func (s *Store) ForPathOthers(ctx context.Context, j *state.Job) ([]*state.Job, error) {
+	s.mu.Lock()
+	p, ok := s.alone[j.ID]
+	s.mu.Unlock()
+	if ok && p == (Path{j.Folder, j.RelPath}) && j.HistoryDropped == 0 && !j.State.Terminal() &&
+		!slices.ContainsFunc(j.History, func(t state.Transition) bool { return t.To.Terminal() }) {
+		return nil, nil
+	}
+	ids, err := s.pathIDs(ctx, j.Folder, j.RelPath)
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", j.Folder, j.RelPath, err)
+	}
+	ids = slices.DeleteFunc(ids, func(id uint64) bool { return id == j.ID })
+	jobs, err := s.getMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("jobs for %s/%s: %w", j.Folder, j.RelPath, err)
 	}
 	return jobs, nil
 }
@@ -712,6 +849,62 @@ func (s *Store) getMany(ctx context.Context, ids []uint64) ([]*state.Job, error)
 	return out, nil
 }
 
+// Path names a file: folder and relative path.
+type Path struct{ Folder, RelPath string }
+
+// LatestMany is Latest for many paths: their path index entries in one
+// transaction per MaxTxnOps paths, then the jobs found in one more. Paths
+// without a job are left out of the map.
+func (s *Store) LatestMany(ctx context.Context, paths []Path) (map[Path]*state.Job, error) {
+	byPath := make(map[Path][]uint64, len(paths))
+	var all []uint64
+	for start := 0; start < len(paths); start += MaxTxnOps {
+		chunk := paths[start:min(start+MaxTxnOps, len(paths))]
+		reads := make([]clientv3.Op, len(chunk))
+		for i, p := range chunk {
+			reads[i] = clientv3.OpGet(s.pathPrefix(p.Folder, p.RelPath), clientv3.WithPrefix(),
+				clientv3.WithKeysOnly(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+		}
+		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("latest jobs of %d path(s): %w", len(paths), err)
+		}
+		for i, r := range resp.Responses {
+			for _, kv := range r.GetResponseRange().Kvs {
+				if id, ok := idFromKey(kv.Key); ok {
+					byPath[chunk[i]] = append(byPath[chunk[i]], id)
+					all = append(all, id)
+				}
+			}
+		}
+	}
+	jobs, err := s.getMany(ctx, all)
+	if err != nil {
+		return nil, fmt.Errorf("latest jobs of %d path(s): %w", len(paths), err)
+	}
+	byID := make(map[uint64]*state.Job, len(jobs))
+	for _, j := range jobs {
+		byID[j.ID] = j
+	}
+	out := make(map[Path]*state.Job, len(byPath))
+	for p, ids := range byPath {
+		for _, id := range ids { // newest first
+			j := byID[id]
+			if j == nil {
+				continue
+			}
+			if out[p] == nil {
+				out[p] = j
+			}
+			if !j.State.Terminal() {
+				out[p] = j
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
 // Latest returns the newest unfinished job of folder+relpath, else the
 // newest; state.ErrNotFound when there is none.
 func (s *Store) Latest(ctx context.Context, folder, relpath string) (*state.Job, error) {
@@ -746,6 +939,40 @@ func (s *Store) stateIDs(ctx context.Context, st state.State) ([]uint64, []strin
 		}
 	}
 	return ids, folders, nil
+}
+
+// Entry is a job as the state index knows it: no job is read.
+type Entry struct {
+	ID     uint64
+	Folder string
+	State  state.State
+}
+
+// Indexed returns the jobs in states from the state index alone, one range
+// read per state: what a node polling for work needs, without reading
+// every job.
+func (s *Store) Indexed(ctx context.Context, states ...state.State) ([]Entry, error) {
+	var out []Entry
+	for _, st := range states {
+		ids, folders, err := s.stateIDs(ctx, st)
+		if err != nil {
+			return nil, fmt.Errorf("list %s jobs: %w", st, err)
+		}
+		for i, id := range ids {
+			out = append(out, Entry{ID: id, Folder: folders[i], State: st})
+		}
+	}
+	return out, nil
+}
+
+// GetMany reads jobs ids in one transaction per MaxTxnOps (a consistent
+// view within each), leaving out those that are missing.
+func (s *Store) GetMany(ctx context.Context, ids []uint64) ([]*state.Job, error) {
+	jobs, err := s.getMany(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("get %d job(s): %w", len(ids), err)
+	}
+	return jobs, nil
 }
 
 // List returns jobs matching f, newest first.
