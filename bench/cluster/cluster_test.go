@@ -1,5 +1,6 @@
 // Package cluster measures cluster mode (issue 17): what the etcd store
-// costs a burst of small files against bbolt, and how three nodes, each
+// costs a burst of small files and one large file against bbolt, and how
+// three nodes, each
 // behind its own bandwidth-limited uplink, compare with one. It holds only
 // a benchmark, run by `make bench-cluster` (bench/cluster.sh), never by
 // `make test`:
@@ -13,8 +14,9 @@
 // runs, 4: with the default 16 the scanning node claims most of a small
 // batch before the others look for work), WF_BENCH_BURST_PAIRS (1: how
 // many times the burst runs on both stores; the median ratio is reported,
-// as a busy machine's noise dwarfs one run's), WF_BENCH_ONLY
-// (burst or scale: one part only), WF_BENCH_BIN (a watchfolder binary to
+// as a busy machine's noise dwarfs one run's), WF_BENCH_BIG_MIB (1024:
+// the one large file on bbolt vs etcd), WF_BENCH_ONLY (burst, big or
+// scale: one part only), WF_BENCH_BIN (a watchfolder binary to
 // measure instead of building this tree's, e.g. an older commit's).
 package cluster
 
@@ -86,7 +88,7 @@ func BenchmarkCluster(b *testing.B) {
 	}
 	var one, three time.Duration
 	var ratios []float64 // etcd / bbolt, one per pair of burst runs
-	if only != "scale" {
+	if only == "" || only == "burst" {
 		// (a) one daemon, no bandwidth limit: the store's cost end to end.
 		// Each pair runs both stores back to back, in turns first, so a
 		// machine whose load drifts weighs on both alike.
@@ -114,8 +116,20 @@ func BenchmarkCluster(b *testing.B) {
 			ratios = append(ratios, etc.Seconds()/bolt.Seconds())
 		}
 	}
-	if only != "burst" {
-		// (b) the same files through per-node uplinks of rate bytes/s.
+	var bigRatio float64
+	if only == "" || only == "big" {
+		// (b) one large file, one daemon, no bandwidth limit: what the
+		// store costs a multipart upload (a checkpoint per part).
+		size := int64(envInt("WF_BENCH_BIG_MIB", 1024)) << 20
+		file := env.stage("onefile", 1, size)
+		bolt := env.run("big-bbolt", file, 1, false, 0)
+		add("one file", "bbolt, 1 node", 1, size, bolt)
+		etc := env.run("big-etcd", file, 1, true, 0)
+		add("one file", "etcd (3 members), 1 node", 1, size, etc)
+		bigRatio = etc.Seconds() / bolt.Seconds()
+	}
+	if only == "" || only == "scale" {
+		// (c) the same files through per-node uplinks of rate bytes/s.
 		big := env.stage("big", scaleN, int64(scaleMiB)<<20)
 		one = env.run("scale-1", big, 1, true, rate)
 		add("scale-out", fmt.Sprintf("1 node, %d MiB/s uplink", rate>>20), scaleN, int64(scaleMiB)<<20, one)
@@ -145,6 +159,10 @@ func BenchmarkCluster(b *testing.B) {
 		}
 		fmt.Println()
 		b.ReportMetric(100*etcdCost, "etcd_burst_extra_%")
+	}
+	if bigRatio > 0 {
+		fmt.Printf("etcd vs bbolt, one large file: %+.0f %%\n", 100*(bigRatio-1))
+		b.ReportMetric(100*(bigRatio-1), "etcd_bigfile_extra_%")
 	}
 	if one > 0 {
 		ratio := three.Seconds() / one.Seconds()
