@@ -191,9 +191,11 @@ func sourceFor(tb testing.TB, p, rel string) *uploader.Source {
 type memSession struct {
 	mu      sync.Mutex
 	okSaves int // <0: never fail
-	saves   int
-	last    []byte
-	prog    int64
+	// failWhen, when set, fails the saves whose checkpoint it matches.
+	failWhen func(cp *uploader.Checkpoint) bool
+	saves    int
+	last     []byte
+	prog     int64
 }
 
 func newSession() *memSession { return &memSession{okSaves: -1} }
@@ -201,7 +203,7 @@ func newSession() *memSession { return &memSession{okSaves: -1} }
 func (s *memSession) Save(ctx context.Context, cp *uploader.Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.okSaves >= 0 && s.saves >= s.okSaves {
+	if (s.okSaves >= 0 && s.saves >= s.okSaves) || (s.failWhen != nil && s.failWhen(cp)) {
 		return errors.New("disk full (test)")
 	}
 	s.saves++
@@ -452,22 +454,24 @@ func TestPutResume(t *testing.T) {
 			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, Concurrency: conc}, count: cnt})
 			src, data := writeFile(t, t.TempDir(), "r.mxf", size, 3)
 			cp, s := &uploader.Checkpoint{}, newSession()
-			s.okSaves = 2 + k // the create mark, the upload id, k parts
+			// Parts are saved in batches: no save may record more than k.
+			s.failWhen = func(cp *uploader.Checkpoint) bool { return len(cp.Parts) > k }
 			err := c.Put(ctxT(t), src, PutInput{Key: "r.mxf"}, cp, s)
 			if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "s3://"+bucket+"/r.mxf") {
 				t.Fatalf("Put with failing Save: %v", err)
 			}
 			saved := s.saved(t)
-			if len(saved.Parts) != k || saved.UploadID == "" {
+			if len(saved.Parts) == 0 || len(saved.Parts) > k || saved.UploadID == "" {
 				t.Fatalf("saved checkpoint: %+v", saved)
 			}
-			if len(cp.Parts) != k {
-				t.Fatalf("in-memory checkpoint has %d parts, want only the %d saved", len(cp.Parts), k)
+			if len(cp.Parts) != len(saved.Parts) {
+				t.Fatalf("in-memory checkpoint has %d parts, want only the %d saved", len(cp.Parts), len(saved.Parts))
 			}
 			done := map[int]bool{}
 			for _, p := range saved.Parts {
 				done[int(p.Number)] = true
 			}
+			left := 5 - len(saved.Parts) - 1 // the part whose save failed is adopted
 
 			// "Restart": a fresh engine and session, from the saved state.
 			cnt2 := &counter{}
@@ -480,11 +484,11 @@ func TestPutResume(t *testing.T) {
 			// The part whose Save failed reached the store: it is adopted
 			// (its checksum matches the file), not sent again. With several
 			// parts in flight, more may have made it.
-			if len(sent) > 5-k-1 {
-				t.Errorf("resumed Put sent parts %v, want at most %d", sent, 5-k-1)
+			if len(sent) > left {
+				t.Errorf("resumed Put sent parts %v, want at most %d", sent, left)
 			}
-			if conc == 1 && len(sent) != 5-k-1 {
-				t.Errorf("resumed Put sent parts %v, want exactly %d (one adopted)", sent, 5-k-1)
+			if conc == 1 && len(sent) != left {
+				t.Errorf("resumed Put sent parts %v, want exactly %d (one adopted)", sent, left)
 			}
 			for _, n := range sent {
 				if done[n] {
@@ -524,7 +528,7 @@ func TestPutNoSuchUpload(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s.okSaves = -1
+	s.okSaves, s.failWhen = -1, nil
 	if err := c.Put(ctxT(t), src, PutInput{Key: "n.mp4"}, cp, s); err != nil {
 		t.Fatalf("Put after the upload vanished: %v", err)
 	}
@@ -581,7 +585,7 @@ func TestPutSourceChanged(t *testing.T) {
 				t.Fatalf("open uploads: %v", ids)
 			}
 			tc.change(t, src.Path)
-			s.okSaves = -1
+			s.okSaves, s.failWhen = -1, nil
 			err := c.Put(ctxT(t), src, PutInput{Key: "c.mp4"}, cp, s)
 			if !errors.Is(err, uploader.ErrSourceChanged) {
 				t.Fatalf("Put of a changed file: %v, want uploader.ErrSourceChanged", err)
@@ -1260,10 +1264,8 @@ func TestOwnObjectAfterCrash(t *testing.T) {
 				src, data := writeFile(t, t.TempDir(), "clip.mp4", size, 4)
 				nParts := int((size + 5*mib - 1) / (5 * mib))
 				s := newSession()
-				s.okSaves = 0 // single PUT: the only save is the final one
-				if size >= 5*mib {
-					s.okSaves = 2 + nParts // creating, upload id, parts
-				}
+				// The save that records the finished object fails.
+				s.failWhen = func(cp *uploader.Checkpoint) bool { return cp.Uploaded }
 				cp := &uploader.Checkpoint{}
 				if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err == nil {
 					t.Fatal("Put with a failing final save succeeded")
@@ -1276,7 +1278,7 @@ func TestOwnObjectAfterCrash(t *testing.T) {
 				if s.last != nil {
 					cp = s.saved(t)
 				}
-				s.okSaves = -1
+				s.okSaves, s.failWhen = -1, nil
 				if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, cp, s); err != nil {
 					t.Fatalf("retry: %v", err)
 				}
