@@ -484,20 +484,27 @@ func (d *Daemon) otherJobs(ctx context.Context, j *state.Job) ([]*state.Job, err
 // the move.
 const ownsFresh = 250 * time.Millisecond
 
-// loadForFiling reads the filer's jobs and, in cluster mode, the claims on
-// them, in one round trip per transaction's worth (see ownsFresh). It
-// returns nil maps when etcd did not answer: the caller then reads each
-// job on its own.
-func (c *cluster) loadForFiling(ctx context.Context, ids []uint64) (map[uint64]*state.Job, map[uint64]bool, time.Time) {
+// filingRead is the filer's read of a batch's jobs and of this node's
+// claims on them, made at at.
+type filingRead struct {
+	jobs map[uint64]*state.Job
+	held map[uint64]bool
+	at   time.Time
+}
+
+// loadForFiling reads the filer's jobs and the claims on them, in one
+// round trip per transaction's worth (see ownsFresh). It returns nil when
+// etcd did not answer: the caller then reads each job on its own.
+func (c *cluster) loadForFiling(ctx context.Context, ids []uint64) *filingRead {
 	at := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
 	defer cancel()
 	jobs, held, err := c.st.GetManyOwned(cctx, ids)
 	if err != nil {
 		c.log.Warn("read the jobs to file; reading them one by one", "jobs", len(ids), "err", err)
-		return nil, nil, at
+		return nil
 	}
-	return jobs, held, at
+	return &filingRead{jobs: jobs, held: held, at: at}
 }
 
 // fenced reports a write refused because the claim was lost.

@@ -124,47 +124,19 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 	var ready []*filing
 	// Cluster mode: the jobs and their claims in one read for the batch
 	// (one etcd round trip instead of two per file).
-	var pre map[uint64]*state.Job
-	var held map[uint64]bool
-	var readAt time.Time
+	var batch *filingRead
 	if d.cl != nil && len(reqs) > 0 {
 		ids := make([]uint64, len(reqs))
 		for i, r := range reqs {
 			ids[i] = r.id
 		}
-		pre, held, readAt = d.cl.loadForFiling(ctx, ids)
+		batch = d.cl.loadForFiling(ctx, ids)
 	}
 	for _, r := range reqs {
-		if pre != nil {
-			j := pre[r.id]
-			if j == nil || j.State != state.Moving {
-				continue
+		if j := d.jobToFile(ctx, r.id, batch); j != nil {
+			if f := d.file(ctx, j); f != nil {
+				ready = append(ready, f)
 			}
-			owned := held[r.id]
-			if !owned {
-				d.cl.lost(r.id)
-			} else if time.Since(readAt) > ownsFresh {
-				owned = d.cl.owns(ctx, r.id) // filing the others took a while: ask again
-			}
-			if owned {
-				if f := d.file(ctx, j); f != nil {
-					ready = append(ready, f)
-				}
-			}
-			continue
-		}
-		j, err := d.store.Get(ctx, r.id)
-		if err != nil {
-			if !errors.Is(err, state.ErrNotFound) && ctx.Err() == nil {
-				d.log.Error("load job", "job", r.id, "err", err)
-			}
-			continue
-		}
-		if j.State != state.Moving || !d.cl.owns(ctx, j.ID) {
-			continue
-		}
-		if f := d.file(ctx, j); f != nil {
-			ready = append(ready, f)
 		}
 	}
 	synced := map[string]error{}
@@ -184,6 +156,36 @@ func (d *Daemon) fileBatch(ctx context.Context, reqs []fileReq) []*filing {
 		kept = append(kept, f)
 	}
 	return kept
+}
+
+// jobToFile returns job id if it is to be filed now: in moving and, in
+// cluster mode, still this node's. batch is the filer's read of the jobs
+// and claims (nil: read the job on its own).
+func (d *Daemon) jobToFile(ctx context.Context, id uint64, batch *filingRead) *state.Job {
+	if batch == nil {
+		j, err := d.store.Get(ctx, id)
+		if err != nil {
+			if !errors.Is(err, state.ErrNotFound) && ctx.Err() == nil {
+				d.log.Error("load job", "job", id, "err", err)
+			}
+			return nil
+		}
+		if j.State != state.Moving || !d.cl.owns(ctx, j.ID) {
+			return nil
+		}
+		return j
+	}
+	j := batch.jobs[id]
+	switch {
+	case j == nil || j.State != state.Moving:
+		return nil
+	case !batch.held[id]:
+		d.cl.lost(id)
+		return nil
+	case time.Since(batch.at) > ownsFresh && !d.cl.owns(ctx, id):
+		return nil // filing the others took a while: asked again
+	}
+	return j
 }
 
 // commitPass commits, in one transaction when it can, the changes workers

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -739,23 +740,38 @@ func (s *Store) versions(ctx context.Context, ids []uint64, useKept bool) (map[u
 		out[id] = version{}
 		missing = append(missing, id)
 	}
-	for start := 0; start < len(missing); start += MaxTxnOps {
-		chunk := missing[start:min(start+MaxTxnOps, len(missing))]
-		reads := make([]clientv3.Op, len(chunk))
+	err := s.readJobs(ctx, missing, func(id uint64, kv *mvccpb.KeyValue) error {
+		out[id] = version{data: kv.Value, rev: kv.ModRevision}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readJobs reads the jobs of ids, MaxTxnOps to a read transaction, and
+// calls found for each one that exists, in the order of ids.
+func (s *Store) readJobs(ctx context.Context, ids []uint64, found func(id uint64, kv *mvccpb.KeyValue) error) error {
+	for start := 0; start < len(ids); start += MaxTxnOps {
+		chunk := ids[start:min(start+MaxTxnOps, len(ids))]
+		ops := make([]clientv3.Op, len(chunk))
 		for i, id := range chunk {
-			reads[i] = clientv3.OpGet(s.jobKey(id))
+			ops[i] = clientv3.OpGet(s.jobKey(id))
 		}
-		resp, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i, r := range resp.Responses {
 			if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-				out[chunk[i]] = version{data: kvs[0].Value, rev: kvs[0].ModRevision}
+				if err := found(chunk[i], kvs[0]); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // dropClaim forgets the claim of a job whose terminal transition, just
@@ -820,31 +836,19 @@ func (s *Store) pathIDs(ctx context.Context, folder, relpath string) ([]uint64, 
 	return ids, nil
 }
 
-// getMany reads jobs in one transaction (a consistent view), skipping ids
-// whose job is missing.
+// getMany reads jobs, MaxTxnOps to a transaction, skipping ids whose job
+// is missing.
 func (s *Store) getMany(ctx context.Context, ids []uint64) ([]*state.Job, error) {
 	var out []*state.Job
-	for start := 0; start < len(ids); start += MaxTxnOps {
-		chunk := ids[start:min(start+MaxTxnOps, len(ids))]
-		ops := make([]clientv3.Op, len(chunk))
-		for i, id := range chunk {
-			ops[i] = clientv3.OpGet(s.jobKey(id))
-		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, err
-		}
-		for i, r := range resp.Responses {
-			kvs := r.GetResponseRange().Kvs
-			if len(kvs) == 0 {
-				continue
-			}
-			j, err := decode(chunk[i], kvs[0].Value)
-			if err != nil {
-				return nil, err
-			}
+	err := s.readJobs(ctx, ids, func(id uint64, kv *mvccpb.KeyValue) error {
+		j, err := decode(id, kv.Value)
+		if err == nil {
 			out = append(out, j)
 		}
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
