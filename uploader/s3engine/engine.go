@@ -339,10 +339,19 @@ type partBody struct {
 	prog  *progress
 	timer *time.Timer
 	stall time.Duration
-	pos   int64
-	hw    int64      // bytes already reported to prog; retries don't count twice
 	watch *partWatch // a multipart part's, for streams; nil for a single PUT
+	// file and base, when set, let the HTTP client send the part with
+	// sendfile (see fileSendClient) from offset base.
+	file *os.File
+	base int64
+
+	mu  sync.Mutex // pos and hw: Read's, or a fileBody's watcher's
+	pos int64
+	hw  int64 // bytes already reported to prog; retries don't count twice
 }
+
+// errNoFileSend: the body cannot be sent with sendfile.
+var errNoFileSend = errors.New("body not sendable from its file")
 
 func (b *partBody) Read(p []byte) (int, error) {
 	// The transport may read a body after the request returned (an early
@@ -350,7 +359,9 @@ func (b *partBody) Read(p []byte) (int, error) {
 	if err := b.ctx.Err(); err != nil {
 		return 0, err
 	}
+	b.mu.Lock()
 	rem := b.sr.Size() - b.pos
+	b.mu.Unlock()
 	if rem <= 0 {
 		return 0, io.EOF
 	}
@@ -367,27 +378,46 @@ func (b *partBody) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n, err := b.sr.Read(p)
-	b.pos += int64(n)
 	if n > 0 {
-		if b.pos >= b.sr.Size() {
-			// Body handed over: from here ResponseHeaderTimeout guards
-			// the wait for the answer.
-			b.timer.Stop()
-		} else {
-			b.timer.Reset(b.stall)
-		}
-		if b.pos > b.hw {
-			b.prog.add(b.pos - b.hw)
-			if b.watch != nil {
-				b.watch.sentBytes(b.pos - b.hw)
-			}
-			b.hw = b.pos
-		}
+		b.mu.Lock()
+		b.moved(b.pos + int64(n))
+		b.mu.Unlock()
 	}
 	return n, err
 }
 
+// advanceTo records that the first pos bytes of the body were handed to
+// the connection (a fileBody's watcher, reading its file position).
+func (b *partBody) advanceTo(pos int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if pos > b.pos {
+		b.moved(pos)
+	}
+}
+
+// moved sets the position after bytes were handed over; b.mu is held.
+func (b *partBody) moved(pos int64) {
+	b.pos = pos
+	if b.pos >= b.sr.Size() {
+		// Body handed over: from here ResponseHeaderTimeout guards
+		// the wait for the answer.
+		b.timer.Stop()
+	} else {
+		b.timer.Reset(b.stall)
+	}
+	if b.pos > b.hw {
+		b.prog.add(b.pos - b.hw)
+		if b.watch != nil {
+			b.watch.sentBytes(b.pos - b.hw)
+		}
+		b.hw = b.pos
+	}
+}
+
 func (b *partBody) Seek(off int64, whence int) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	p, err := b.sr.Seek(off, whence)
 	if err == nil {
 		if p < b.pos {
@@ -406,11 +436,12 @@ func (c *S3) send(ctx context.Context, f io.ReaderAt, off, n int64, prog *progre
 	defer cancel(nil)
 	body := &partBody{
 		ctx: pctx, sr: io.NewSectionReader(f, off, n), lim: c.eng.Limiter, prog: prog,
-		stall: c.eng.StallTimeout, watch: w,
+		stall: c.eng.StallTimeout, watch: w, base: off,
 	}
+	body.file, _ = f.(*os.File)
 	body.timer = time.AfterFunc(c.eng.StallTimeout, func() { cancel(errStalled) })
 	defer body.timer.Stop()
-	err := do(pctx, body)
+	err := do(withFileSend(pctx, body), body)
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(pctx), errStalled) {
 		return fmt.Errorf("body made no progress for %s, cancelled: %w", c.eng.StallTimeout, err)
 	}

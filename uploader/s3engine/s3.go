@@ -234,6 +234,9 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		}
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		if o.HTTPClient != nil {
+			o.HTTPClient = newFileSendClient(o.HTTPClient)
+		}
 		// No "Expect: 100-continue" (the SDK adds it to PUTs from 2 MB):
 		// waiting for the store's go-ahead costs a round trip per part and
 		// per file, a quarter of a 2 MiB file's time over a 40 ms WAN. What
@@ -279,8 +282,10 @@ func tuneTransport(tr *http.Transport, eng EngineOptions) {
 	// After a body is written the store may need a while to answer (it
 	// checksums and persists the part), but not minutes.
 	tr.ResponseHeaderTimeout = 2 * time.Minute
-	// Large buffers cut syscalls per byte for multi-GiB bodies.
-	tr.WriteBufferSize = 256 << 10
+	// The write buffer holds the headers and a body's first bytes; the
+	// rest goes by sendfile (fileSendClient) or 32 KiB copies whatever its
+	// size, so a large one only costs memory on every connection.
+	tr.WriteBufferSize = 64 << 10
 	tr.ReadBufferSize = 64 << 10
 }
 
