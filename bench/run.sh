@@ -31,7 +31,8 @@
 #   BENCH_WAN_FILES [500]  BENCH_WAN_SIZE [2097152]  BENCH_WAN_BIG_SIZE [$BENCH_BIG_SIZE]
 #   BENCH_BIG_SIZE [1073741824]  BENCH_BURST_FILES [2000]  BENCH_BURST_SIZE [262144]
 #   BENCH_WAIT_LOAD [900]  seconds to wait for the 1-min load average < 1.0 (0: don't)
-#   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs
+#   BENCH_TOOLS ["watchfolder mc rclone"]  a subset, for quick runs; a peer
+#                   setting alone by its id (e.g. "watchfolder mc-p16")
 #   BENCH_VARIANTS [1]  also run watchfolder with receipts=true and max_files=4
 #                       (burst) and concurrency=2 (resume), for comparison; 0: don't
 #   BENCH_DIR  scratch directory (test files + MinIO data, same disk) [mktemp under /var/tmp]
@@ -91,7 +92,7 @@ wants() {
   case $1 in
     wf-base) [[ " $TOOLS " == *" watchfolder "* ]] ;;
     wf-*) [[ $VARIANTS == 1 && " $TOOLS " == *" watchfolder "* ]] ;;
-    mc-*|rclone-*) [[ " $TOOLS " == *" ${1%%-*} "* ]] ;;
+    mc-*|rclone-*) [[ " $TOOLS " == *" ${1%%-*} "* || " $TOOLS " == *" $1 "* ]] ;;
     *) [[ " $TOOLS " == *" $1 "* ]] ;;
   esac
 }
@@ -249,8 +250,19 @@ run_tool() { # scenario tool run
   fi
   run_tool_as "$sc" "$tool" "$run" "$b"
 }
+# side_ticks: CPU ticks (user+sys) so far of the store (MinIO) and of the
+# WAN proxies together, "STORE LINK". Every tool shares the machine with
+# them: what they spend is what the machine has left for the tool.
+CLK_TCK=$(getconf CLK_TCK)
+proc_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+side_ticks() {
+  local p link=0
+  for p in "${PROXY_PIDS[@]}"; do link=$((link + $(proc_ticks "$p"))); done
+  echo "$(proc_ticks "$MINIO_PID") $link"
+}
 run_tool_as() { # scenario tool run bucket
-  local sc=$1 tool=$2 run=$3 b=$4 label=$2
+  local sc=$1 tool=$2 run=$3 b=$4 label=$2 side0 side1
+  side0=($(side_ticks))
   case $tool in
     mc-p16) label="mc put --parallel 16" ;;
     rclone-c16) label="rclone --s3-upload-concurrency 16" ;;
@@ -286,6 +298,9 @@ run_tool_as() { # scenario tool run bucket
       -concurrency 2 -tool "watchfolder concurrency=2" ;;
     *) die "no command for $sc/$tool" ;;
   esac
+  side1=($(side_ticks))
+  "$WFRUN" annotate -results "$RES" -extra "$(awk -v s0="${side0[0]}" -v l0="${side0[1]}" -v s1="${side1[0]}" -v l1="${side1[1]}" -v hz="$CLK_TCK" \
+    'BEGIN { printf "store_cpu_s=%.2f,link_cpu_s=%.2f", (s1 - s0) / hz, (l1 - l0) / hz }')"
   [[ -d "$WORK/runs/$sc-$run" ]] && cp "$WORK/runs/$sc-$run"/daemon*.log "$RESULTS_DIR/logs/" 2>/dev/null || true
   rm -rf "$WORK/runs/$sc-$run"
   drop_bucket "$b"
@@ -361,6 +376,17 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   same 2 cores: at a few hundred MiB/s each is one more CPU consumer, like MinIO.
 - Load average (1 min) before each scenario: $(for sc in $SCENARIOS; do printf '%s: %s; ' "$sc" "${LOAD[$sc]:-?}"; done)
 - CPU and RSS are the client's only; MinIO shares the same 2 cores with it in every case.
+  The "CPU of the run" tables add what the store (MinIO) and the link (the WAN proxies)
+  spent during each run (\`/proc/PID/stat\` before and after). Their sum over the cores is
+  the shortest wall time the machine allows that tool (the floor); wall / floor shows how
+  well a tool keeps the cores busy. Where every tool is near its floor, the machine (not
+  the link) decides, and a tool wins only by costing the machine less per byte: its own
+  CPU, and the store's (MinIO verifies mc's and rclone's payload SHA-256 over plain HTTP,
+  not watchfolder's \`UNSIGNED-PAYLOAD\` with a CRC32C per part).
+- The store's CPU for the same upload varies between runs (3 to 9 s per GiB seen). The
+  VM reports freed memory to its host (virtio-balloon free page reporting), so MinIO's
+  page-cache writes fault in pages the host took back, more so as a run of benchmarks
+  goes on; interleaving spreads this over the tools.
 EOF
   if [[ -f "$ROOT/bench/notes.md" ]]; then echo; cat "$ROOT/bench/notes.md"; fi
 } >"$NOTES"

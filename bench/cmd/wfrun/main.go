@@ -4,6 +4,7 @@
 //	wfrun gen -path FILE -size BYTES              one file of random bytes
 //	wfrun gen -path DIR -files N -size BYTES      N files in a new directory
 //	wfrun file|burst|resume [flags]               one measured run
+//	wfrun annotate -results F -extra k=v,...      add figures to the last run
 //
 // A run starts a fresh daemon (fresh state, watched folder and control
 // socket, so its peak RSS is this run's), renames the staged file (or
@@ -60,6 +61,8 @@ func main() {
 		err = waitLive(os.Args[2:])
 	case "file", "burst", "resume":
 		err = measure(mode, os.Args[2:])
+	case "annotate":
+		err = annotate(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", mode)
 	}
@@ -78,6 +81,25 @@ func freePort() error {
 	defer l.Close()
 	fmt.Println(l.Addr().(*net.TCPAddr).Port)
 	return nil
+}
+
+// annotate adds figures measured around the last run (the store's and the
+// link's CPU) to its record: -extra key=value,key=value.
+func annotate(args []string) error {
+	fs := flag.NewFlagSet("annotate", flag.ExitOnError)
+	results := fs.String("results", "", "results file (JSON lines)")
+	extra := fs.String("extra", "", "key=value,... to add")
+	fs.Parse(args)
+	m := map[string]float64{}
+	for kv := range strings.SplitSeq(*extra, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || k == "" || err != nil {
+			return fmt.Errorf("annotate: bad -extra item %q (want key=number)", kv)
+		}
+		m[k] = f
+	}
+	return result.AnnotateLast(*results, m)
 }
 
 // waitLive waits until MinIO answers its liveness probe.

@@ -77,3 +77,30 @@ func (r Record) Line() string {
 	}
 	return s
 }
+
+// AnnotateLast adds extra to the last record of path (the run just
+// measured), rewriting the file through a temporary one.
+func AnnotateLast(path string, extra map[string]float64) error {
+	recs, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("%s holds no results to annotate", path)
+	}
+	last := &recs[len(recs)-1]
+	if last.Extra == nil {
+		last.Extra = map[string]float64{}
+	}
+	for k, v := range extra {
+		last.Extra[k] = v
+	}
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	for _, r := range recs {
+		if err := Append(tmp, r); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, path)
+}
