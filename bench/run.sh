@@ -381,7 +381,7 @@ fresh bucket per run and the same files (watchfolder's runs move them back after
   the shortest wall time the machine allows that tool (the floor); wall / floor shows how
   well a tool keeps the cores busy. Where every tool is near its floor, the machine (not
   the link) decides, and a tool wins only by costing the machine less per byte: its own
-  CPU, and the store's (MinIO verifies mc's and rclone's payload SHA-256 over plain HTTP,
+  CPU, and the store's (MinIO verifies mc's payload SHA-256, signed over plain HTTP,
   not watchfolder's \`UNSIGNED-PAYLOAD\` with a CRC32C per part).
 - The store's CPU for the same upload varies between runs (3 to 9 s per GiB seen). The
   VM reports freed memory to its host (virtio-balloon free page reporting), so MinIO's
