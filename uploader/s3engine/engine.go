@@ -345,9 +345,12 @@ type partBody struct {
 	file *os.File
 	base int64
 
-	mu  sync.Mutex // pos and hw: Read's, or a fileBody's watcher's
+	mu  sync.Mutex // pos, hw, gen: Read's, or a fileBody's watcher's
 	pos int64
 	hw  int64 // bytes already reported to prog; retries don't count twice
+	// gen counts rewinds: a fileBody of an earlier attempt (net/http may
+	// close it after the retry began) must not move this one's position.
+	gen uint64
 }
 
 // errNoFileSend: the body cannot be sent with sendfile.
@@ -387,11 +390,12 @@ func (b *partBody) Read(p []byte) (int, error) {
 }
 
 // advanceTo records that the first pos bytes of the body were handed to
-// the connection (a fileBody's watcher, reading its file position).
-func (b *partBody) advanceTo(pos int64) {
+// the connection (a fileBody's watcher, reading its file position) in the
+// attempt gen.
+func (b *partBody) advanceTo(gen uint64, pos int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if pos > b.pos {
+	if gen == b.gen && pos > b.pos {
 		b.moved(pos)
 	}
 }
@@ -420,6 +424,7 @@ func (b *partBody) Seek(off int64, whence int) (int64, error) {
 	defer b.mu.Unlock()
 	p, err := b.sr.Seek(off, whence)
 	if err == nil {
+		b.gen++
 		if p < b.pos {
 			b.timer.Reset(b.stall)
 		}

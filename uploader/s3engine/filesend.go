@@ -108,8 +108,9 @@ func (c *fileSendClient) poll() {
 type fileBody struct {
 	f    *os.File
 	b    *partBody
-	base int64 // file offset of the part's first byte
-	end  int64 // file offset after its last byte
+	gen  uint64 // the partBody's attempt this body sends
+	base int64  // file offset of the part's first byte
+	end  int64  // file offset after its last byte
 	c    *fileSendClient
 	once sync.Once
 	read atomic.Int64 // bytes served by Read rather than sendfile
@@ -127,13 +128,13 @@ func (b *partBody) fileBody(c *fileSendClient) (*fileBody, error) {
 		return nil, err
 	}
 	b.mu.Lock()
-	start := b.base + b.pos
+	start, gen := b.base+b.pos, b.gen
 	b.mu.Unlock()
 	if _, err := f.Seek(start, io.SeekStart); err != nil {
 		f.Close()
 		return nil, err
 	}
-	fb := &fileBody{f: f, b: b, base: b.base, end: b.base + b.sr.Size(), c: c}
+	fb := &fileBody{f: f, b: b, gen: gen, base: b.base, end: b.base + b.sr.Size(), c: c}
 	c.add(fb)
 	return fb, nil
 }
@@ -186,7 +187,7 @@ func (fb *fileBody) Close() error {
 
 func (fb *fileBody) report() {
 	if pos, err := fb.f.Seek(0, io.SeekCurrent); err == nil {
-		fb.b.advanceTo(min(pos, fb.end) - fb.base)
+		fb.b.advanceTo(fb.gen, min(pos, fb.end)-fb.base)
 	}
 }
 

@@ -151,6 +151,47 @@ func TestFileSendBody(t *testing.T) {
 	}
 }
 
+// TestFileSendStaleBody: the body of an attempt that net/http closes only
+// after the retry began does not move the retry's position (the retry
+// would otherwise send from the middle of the part).
+func TestFileSendStaleBody(t *testing.T) {
+	f := tempFile(t, 1<<20)
+	fc := newFileSendClient(http.DefaultClient)
+	b := &partBody{ctx: context.Background(), sr: io.NewSectionReader(f, 4096, 512<<10), prog: &progress{s: newSession()},
+		timer: time.NewTimer(time.Hour), stall: time.Hour, file: f, base: 4096}
+	first, err := b.fileBody(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := io.CopyN(io.Discard, first, 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	first.report()
+	if _, err := b.Seek(0, io.SeekStart); err != nil { // the SDK rewinds for its retry
+		t.Fatal(err)
+	}
+	retry, err := b.fileBody(fc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer retry.Close()
+	first.report() // late: the first attempt's body is not closed yet
+	b.mu.Lock()
+	pos := b.pos
+	b.mu.Unlock()
+	if pos != 0 {
+		t.Fatalf("a stale body moved the retry to %d", pos)
+	}
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(retry, buf); err != nil {
+		t.Fatal(err)
+	}
+	if at, _ := retry.f.Seek(0, io.SeekCurrent); at != 4096+10 {
+		t.Fatalf("the retry reads at %d, want the part's start", at-10)
+	}
+}
+
 func attemptsWanted(retried bool) int {
 	if retried {
 		return 2
