@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/watchfolder/watchfolder/uploader"
 )
 
 // TestFileSendBody: a marked request's body goes out through its own file
@@ -189,6 +192,43 @@ func TestFileSendStaleBody(t *testing.T) {
 	}
 	if at, _ := retry.f.Seek(0, io.SeekCurrent); at != 4096+10 {
 		t.Fatalf("the retry reads at %d, want the part's start", at-10)
+	}
+}
+
+// TestPutSendsBodiesByFile: through the SDK, against MinIO, the bodies of
+// a multipart upload's parts and of a single PUT too large for the scan
+// buffer go out by sendfile (an SDK that stopped passing the request
+// context down would quietly bring back the copies).
+func TestPutSendsBodiesByFile(t *testing.T) {
+	for _, size := range []int64{3 * mib, 21 * mib} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			bucket := newBucket(t)
+			c := newEngine(t, bucket, engineCfg{eng: EngineOptions{PartSize: 5 * mib, MultipartThreshold: 8 * mib}})
+			if c.fileSend == nil {
+				t.Fatal("no sendfile client under the SDK")
+			}
+			var mu sync.Mutex
+			var bodies, read, sent int64
+			c.fileSend.closed = func(fb *fileBody) {
+				mu.Lock()
+				defer mu.Unlock()
+				bodies++
+				read += fb.read.Load()
+				sent += fb.end - fb.base
+			}
+			src, _ := writeFile(t, t.TempDir(), "clip.mp4", size, 3)
+			if err := c.Put(ctxT(t), src, PutInput{Key: "clip.mp4"}, &uploader.Checkpoint{}, newSession()); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if sent < size {
+				t.Fatalf("%d bodies of %d bytes in all went through the sendfile client, want the whole %d-byte file", bodies, sent, size)
+			}
+			if read > sent/4 {
+				t.Errorf("%d of %d bytes were read and copied, not sent by sendfile", read, sent)
+			}
+		})
 	}
 }
 

@@ -109,6 +109,9 @@ type S3 struct {
 	// learned is the parts-in-flight level the last multipart upload
 	// settled on; the next one starts there.
 	learned atomic.Int32
+	// fileSend is the HTTP client below the SDK that sends bodies with
+	// sendfile (nil only if the SDK had no client to wrap).
+	fileSend *fileSendClient
 }
 
 // LearnedStreams is the parts-in-flight level the last multipart upload
@@ -214,6 +217,7 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		// S3-compatible stores mostly ignore the region but SigV4 needs one.
 		cfg.Region = "us-east-1"
 	}
+	var fileSend *fileSendClient
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -235,7 +239,8 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		if o.HTTPClient != nil {
-			o.HTTPClient = newFileSendClient(o.HTTPClient)
+			fileSend = newFileSendClient(o.HTTPClient)
+			o.HTTPClient = fileSend
 		}
 		// No "Expect: 100-continue" (the SDK adds it to PUTs from 2 MB):
 		// waiting for the store's go-ahead costs a round trip per part and
@@ -243,7 +248,7 @@ func NewS3(ctx context.Context, opts S3Options, eng EngineOptions) (*S3, error) 
 		// it would save (a body sent to a store that refuses it) is rare.
 		o.ContinueHeaderThresholdBytes = -1
 	})
-	return &S3{opts: opts, eng: eng, client: client, log: log}, nil
+	return &S3{opts: opts, eng: eng, client: client, log: log, fileSend: fileSend}, nil
 }
 
 // NewTransport returns the HTTP transport the engine uses (see
