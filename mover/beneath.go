@@ -93,10 +93,13 @@ func openDirBelow(root, rel string, create bool) (int, error) {
 			// setgid folder nothing needs a chmod naming the setgid bit
 			// (refused under systemd's RestrictSUIDSGID).
 			merr := unix.Mkdirat(cur, c, parentPerm(cur))
-			if merr == nil {
+			if merr == nil || errors.Is(merr, unix.EEXIST) {
 				// The new name must be durable before anything moved into
-				// the directory counts as filed.
-				merr = unix.Fsync(cur)
+				// the directory counts as filed; made by another filing a
+				// moment ago (EEXIST), it may not be synced yet either.
+				if serr := unix.Fsync(cur); merr == nil || serr != nil {
+					merr = serr
+				}
 			}
 			if merr != nil && !errors.Is(merr, unix.EEXIST) {
 				return -1, &os.PathError{Op: "mkdir", Path: filepath.Join(root, rel), Err: merr}

@@ -421,7 +421,7 @@ func (rig *pcRig) inDir(dir string, op func() error) error {
 }
 
 func (rig *pcRig) mkdirDurable(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
+	if d := filepath.Clean(dir); d == filepath.Clean(rig.s.inbox) || filepath.Dir(d) == d {
 		return nil
 	}
 	if err := rig.mkdirDurable(filepath.Dir(dir)); err != nil {
@@ -430,6 +430,9 @@ func (rig *pcRig) mkdirDurable(dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
+	// Synced even when it existed: another delivery may have made it a
+	// moment ago and not synced its name yet, and a file renamed into a
+	// directory whose name a cut takes away is lost with it.
 	return syncDir(filepath.Dir(dir))
 }
 
