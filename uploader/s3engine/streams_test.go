@@ -123,15 +123,29 @@ func TestStreamsProbe(t *testing.T) {
 	}
 }
 
-// A link that changes during a long upload is probed again: shaping that
-// cuts each connection to a fifth makes more streams pay.
-func TestStreamsReprobeWhenLinkChanges(t *testing.T) {
+// A link that changes during a long upload is found by the settled level:
+// shaping that cuts each connection to a fifth changes the rate and starts
+// the probe again; a link that frees up without changing the settled
+// level's rate (other uploads that shared it ended) is found by its looks
+// upwards.
+func TestStreamsFollowLinkChanges(t *testing.T) {
 	const mb = 1 << 20
-	clk := &fakeClock{t: time.Unix(0, 0)}
-	st := newStreams(16, 0, clk.now, nil)
-	got := simulate(t, st, clk, 16<<20, 30*time.Second, perConn(200*mb, 200*mb), 10*time.Second, perConn(10*mb, 0))
-	if got != 16 {
-		t.Fatalf("level %d after the link changed, want 16", got)
+	tests := []struct {
+		name          string
+		before, after link
+		at            time.Duration
+	}{
+		{"per-connection shaping kicks in", perConn(200*mb, 200*mb), perConn(10*mb, 0), 10 * time.Second},
+		{"the uplink's sum cap goes away", perConn(20*mb, 80*mb), perConn(20*mb, 0), 8 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(0, 0)}
+			st := newStreams(16, 0, clk.now, nil)
+			if got := simulate(t, st, clk, 16<<20, 30*time.Second, tt.before, tt.at, tt.after); got != 16 {
+				t.Fatalf("level %d after the link changed, want 16", got)
+			}
+		})
 	}
 }
 
@@ -216,19 +230,6 @@ func TestStreamsProbeSurvivesSlowWindows(t *testing.T) {
 		if got := simulate(t, st, clk, 16<<20, 10*time.Second, noisy, 0, nil); got < 16 {
 			t.Errorf("seed %d: level %d after 10 s on a 20 MiB/s-per-connection link with slow windows, want 16", seed, got)
 		}
-	}
-}
-
-// A link that frees up without changing the rate of the settled level
-// (other uploads that shared it ended) is found by the settled level's
-// looks upwards.
-func TestStreamsLooksUpWhenLinkFreesUp(t *testing.T) {
-	const mb = 1 << 20
-	clk := &fakeClock{t: time.Unix(0, 0)}
-	st := newStreams(16, 0, clk.now, nil)
-	got := simulate(t, st, clk, 16<<20, 30*time.Second, perConn(20*mb, 80*mb), 8*time.Second, perConn(20*mb, 0))
-	if got != 16 {
-		t.Fatalf("level %d once the uplink's sum cap went away, want 16", got)
 	}
 }
 
