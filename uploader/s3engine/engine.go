@@ -353,9 +353,6 @@ type partBody struct {
 	gen uint64
 }
 
-// errNoFileSend: the body cannot be sent with sendfile.
-var errNoFileSend = errors.New("body not sendable from its file")
-
 func (b *partBody) Read(p []byte) (int, error) {
 	// The transport may read a body after the request returned (an early
 	// answer): by then the body's buffer may be back in the pool.

@@ -2,6 +2,7 @@ package s3engine
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +20,9 @@ import (
 // 1 GiB upload (its CPU for that upload fell by a sixth to a fifth). The
 // SDK wraps every body it is given, so the swap is done below it, in the
 // HTTP client, for the bodies send marks in the context.
+
+// errNoFileSend: the body cannot be sent with sendfile.
+var errNoFileSend = errors.New("body not sendable from its file")
 
 // fileSendKey marks a request context with its *partBody.
 type fileSendKey struct{}
